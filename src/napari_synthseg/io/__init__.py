@@ -1,0 +1,34 @@
+"""Reading and writing medical images with their physical geometry."""
+
+from .image import MODALITIES, MedicalImage
+from .modality import guess_modality
+from .read import (
+    IMAGE_EXTENSIONS,
+    SeriesInfo,
+    is_supported_path,
+    list_dicom_series,
+    read_dicom_series,
+    read_image,
+    sha256_of_files,
+)
+from .window import DEFAULT_PRESET, PRESETS, apply_window, window_limits
+from .write import WRITE_EXTENSIONS, write_image
+
+__all__ = [
+    "DEFAULT_PRESET",
+    "IMAGE_EXTENSIONS",
+    "MODALITIES",
+    "PRESETS",
+    "WRITE_EXTENSIONS",
+    "MedicalImage",
+    "SeriesInfo",
+    "apply_window",
+    "guess_modality",
+    "is_supported_path",
+    "list_dicom_series",
+    "read_dicom_series",
+    "read_image",
+    "sha256_of_files",
+    "window_limits",
+    "write_image",
+]

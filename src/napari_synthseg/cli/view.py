@@ -1,0 +1,52 @@
+"""``synthseg view FILE``: open napari with the plugin and the file (or a bundled sample)."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import SynthsegError
+from ..io import PRESETS
+from ._common import add_read_options, read_from_args
+
+SAMPLES = ("cxr", "ct", "mri")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("view", help="open napari with the plugin on a file or a bundled sample")
+    p.add_argument("paths", nargs="*", help="image files or DICOM series folders")
+    p.add_argument("--sample", choices=SAMPLES, action="append", help="open a bundled sample (repeatable)")
+    p.add_argument("--window", default="auto", choices=["auto", *PRESETS], help="display window preset")
+    add_read_options(p)
+    p.add_argument(
+        "--no-block", action="store_true", help="build the viewer and return (for scripts and tests)"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if not args.paths and not args.sample:
+        args.sample = ["cxr"]
+    # Read (and fail) before starting Qt, so bad input gives a one-line message, not a window.
+    images = [read_from_args(path, args) for path in args.paths]
+    try:
+        import napari
+    except ImportError:
+        raise SynthsegError("napari is not installed: pip install 'napari-synthseg[gui]'") from None
+    from .._napari import image_layer_data, sample_layer_data
+    from ..widgets.window_widget import WindowWidget
+
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and os.name == "posix":
+        raise SynthsegError("no display found: run on a desktop, or under xvfb-run -a for a virtual one")
+    viewer = napari.Viewer(title="napari-synthseg")
+    for sample in args.sample or []:
+        for data, kwargs, kind in sample_layer_data(sample, window=args.window):
+            viewer._add_layer_from_data(data, kwargs, kind)
+    for image in images:
+        data, kwargs, kind = image_layer_data(image, window=args.window)
+        viewer._add_layer_from_data(data, kwargs, kind)
+    viewer.window.add_dock_widget(WindowWidget(viewer), name="Window / series", area="right")
+    if args.no_block:
+        viewer.close()
+        return 0
+    napari.run()
+    return 0
