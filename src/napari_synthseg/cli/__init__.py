@@ -1,7 +1,8 @@
 """``synthseg``: the headless entry point to everything the plugin does.
 
-Each command group lives in its own module that defines ``register(subparsers)``; adding a
-command means adding its module name to :data:`COMMAND_MODULES`. User errors
+Each command group lives in its own module of this package that defines
+``register(subparsers)``; every such module not starting with ``_`` is picked up, in
+:data:`COMMAND_ORDER` first and then alphabetically. User errors
 (:class:`~napari_synthseg.errors.SynthsegError`) print one line to stderr and exit with status 2;
 ``--debug`` shows the traceback instead.
 """
@@ -11,12 +12,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import pkgutil
 import sys
 
 from .. import __version__
 from ..errors import CancelledError, SynthsegError
 
-COMMAND_MODULES = ("info", "view", "convert")
+COMMAND_ORDER = ("info", "view", "convert")
+
+
+def command_modules() -> list[str]:
+    found = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    return [n for n in COMMAND_ORDER if n in found] + sorted(n for n in found if n not in COMMAND_ORDER)
 
 EXIT_USER_ERROR = 2
 EXIT_CANCELLED = 130
@@ -32,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in COMMAND_MODULES:
+    for name in command_modules():
         module = importlib.import_module(f"{__name__}.{name}")
         module.register(subparsers)
     return parser

@@ -1,0 +1,96 @@
+"""Content-addressed array store of a scene folder (``assets/<key>.safetensors``).
+
+Arrays are written once under the hash of their dtype, shape and bytes, so autosave never
+rewrites them, undo can point back to an old mask for free, and a crash can at worst leave an
+unreferenced file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from ..errors import SynthsegError
+from ..utils.atomic import atomic_path
+
+
+def array_key(array: np.ndarray) -> str:
+    arr = np.ascontiguousarray(array)
+    h = hashlib.sha256()
+    h.update(f"{arr.dtype.str}|{arr.shape}|".encode())
+    h.update(arr.data)
+    return h.hexdigest()[:32]
+
+
+class AssetStore:
+    """Arrays by key, in memory and (when the scene has a folder) on disk."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
+        self._cache: dict[str, np.ndarray] = {}
+
+    def attach(self, folder: Path) -> None:
+        """Give an in-memory store a folder and write what it holds."""
+        self.folder = folder
+        for key, array in self._cache.items():
+            self._write(key, array)
+
+    def _path(self, key: str) -> Path:
+        assert self.folder is not None
+        return self.folder / "assets" / f"{key}.safetensors"
+
+    def _write(self, key: str, array: np.ndarray) -> None:
+        path = self._path(key)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            # bool is not a safetensors dtype; store as uint8 and remember.
+            data = array.astype(np.uint8) if array.dtype == bool else array
+            save_file({"data": np.ascontiguousarray(data)}, str(tmp), metadata={"bool": str(array.dtype == bool)})
+
+    def put(self, array: np.ndarray) -> str:
+        array = np.asarray(array)
+        key = array_key(array)
+        if key not in self._cache:
+            frozen = np.array(array, copy=True)
+            frozen.flags.writeable = False
+            self._cache[key] = frozen
+        if self.folder is not None:
+            self._write(key, self._cache[key])
+        return key
+
+    def get(self, key: str) -> np.ndarray:
+        if key in self._cache:
+            return self._cache[key]
+        if self.folder is None or not self._path(key).exists():
+            raise SynthsegError(f"scene asset {key} is missing; the scene folder is incomplete")
+        from safetensors import safe_open
+
+        path = self._path(key)
+        with safe_open(str(path), framework="numpy") as fh:
+            is_bool = (fh.metadata() or {}).get("bool") == "True"
+        array = load_file(str(path))["data"]
+        if is_bool:
+            array = array.astype(bool)
+        array.flags.writeable = False
+        self._cache[key] = array
+        return array
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._cache or (self.folder is not None and self._path(key).exists())
+
+    def prune(self, keep: set[str]) -> int:
+        """Delete stored arrays not in ``keep``; returns how many were removed."""
+        if self.folder is None or not (self.folder / "assets").is_dir():
+            return 0
+        removed = 0
+        for path in (self.folder / "assets").glob("*.safetensors"):
+            if path.stem not in keep:
+                path.unlink()
+                self._cache.pop(path.stem, None)
+                removed += 1
+        return removed
