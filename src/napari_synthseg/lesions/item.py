@@ -1,0 +1,385 @@
+"""The lesion library item: what every lesion source produces and the renderer consumes.
+
+Intensity convention
+--------------------
+A :class:`LesionPatch` carries two layers on the same grid:
+
+``intensity`` (always present)
+    The lesion's **residual / contrast**: the value to *add* to the healthy background of a
+    target image at the same physical position, in the target's physical ``units``. Zero (or
+    close to it) where the lesion has no influence. This is what the TUM report extracts
+    (original minus healthy fill) and what NODE21 pastes (a projected CT nodule whose
+    surroundings were removed), and it is the layer for additive blending.
+
+    * CT (``units="HU"``): HU difference to the local background (lung parenchyma), e.g. a
+      solid nodule in lung is about +850 HU inside.
+    * CXR from CT projection (``units="attenuation"``): residual attenuation line integral
+      ``∫ (mu_lesion - mu_background) dl`` (dimensionless, ``-ln`` of the transmission
+      ratio). A renderer maps it to image grey values with a gain (log-domain addition).
+    * Extracted (``units="image"`` unless told otherwise): original minus healthy fill, in the
+      grey values of the image it came from.
+
+``absolute`` (optional)
+    The lesion *with* its own background in absolute units (HU for CT; the projected total
+    attenuation of the source slab for CXR; the original pixels for an extracted lesion), for
+    alpha compositing or Poisson (gradient-domain) blending. ``absolute - intensity`` is the
+    background the lesion was recorded on (:attr:`LesionPatch.background`).
+
+``mask`` is the exact lesion mask (bool, same shape). ``spacing`` is in mm per pixel in numpy
+axis order ((y, x) for 2D, (z, y, x) for 3D). 3D patches from CT are in LPS orientation:
+axis 0 runs inferior→superior, axis 1 anterior→posterior, axis 2 right→left (SimpleITK /
+DICOM convention after ``DICOMOrient(..., "LPS")``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..errors import SynthsegError
+
+KINDS = ("solid", "part-solid", "ground-glass", "ct-nodule", "extracted")
+
+
+def _as_spacing(spacing: float | Sequence[float], ndim: int, what: str = "spacing") -> tuple:
+    if np.isscalar(spacing):
+        spacing = (float(spacing),) * ndim
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != ndim:
+        raise SynthsegError(
+            f"{what} has {len(spacing)} values but the lesion is {ndim}D; give one value per axis in mm"
+        )
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise SynthsegError(f"{what} {spacing} must be positive finite mm values")
+    return spacing
+
+
+@dataclass
+class LesionPatch:
+    """A lesion on its own small grid (see the module docstring for the conventions).
+
+    Parameters
+    ----------
+    intensity : ndarray of float32, (y, x) or (z, y, x)
+        Residual / contrast to add to a background, in ``units``.
+    mask : ndarray of bool, same shape
+        Exact lesion mask.
+    spacing : tuple of float
+        mm per pixel in numpy axis order.
+    kind : str
+        'solid', 'part-solid', 'ground-glass', 'ct-nodule', 'extracted' or a custom tag.
+    provenance : dict
+        Source file, sha256, diameter_mm, seed, parameters, and a ``history`` of operations.
+    absolute : ndarray of float32 or None
+        The lesion with its recorded background in absolute ``units`` (HU, attenuation, ...).
+    units : str
+        'HU', 'attenuation' or 'image'.
+    """
+
+    intensity: np.ndarray
+    mask: np.ndarray
+    spacing: tuple
+    kind: str = "extracted"
+    provenance: dict = field(default_factory=dict)
+    absolute: np.ndarray | None = None
+    units: str = "HU"
+
+    def __post_init__(self) -> None:
+        intensity = np.asarray(self.intensity)
+        if intensity.ndim not in (2, 3):
+            raise SynthsegError(
+                f"lesion intensity must be 2D (y, x) or 3D (z, y, x), got shape {intensity.shape}"
+            )
+        if not np.issubdtype(intensity.dtype, np.number) or np.iscomplexobj(intensity):
+            raise SynthsegError(f"lesion intensity must be real numbers, got dtype {intensity.dtype}")
+        intensity = np.ascontiguousarray(intensity, dtype=np.float32)
+        if not np.isfinite(intensity).all():
+            raise SynthsegError("lesion intensity contains NaN or infinite values; clean the source image first")
+        mask = np.asarray(self.mask)
+        if mask.shape != intensity.shape:
+            raise SynthsegError(
+                f"lesion mask shape {mask.shape} does not match intensity shape {intensity.shape}"
+            )
+        if mask.dtype != bool:
+            if not np.isfinite(mask).all():
+                raise SynthsegError("lesion mask contains NaN values; give a 0/1 label image")
+            mask = mask > 0
+        if not mask.any():
+            raise SynthsegError("lesion mask is empty; draw or load a mask with at least one lesion pixel")
+        self.intensity = intensity
+        self.mask = np.ascontiguousarray(mask)
+        self.spacing = _as_spacing(self.spacing, intensity.ndim)
+        if self.absolute is not None:
+            absolute = np.ascontiguousarray(self.absolute, dtype=np.float32)
+            if absolute.shape != intensity.shape:
+                raise SynthsegError(
+                    f"lesion absolute patch shape {absolute.shape} does not match intensity shape {intensity.shape}"
+                )
+            if not np.isfinite(absolute).all():
+                raise SynthsegError("lesion absolute patch contains NaN or infinite values")
+            self.absolute = absolute
+        self.kind = str(self.kind)
+        self.units = str(self.units)
+        self.provenance = dict(self.provenance or {})
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def ndim(self) -> int:
+        return self.intensity.ndim
+
+    @property
+    def shape(self) -> tuple:
+        return self.intensity.shape
+
+    @property
+    def extent_mm(self) -> tuple:
+        """Physical size of the patch grid in mm per axis."""
+        return tuple(n * s for n, s in zip(self.shape, self.spacing))
+
+    @property
+    def background(self) -> np.ndarray | None:
+        """The background the lesion was recorded on (``absolute - intensity``), or None."""
+        if self.absolute is None:
+            return None
+        return self.absolute - self.intensity
+
+    # ------------------------------------------------------------------ measurements
+    def diameter_mm(self, method: str = "equivalent") -> float:
+        """Lesion diameter in mm from the mask.
+
+        Parameters
+        ----------
+        method : {'equivalent', 'extent'}
+            'equivalent': diameter of the sphere (3D) or circle (2D) with the mask's volume or
+            area. 'extent': largest bounding-box side in mm (what NODE21's ``get_nodule_diameter``
+            measures on the projected mask).
+        """
+        return mask_diameter_mm(self.mask, self.spacing, method)
+
+    def bbox(self) -> tuple:
+        """Slices of the mask's bounding box."""
+        return ndi.find_objects(self.mask.astype(np.uint8))[0]
+
+    # ------------------------------------------------------------------ derivation
+    def _derive(self, op: dict, **changes: Any) -> "LesionPatch":
+        provenance = copy.deepcopy(self.provenance)
+        provenance.setdefault("history", []).append(op)
+        fields = dict(
+            intensity=self.intensity,
+            mask=self.mask,
+            spacing=self.spacing,
+            kind=self.kind,
+            provenance=provenance,
+            absolute=self.absolute,
+            units=self.units,
+        )
+        fields.update(changes)
+        return LesionPatch(**fields)
+
+    def resample_to(self, spacing: float | Sequence[float], order: int = 1) -> "LesionPatch":
+        """Resample to a new pixel spacing (mm) keeping the physical size.
+
+        Intensity uses spline ``order`` (1: linear) with Gaussian anti-aliasing when shrinking;
+        the mask uses thresholded linear interpolation (>= 0.5), which keeps its size in mm
+        better than nearest neighbour.
+        """
+        spacing = _as_spacing(spacing, self.ndim, "target spacing")
+        if spacing == self.spacing:
+            return self._derive({"op": "resample_to", "spacing": list(spacing)})
+        intensity = resample_array(self.intensity, self.spacing, spacing, order=order, mode="constant")
+        absolute = None
+        if self.absolute is not None:
+            absolute = resample_array(self.absolute, self.spacing, spacing, order=order, mode="nearest")
+        mask = resample_mask(self.mask, self.spacing, spacing)
+        return self._derive(
+            {"op": "resample_to", "spacing": list(spacing), "order": order},
+            intensity=intensity,
+            mask=mask,
+            spacing=spacing,
+            absolute=absolute,
+        )
+
+    def transform(
+        self,
+        scale: float = 1.0,
+        rotation_deg: float | Sequence[float] = 0.0,
+        axes: tuple[int, int] = (-2, -1),
+        order: int = 1,
+    ) -> "LesionPatch":
+        """Scale (physical size) and rotate about the patch centre; spacing is unchanged.
+
+        Parameters
+        ----------
+        scale : float
+            Size factor (> 0): 1.5 makes the lesion 50 % larger in mm.
+        rotation_deg : float or sequence of 3 floats
+            2D: angle in degrees (counter-clockwise as displayed with row 0 at the top).
+            3D: a float rotates in the plane of ``axes``; three floats rotate about the z, y and
+            x axes in that order (each in the plane of the two other axes).
+        axes : pair of int
+            Plane of a single-angle rotation (default the last two axes: in-plane for 2D,
+            axial for 3D).
+        order : int
+            Spline order for intensities; the mask is thresholded linear.
+        """
+        if not (math.isfinite(scale) and scale > 0):
+            raise SynthsegError(f"scale must be a positive number, got {scale}")
+        rot = rotation_matrix(self.ndim, rotation_deg, axes)
+        forward = rot * float(scale)  # physical (mm) coordinates about the centre
+        sp = np.asarray(self.spacing)
+        shape_in = np.asarray(self.shape)
+        half_in = shape_in * sp / 2.0
+        # the output grid covers the transformed corners of the input box
+        corners = np.array(np.meshgrid(*[[-h, h] for h in half_in], indexing="ij")).reshape(self.ndim, -1)
+        half_out = np.abs(forward @ corners).max(axis=1)
+        shape_out = np.maximum(1, np.ceil(2 * half_out / sp - 1e-6)).astype(int)
+        half_out = shape_out * sp / 2.0
+        inverse = np.linalg.inv(forward)
+        # index_in = (inv @ ((o + .5) * sp - half_out) + half_in) / sp - .5
+        matrix = np.diag(1.0 / sp) @ inverse @ np.diag(sp)
+        offset = (inverse @ (0.5 * sp - half_out) + half_in) / sp - 0.5
+        kw = dict(matrix=matrix, offset=offset, output_shape=tuple(shape_out))
+        intensity = ndi.affine_transform(self.intensity, order=order, mode="constant", cval=0.0, **kw)
+        absolute = None
+        if self.absolute is not None:
+            absolute = ndi.affine_transform(self.absolute, order=order, mode="nearest", **kw)
+        mask_f = ndi.affine_transform(self.mask.astype(np.float32), order=1, mode="constant", cval=0.0, **kw)
+        mask = _threshold_mask(mask_f)
+        op = {"op": "transform", "scale": float(scale), "rotation_deg": np.atleast_1d(rotation_deg).tolist(),
+              "axes": list(axes)}
+        return self._derive(op, intensity=intensity.astype(np.float32), mask=mask, absolute=absolute)
+
+    def crop_to_mask(self, margin_mm: float = 2.0) -> "LesionPatch":
+        """Crop to the mask's bounding box plus ``margin_mm`` on every side."""
+        slices = bbox_with_margin(self.mask, self.spacing, margin_mm)
+        return self._derive(
+            {"op": "crop_to_mask", "margin_mm": float(margin_mm)},
+            intensity=self.intensity[slices],
+            mask=self.mask[slices],
+            absolute=None if self.absolute is None else self.absolute[slices],
+        )
+
+    def metadata(self) -> dict:
+        """JSON-serialisable description (without the arrays)."""
+        return {
+            "kind": self.kind,
+            "units": self.units,
+            "shape": list(self.shape),
+            "spacing": list(self.spacing),
+            "ndim": self.ndim,
+            "diameter_mm": round(self.diameter_mm(), 4),
+            "extent_diameter_mm": round(self.diameter_mm("extent"), 4),
+            "has_absolute": self.absolute is not None,
+            "provenance": self.provenance,
+        }
+
+
+# ---------------------------------------------------------------------- helpers
+def mask_diameter_mm(mask: np.ndarray, spacing: Sequence[float], method: str = "equivalent") -> float:
+    """Diameter in mm of a 2D/3D mask: equivalent circle/sphere or largest bbox side."""
+    mask = np.asarray(mask, dtype=bool)
+    spacing = np.asarray(spacing, dtype=float)
+    if not mask.any():
+        raise SynthsegError("cannot measure the diameter of an empty mask")
+    if method == "equivalent":
+        size = float(mask.sum()) * float(np.prod(spacing))
+        if mask.ndim == 2:
+            return 2.0 * math.sqrt(size / math.pi)
+        if mask.ndim == 3:
+            return (6.0 * size / math.pi) ** (1.0 / 3.0)
+        raise SynthsegError(f"diameter needs a 2D or 3D mask, got {mask.ndim}D")
+    if method == "extent":
+        sl = ndi.find_objects(mask.astype(np.uint8))[0]
+        return float(max((s.stop - s.start) * sp for s, sp in zip(sl, spacing)))
+    raise SynthsegError(f"unknown diameter method {method!r}; use 'equivalent' or 'extent'")
+
+
+def rotation_matrix(ndim: int, rotation_deg: float | Sequence[float], axes: tuple[int, int] = (-2, -1)) -> np.ndarray:
+    """Rotation matrix acting on physical coordinates in numpy axis order."""
+    angles = np.atleast_1d(np.asarray(rotation_deg, dtype=float))
+    if not np.isfinite(angles).all():
+        raise SynthsegError(f"rotation angles must be finite, got {rotation_deg}")
+
+    def plane(a0: int, a1: int, deg: float) -> np.ndarray:
+        m = np.eye(ndim)
+        t = math.radians(deg)
+        c, s = math.cos(t), math.sin(t)
+        # counter-clockwise on screen (row 0 at top): axis a1 is x (right), axis a0 is y (down)
+        m[a1, a1], m[a1, a0] = c, s
+        m[a0, a1], m[a0, a0] = -s, c
+        return m
+
+    if angles.size == 1:
+        a0, a1 = (ax % ndim for ax in axes)
+        if a0 == a1:
+            raise SynthsegError(f"rotation axes {axes} must be two different axes")
+        return plane(a0, a1, float(angles[0]))
+    if ndim == 3 and angles.size == 3:
+        # about z (plane y,x), about y (plane z,x), about x (plane z,y)
+        return plane(0, 1, angles[2]) @ plane(0, 2, angles[1]) @ plane(1, 2, angles[0])
+    raise SynthsegError(
+        f"rotation_deg must be one angle, or three angles (about z, y, x) for 3D; got {angles.size} for {ndim}D"
+    )
+
+
+def resample_array(
+    array: np.ndarray,
+    spacing_in: Sequence[float],
+    spacing_out: Sequence[float],
+    order: int = 1,
+    mode: str = "constant",
+    antialias: bool = True,
+) -> np.ndarray:
+    """Resample ``array`` from ``spacing_in`` to exactly ``spacing_out`` (mm), pixel-area grid.
+
+    The first output pixel's outer edge lies on the input's outer edge; the output covers the
+    input extent (rounded up to whole pixels). A diagonal affine map keeps the spacing exact,
+    which ``zoom`` (integer output shape, implied spacing) does not.
+    """
+    s_in = np.asarray(spacing_in, dtype=float)
+    s_out = np.asarray(spacing_out, dtype=float)
+    ratio = s_out / s_in
+    shape_out = tuple(int(v) for v in np.maximum(1, np.ceil(np.asarray(array.shape) / ratio - 1e-6)))
+    src = np.asarray(array, dtype=np.float32)
+    if antialias and (ratio > 1).any():
+        sigma = np.maximum(0.0, (ratio - 1.0) / 2.0)
+        src = ndi.gaussian_filter(src, sigma, mode="nearest" if mode == "nearest" else "constant")
+    out = ndi.affine_transform(
+        src, ratio, offset=0.5 * ratio - 0.5, output_shape=shape_out, order=order, mode=mode, cval=0.0,
+        prefilter=order > 1,
+    )
+    return out.astype(np.float32, copy=False)
+
+
+def _threshold_mask(mask_f: np.ndarray) -> np.ndarray:
+    mask = mask_f >= 0.5
+    if not mask.any():
+        # a lesion smaller than half a target pixel keeps its single most covered pixel
+        mask = np.zeros(mask_f.shape, bool)
+        mask[np.unravel_index(int(np.argmax(mask_f)), mask_f.shape)] = True
+    return mask
+
+
+def resample_mask(mask: np.ndarray, spacing_in: Sequence[float], spacing_out: Sequence[float]) -> np.ndarray:
+    """Thresholded-linear resampling of a bool mask (>= 0.5 coverage)."""
+    f = resample_array(mask.astype(np.float32), spacing_in, spacing_out, order=1, mode="constant", antialias=False)
+    return _threshold_mask(f)
+
+
+def bbox_with_margin(mask: np.ndarray, spacing: Sequence[float], margin_mm: float) -> tuple:
+    """Bounding-box slices of ``mask`` grown by ``margin_mm`` and clipped to the array."""
+    if not (math.isfinite(margin_mm) and margin_mm >= 0):
+        raise SynthsegError(f"margin_mm must be >= 0, got {margin_mm}")
+    found = ndi.find_objects(np.asarray(mask, dtype=np.uint8))
+    if not found or found[0] is None:
+        raise SynthsegError("lesion mask is empty; draw or load a mask with at least one lesion pixel")
+    out = []
+    for sl, sp, n in zip(found[0], spacing, mask.shape):
+        pad = int(math.ceil(margin_mm / sp - 1e-9))
+        out.append(slice(max(0, sl.start - pad), min(n, sl.stop + pad)))
+    return tuple(out)
