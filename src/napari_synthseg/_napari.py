@@ -33,6 +33,8 @@ SAMPLE_FILES = {
     "mri": "mri_mni152_t1_2009a.nii.gz",
 }
 
+SAMPLE_NAMES = {"cxr": "CXR NIH 00004132_006", "ct": "CT Lung-PET-CT-Dx A0001", "mri": "MRI MNI152 T1"}
+
 LayerData = tuple[Any, dict[str, Any], str]
 
 
@@ -99,8 +101,9 @@ def image_layer_data(image: MedicalImage, window: str = "auto", name: str | None
         src = image.source
         if src is None:
             name = "image"
-        elif len(image.source_paths) > 1:
-            name = Path(src).parent.name
+        elif len(image.source_paths) > 1:  # a DICOM series: name it by its folder
+            folder = Path(src).parent
+            name = f"{folder.parent.name}/{folder.name}" if folder.parent.name else folder.name
         else:
             name = Path(src).name
     inverted = image.metadata.get("0028|0004", "").strip().upper() == "MONOCHROME1"
@@ -177,7 +180,7 @@ def sample_layer_data(key: str, window: str = "auto") -> list[LayerData]:
     if not path.exists():
         raise SynthsegError(f"sample file missing from the installation: {path}")
     image = read_image(path)
-    return [image_layer_data(image, window=window, name=f"sample {key}: {path.name}")]
+    return [image_layer_data(image, window=window, name=SAMPLE_NAMES[key])]
 
 
 def sample_cxr() -> list[LayerData]:

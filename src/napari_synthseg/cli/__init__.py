@@ -57,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"synthseg {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as exc:
+        # File-system problems (permissions, full disk) are the user's to fix, not bugs.
+        if args.debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"synthseg {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except CancelledError:
         print(f"synthseg {args.command}: cancelled", file=sys.stderr)
         return EXIT_CANCELLED

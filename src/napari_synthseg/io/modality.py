@@ -24,8 +24,9 @@ def guess_modality(array: np.ndarray, metadata: dict[str, str] | None = None) ->
     """Return ``"CT"``, ``"CXR"``, ``"MR"`` or ``"unknown"``.
 
     Rules, in order: the DICOM Modality tag (0008|0060); 2D images are radiographs; 3D images whose
-    darkest values sit near air in HU (-900 to -3100: air, or the -1024/-2048 padding scanners
-    write) are CT; other 3D images are MR.
+    darkest values sit near air in HU (-500 to -3100: air in lung patches, or the -1024/-2048
+    padding scanners write) and whose brightest stay below 16000 (metal at most) are CT; other
+    3D images are MR.
     """
     tag = (metadata or {}).get("0008|0060", "").strip().upper()
     if tag in _DICOM_MODALITY:
@@ -35,6 +36,6 @@ def guess_modality(array: np.ndarray, metadata: dict[str, str] | None = None) ->
     if array.ndim == 2:
         return "CXR"
     if array.ndim == 3:
-        lo = float(np.min(array[:: max(1, array.shape[0] // 8)]))
-        return "CT" if -3100 <= lo <= -900 else "MR"
+        lo, hi = float(np.min(array)), float(np.max(array))
+        return "CT" if -3100 <= lo <= -500 and hi < 16000 else "MR"
     return "unknown"

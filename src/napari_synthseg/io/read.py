@@ -198,6 +198,25 @@ def _to_grayscale(img: sitk.Image, name: str, warnings: list[str]) -> sitk.Image
     return out
 
 
+class _ITKPixelBuffer:
+    """Exposes an ITK image's pixel buffer to numpy and keeps the image alive while it is used.
+
+    Why not ``sitk.GetArrayFromImage``: it copies, which doubles peak memory and time on a large
+    CT volume. A bare ``GetArrayViewFromImage`` dangles once the image is freed; an array made
+    from this holder keeps it as its ``base``. The array is read-only, which suits a source
+    image: the plugin never edits original pixels.
+    """
+
+    def __init__(self, image: sitk.Image) -> None:
+        self._image = image
+        self._view = sitk.GetArrayViewFromImage(image)
+        self.__array_interface__ = self._view.__array_interface__
+
+
+def _array_of(img: sitk.Image) -> np.ndarray:
+    return np.asarray(_ITKPixelBuffer(img))
+
+
 def _squeeze_to_supported(img: sitk.Image, name: str) -> sitk.Image:
     """Drop singleton trailing axes (a one-slice DICOM, a 4D NIfTI with one volume)."""
     size = list(img.GetSize())
@@ -228,9 +247,8 @@ def _finish(
 ) -> MedicalImage:
     img = _squeeze_to_supported(img, name)
     img = _to_grayscale(img, name, warnings)
-    array = sitk.GetArrayFromImage(img)
+    array = _array_of(img)
     spacing, origin, direction = geometry_from_sitk(img)
-    del img  # keep one copy of the pixels alive, not two
     if array.dtype.kind == "f":
         bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         if bad:
@@ -345,6 +363,8 @@ def _read_any(path: Path, series_uid: str | None, modality: str | None) -> Medic
     if ext not in IMAGE_EXTENSIONS and not is_dicom_file(path):
         supported = ", ".join(sorted(set(IMAGE_EXTENSIONS)))
         raise SynthsegError(f"{path.name}: unsupported file type; supported: {supported}, DICOM folders")
+    if not os.access(path, os.R_OK):
+        raise SynthsegError(f"{path.name}: permission denied (cannot read the file)")
     if path.stat().st_size == 0:
         raise SynthsegError(f"{path.name} is an empty file")
     reader = sitk.ImageFileReader()

@@ -156,7 +156,8 @@ class Scene:
                 raise SynthsegError(f"cannot create scene folder {folder}: {exc.strerror}") from None
         scene = cls(source, folder)
         scene._image = image
-        scene.save()
+        if folder is not None:
+            scene.save()
         return scene
 
     @classmethod
