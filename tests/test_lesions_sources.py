@@ -397,3 +397,14 @@ def test_extract_residual_bad_input():
     with pytest.raises(SynthsegError) as e:
         extract_residual(nan, a, m, 1.0)
     _one_line(e)
+
+
+def test_library_sees_items_added_by_another_instance(tmp_path):
+    a, b = LesionLibrary(tmp_path / "lib"), LesionLibrary(tmp_path / "lib")
+    m = _disc((20, 20), (10, 10), 5)
+    id1 = a.add(LesionPatch(m * 1.0, m, 0.5, kind="solid"))
+    id2 = b.add(LesionPatch(m * 2.0, m, 0.5, kind="solid"))
+    assert {r["id"] for r in a.list()} == {id1, id2}
+    # a stale index (a writer that lost the race) is healed from the item files
+    (tmp_path / "lib" / "index.json").write_text(json.dumps({"version": 1, "items": {}}))
+    assert set(a.find(kind="solid")) == {id1, id2}

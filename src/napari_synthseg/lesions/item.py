@@ -59,7 +59,7 @@ def _as_spacing(spacing: float | Sequence[float], ndim: int, what: str = "spacin
     return spacing
 
 
-@dataclass
+@dataclass(eq=False)  # arrays make field-wise == ambiguous; compare arrays explicitly
 class LesionPatch:
     """A lesion on its own small grid (see the module docstring for the conventions).
 

@@ -2,8 +2,9 @@
 
 Ids are content hashes (``<kind>-<12 hex>``), so adding the same lesion twice gives the same id
 and two people filling one library never collide. Every file is written atomically; the index
-(``index.json``) is a cache that :meth:`LesionLibrary.rebuild_index` regenerates from the
-``.json`` files, so a crash between writes never loses an item.
+(``index.json``) is a cache, checked against the item files on every read and regenerated
+from the ``.json`` files when it disagrees, so a crash or two concurrent writers never lose an
+item.
 """
 
 from __future__ import annotations
@@ -78,18 +79,22 @@ class LesionLibrary:
     def index_path(self) -> Path:
         return self.folder / INDEX_NAME
 
-    def _load_index(self) -> dict:
-        if self._index is not None:
-            return self._index
+    def _item_stems(self) -> set:
+        return {p.stem for p in self.folder.glob("*.json")
+                if p.name != INDEX_NAME and not p.name.startswith(".") and p.with_suffix(".safetensors").exists()}
+
+    def _load_index(self, adding: str | None = None) -> dict:
+        # read from disk every time and check it against the item files: another process may
+        # have added or removed items, or two writers may have raced on index.json
         if self.index_path.exists():
             try:
-                data = json.loads(self.index_path.read_text("utf-8"))
-                items = data["items"]
-                if isinstance(items, dict):
+                items = json.loads(self.index_path.read_text("utf-8"))["items"]
+                known = set(items) | ({adding} if adding else set()) if isinstance(items, dict) else None
+                if known is not None and known == self._item_stems():
                     self._index = items
                     return items
             except (json.JSONDecodeError, KeyError, TypeError):
-                pass  # a damaged cache: rebuild it from the item files
+                pass  # a damaged or stale cache: rebuild it from the item files
         return self.rebuild_index()
 
     def _write_index(self, items: dict) -> None:
@@ -105,11 +110,8 @@ class LesionLibrary:
     def rebuild_index(self) -> dict:
         """Regenerate ``index.json`` from the items' ``.json`` files."""
         items = {}
-        for meta_path in sorted(self.folder.glob("*.json")):
-            if meta_path.name == INDEX_NAME or meta_path.name.startswith("."):
-                continue
-            if not meta_path.with_suffix(".safetensors").exists():
-                continue
+        for stem in sorted(self._item_stems()):
+            meta_path = self.folder / f"{stem}.json"
             try:
                 meta = json.loads(meta_path.read_text("utf-8"))
             except json.JSONDecodeError:
@@ -132,8 +134,7 @@ class LesionLibrary:
         with atomic_path(self.folder / f"{lesion_id}.safetensors") as tmp:
             save_file(tensors, str(tmp), metadata={"format": "napari-synthseg-lesion", "version": str(FORMAT_VERSION)})
         atomic_write_text(self.folder / f"{lesion_id}.json", json.dumps(meta, indent=1, sort_keys=True))
-        self._index = None
-        items = dict(self._load_index())
+        items = dict(self._load_index(adding=lesion_id))
         items[lesion_id] = self._summary(meta)
         self._write_index(items)
         return lesion_id
@@ -169,7 +170,6 @@ class LesionLibrary:
         arrays_path, meta_path = self._paths(lesion_id)
         meta_path.unlink()
         arrays_path.unlink(missing_ok=True)
-        self._index = None
         items = dict(self._load_index())
         items.pop(lesion_id, None)
         self._write_index(items)

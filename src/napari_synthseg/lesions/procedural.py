@@ -29,8 +29,8 @@ GENERATOR = "napari_synthseg.lesions.procedural/1"
 PROCEDURAL_KINDS = ("solid", "part-solid", "ground-glass")
 SOLID_HU_RANGE = (20.0, 60.0)
 GGO_HU_RANGE = (-600.0, -300.0)
-N_LOBES = 8
-LOBE_KAPPA = 6.0
+N_LOBES = 12
+LOBE_KAPPA_RANGE = (5.0, 15.0)  # bump concentration: broad to tight lobes
 MAX_SPICULES = 16
 _FIB_N = 2000
 
@@ -50,15 +50,15 @@ def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
 class _RadiusField:
     """r(u) = R * (1 + amp * g(u)); g = weighted vMF bumps minus their sphere mean."""
 
-    def __init__(self, radius: float, amp: float, dirs: np.ndarray, weights: np.ndarray) -> None:
-        self.dirs, self.weights, self.amp = dirs, weights / weights.sum(), amp
-        self.mean = (1 - math.exp(-2 * LOBE_KAPPA)) / (2 * LOBE_KAPPA)
+    def __init__(self, radius: float, amp: float, dirs: np.ndarray, weights: np.ndarray, kappa: np.ndarray) -> None:
+        self.dirs, self.weights, self.amp, self.kappa = dirs, weights, amp, kappa
+        self.mean = (1 - np.exp(-2 * kappa)) / (2 * kappa)
         # rescale so the body's volume equals that of a sphere of the requested radius
         r = self._rel(_fibonacci_sphere(_FIB_N))
         self.radius = radius / float(np.mean(r ** 3)) ** (1 / 3)
 
     def _rel(self, u: np.ndarray) -> np.ndarray:
-        g = (np.exp(LOBE_KAPPA * (u @ self.dirs.T - 1.0)) - self.mean) @ self.weights
+        g = (np.exp(self.kappa * (u @ self.dirs.T - 1.0)) - self.mean) @ self.weights
         return 1.0 + self.amp * g
 
     def __call__(self, u: np.ndarray) -> np.ndarray:
@@ -135,16 +135,18 @@ def procedural_nodule(
     # fixed draw order (never conditional), so one parameter never reshuffles the others
     solid = float(rng.uniform(*SOLID_HU_RANGE)) if solid_hu is None else float(solid_hu)
     ggo = float(rng.uniform(*GGO_HU_RANGE)) if ggo_hu is None else float(ggo_hu)
-    lobe_dirs, lobe_w = _unit(rng, N_LOBES), rng.uniform(0.4, 1.0, N_LOBES)
-    core_dirs, core_w = _unit(rng, N_LOBES), rng.uniform(0.4, 1.0, N_LOBES)
+    lobe_dirs, lobe_w = _unit(rng, N_LOBES), rng.uniform(0.3, 1.0, N_LOBES)
+    lobe_k = rng.uniform(*LOBE_KAPPA_RANGE, N_LOBES)
+    core_dirs, core_w = _unit(rng, N_LOBES), rng.uniform(0.3, 1.0, N_LOBES)
+    core_k = rng.uniform(*LOBE_KAPPA_RANGE, N_LOBES)
     core_shift = rng.uniform(-0.15, 0.15, 3)
     sp_dirs = _unit(rng, MAX_SPICULES)
     sp_len = rng.uniform(0.5, 1.0, MAX_SPICULES)
     sp_width = rng.uniform(0.35, 0.7, MAX_SPICULES)
 
     radius = diameter_mm / 2.0
-    body = _RadiusField(radius, 1.2 * lobulation, lobe_dirs, lobe_w)
-    core = _RadiusField(radius * core_fraction, 1.2 * lobulation, core_dirs, core_w)
+    body = _RadiusField(radius, 0.35 * lobulation, lobe_dirs, lobe_w, lobe_k)
+    core = _RadiusField(radius * core_fraction, 0.35 * lobulation, core_dirs, core_w, core_k)
     n_spic = int(round(spiculation * MAX_SPICULES))
     spic_len = radius * (0.5 + spiculation) * sp_len[:n_spic]
     spic_w = sp_width[:n_spic] * (1.0 + radius / 15.0)
