@@ -408,3 +408,28 @@ def test_library_sees_items_added_by_another_instance(tmp_path):
     # a stale index (a writer that lost the race) is healed from the item files
     (tmp_path / "lib" / "index.json").write_text(json.dumps({"version": 1, "items": {}}))
     assert set(a.find(kind="solid")) == {id1, id2}
+
+
+def test_projection_anisotropic_ct_keeps_mm():
+    sp = (1.25, 0.7, 0.7)
+    shape = (32, 56, 56)
+    m = _ball(shape, (20.0, 19.6, 19.6), 8.0, sp)
+    hu = np.where(m, 40.0, -850.0).astype(np.float32)
+    proj = project_ct_lesion(ct_lesion_from_arrays(hu, m, sp, background_hu=-850.0, edge_mm=0.0), (0.3, 0.3))
+    assert 2 * math.sqrt(proj.mask.sum() / math.pi) * 0.3 == pytest.approx(16.0, rel=0.05)
+    assert proj.intensity.max() == pytest.approx(MU_W * 0.89 * 16.0, rel=0.08)
+
+
+def test_loader_reorients_to_lps(tmp_path):
+    # an 'RAS'-stored volume (x and y axes reversed) must come back in LPS numpy order
+    hu = np.full((12, 14, 16), -850, np.int16)
+    seg = np.zeros(hu.shape, np.uint8)
+    seg[3:6, 2:5, 10:14] = 1  # in stored order: low y, high x
+    hu[seg > 0] = 30
+    for arr, name in ((hu, "p_ct.mha"), (seg, "p_seg.mha")):
+        img = sitk.GetImageFromArray(arr)
+        img.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+        sitk.WriteImage(img, str(tmp_path / name))
+    item = load_ct_patch(tmp_path / "p_ct.mha")
+    np.testing.assert_array_equal(item.mask, (seg > 0)[:, ::-1, ::-1])
+    np.testing.assert_array_equal(item.absolute, hu[:, ::-1, ::-1].astype(np.float32))
