@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--no-block", action="store_true", help="build the viewer and return (for scripts and tests)"
     )
+    p.add_argument("--screenshot", help="with --no-block: save a PNG of the window first")
     p.set_defaults(func=run)
 
 
@@ -37,15 +38,31 @@ def run(args) -> int:
 
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and os.name == "posix":
         raise SynthsegError("no display found: run on a desktop, or under xvfb-run -a for a virtual one")
+    from napari.layers import Layer
+
     viewer = napari.Viewer(title="napari-synthseg")
-    for sample in args.sample or []:
-        for data, kwargs, kind in sample_layer_data(sample, window=args.window):
-            viewer._add_layer_from_data(data, kwargs, kind)
-    for image in images:
-        data, kwargs, kind = image_layer_data(image, window=args.window)
-        viewer._add_layer_from_data(data, kwargs, kind)
+    layer_data = [ld for sample in args.sample or [] for ld in sample_layer_data(sample, window=args.window)]
+    layer_data += [image_layer_data(image, window=args.window) for image in images]
+    for data, kwargs, kind in layer_data:
+        viewer.add_layer(Layer.create(data, kwargs, kind))
+    if len(layer_data) > 1:
+        # Images from different patients live in unrelated mm spaces: show them side by side.
+        canvas = getattr(viewer, "canvas", None)  # napari >= 0.9 moved grid to the canvas
+        (canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid).enabled = True
+        viewer.reset_view()
+    if viewer.dims.ndim == 3:  # start in the middle of the volume, not on its last slice
+        viewer.dims.set_current_step(0, viewer.dims.nsteps[0] // 2)
     viewer.window.add_dock_widget(WindowWidget(viewer), name="Window / series", area="right")
     if args.no_block:
+        if args.screenshot:
+            from qtpy.QtWidgets import QApplication
+
+            viewer.window._qt_window.resize(1400, 900)
+            viewer.window._qt_window.show()
+            QApplication.processEvents()
+            viewer.reset_view()
+            QApplication.processEvents()
+            viewer.window._qt_window.grab().save(args.screenshot)
         viewer.close()
         return 0
     napari.run()
