@@ -11,7 +11,11 @@ honest image-processing baseline. Steps (on a copy resized to ``work_size`` rows
    (air outside the body, neck, axillae) or centred in the lowest 15 % are discarded; at each
    threshold the largest component left and right of the midline are the lung candidates;
    the threshold with the largest total area whose candidates are plausible (both present,
-   each within its half, each 3-30 % of the image, not merged across the midline) wins;
+   each within its half, each 1.5-30 % of the image and taller than 20 % of it, area ratio
+   >= 0.3) wins; large fragments of the same lung (split by a mass or consolidation) join it;
+   each lung is then grown to the strongest surrounding edge by a marker watershed on the
+   gradient (markers: the dark core; background: the brightest 20 %, the image border and
+   the mediastinal strip between the lungs), at most 8 % of the image height from the core;
 3. each lung is closed, hole-filled and replaced by its convex hull blended with itself
    (``hull_weight``): the dense lower lung, the hila and lesions are brighter than the
    threshold and would otherwise be cut out, while a full hull would swallow the heart
@@ -27,7 +31,9 @@ from typing import Optional, Sequence, Tuple
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.filters import sobel
 from skimage.morphology import convex_hull_image, disk
+from skimage.segmentation import watershed
 
 from ..errors import SynthsegError
 
@@ -179,15 +185,41 @@ def _find_lungs(norm: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
             continue
         if area > best_area:
             best_area = area
-            best = (lab == left, lab == right)
-    return best
+            best = (lab, sizes, objs, left, right)
+    if best is None:
+        return None
+    lab, sizes, objs, left, right = best
+    return _with_fragments(lab, sizes, objs, left, h, w), _with_fragments(lab, sizes, objs,
+                                                                          right, h, w)
+
+
+def _with_fragments(lab, sizes, objs, main, h, w) -> np.ndarray:
+    """The main dark component plus large fragments of the same lung.
+
+    A mass, effusion or consolidation splits a lung's dark area into an upper and a lower
+    part; pieces at least a quarter of the main one, on the same side, overlapping it in
+    columns and close to it vertically, belong to the same lung field.
+    """
+    msl = objs[main - 1]
+    keep = [main]
+    side_left = 0.5 * (msl[1].start + msl[1].stop) < 0.5 * w
+    for lbl in np.nonzero(sizes >= 0.25 * sizes[main])[0]:
+        if lbl == main or lbl == 0:
+            continue
+        sl = objs[lbl - 1]
+        cx = 0.5 * (sl[1].start + sl[1].stop)
+        cy = 0.5 * (sl[0].start + sl[0].stop)
+        if (cx < 0.5 * w) != side_left or cy > 0.85 * h:
+            continue
+        overlap_x = min(sl[1].stop, msl[1].stop) - max(sl[1].start, msl[1].start)
+        gap_y = max(sl[0].start - msl[0].stop, msl[0].start - sl[0].stop)
+        if overlap_x > 0 and gap_y < 0.15 * h:
+            keep.append(lbl)
+    return np.isin(lab, keep)
 
 
 def _grow(norm, lungs):
     """Extend the dark lung cores to the strongest surrounding edge (marker watershed)."""
-    from skimage.segmentation import watershed
-    from skimage.filters import sobel
-
     h, w = norm.shape
     left, right = lungs
     markers = np.zeros(norm.shape, np.int32)
@@ -214,17 +246,10 @@ def _grow(norm, lungs):
         # A weak edge lets the flood run into the shoulder or abdomen; growth beyond ~8 % of
         # the image height from the dark core is never lung.
         near = ndi.distance_transform_edt(~core) <= 0.08 * h
-        out.append(_largest_cc((lab == k) & near) | core)
+        grown = (lab == k) & near
+        # Keep only grown pieces attached to the lung's own core (or fragments of it).
+        out.append(ndi.binary_propagation(core & grown, mask=grown) | core)
     return tuple(out)
-
-
-def _largest_cc(mask):
-    lab, n = ndi.label(mask)
-    if n <= 1:
-        return mask
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
 
 
 def _shape_lung(lung: np.ndarray, hull_weight: float) -> np.ndarray:

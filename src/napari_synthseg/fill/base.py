@@ -199,8 +199,15 @@ def _component_boxes(mask: np.ndarray, min_px: int, frac: float, slicewise: bool
     Boxes that overlap are merged until none do, so every mask pixel inside a box belongs to
     that box's own components and the margin ring always holds unmasked context.
     """
-    labels, n = ndi.label(mask)
-    raw = ndi.find_objects(labels)
+    # Label only inside the mask's bounding box: a small lesion in a 2048^2 radiograph
+    # should not pay for labelling 4 M pixels.
+    outer = tuple(slice(int(np.argmax(a)), len(a) - int(np.argmax(a[::-1])))
+                  for a in (mask.any(axis=tuple(j for j in range(mask.ndim) if j != ax))
+                            for ax in range(mask.ndim)))
+    labels, n = ndi.label(mask[outer])
+    raw = [None if sl is None else tuple(slice(s.start + o.start, s.stop + o.start)
+                                         for s, o in zip(sl, outer))
+           for sl in ndi.find_objects(labels)]
     boxes = []
     for sl in raw:
         if sl is None:
