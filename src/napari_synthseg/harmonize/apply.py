@@ -1,0 +1,272 @@
+"""Apply a trained harmonizer to a naive paste, remove a lesion, pick a model (NODE21 Otsu).
+
+The GAN output replaces the image only inside the lesion's blend margin: weight 1 on the
+lesion, a cosine ramp to 0 over ``blend_margin_px`` around it, and the input pixels exactly
+(bit for bit) everywhere else. This is NODE21's location-dependent weighted add-back of the
+original image, which keeps the attenuation the GAN does not reproduce and leaves the labels
+and the rest of the image exact.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ..errors import SynthsegError
+from ..models import autocast_context
+from .model import FINGERPRINT_TOLERANCE, Harmonizer, fingerprint_of, image_sha256
+from .networks import ConSinGAN, resize
+
+__all__ = [
+    "harmonize",
+    "blend_weights",
+    "naive_removal",
+    "remove_lesion",
+    "uses_hypersignal_model",
+    "choose_harmonizer",
+]
+
+
+def blend_weights(mask: np.ndarray, margin_px: float) -> np.ndarray:
+    """1 on ``mask``, a raised-cosine ramp to 0 at ``margin_px`` outside it, else 0 (float64)."""
+    mask = np.asarray(mask, dtype=bool)
+    if margin_px <= 0:
+        return mask.astype(np.float64)
+    dist = ndimage.distance_transform_edt(~mask)
+    w = 0.5 * (1.0 + np.cos(np.pi * np.clip(dist / float(margin_px), 0.0, 1.0)))
+    w[dist >= margin_px] = 0.0
+    w[mask] = 1.0
+    return w
+
+
+def _sample_seed(seed: int, k: int) -> int:
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, k]).generate_state(1)[0])
+
+
+def _check(model: Harmonizer, image: np.ndarray, mask: np.ndarray, margin: int, reference_image):
+    if image.ndim != 2:
+        raise SynthsegError(f"harmonization works on 2D images, got {image.ndim}D; pass one slice")
+    if mask.shape != image.shape:
+        raise SynthsegError(f"the lesion mask {mask.shape} does not match the image {image.shape}")
+    if not mask.any():
+        raise SynthsegError("the lesion mask is empty")
+    if tuple(image.shape) != tuple(model.image_shape):
+        raise SynthsegError(
+            f"the model was trained on a {model.image_shape} image, this one is {image.shape}; "
+            "train a harmonizer on this image"
+        )
+    if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():
+        raise SynthsegError("the lesion touches the image border; move it inside the image")
+    rows, cols = np.nonzero(mask)
+    r, c, h, w = model.roi
+    if (
+        rows.min() - margin < r or cols.min() - margin < c
+        or rows.max() + margin >= r + h or cols.max() + margin >= c + w
+    ):
+        raise SynthsegError(
+            f"the lesion and its {margin} px blend margin leave the region the model was trained "
+            f"on (x {c}..{c + w - 1}, y {r}..{r + h - 1}); train on a region around the lesion"
+        )
+    if reference_image is not None:
+        if image_sha256(np.asarray(reference_image)) != model.image_sha256:
+            raise SynthsegError("the model was trained on another image; train a harmonizer on this one")
+        return
+    # Without the clean image, compare the region outside the lesion with the model's thumbnail.
+    region = model.normalize(image[r : r + h, c : c + w])
+    near = ndimage.binary_dilation(mask[r : r + h, c : c + w], iterations=max(1, margin))
+    fp = fingerprint_of(region)
+    touched = fingerprint_of(near.astype(np.float32)) > 0
+    valid = ~touched
+    if valid.sum() < 16:
+        return
+    diff = float(np.median(np.abs(fp[valid] - model.fingerprint[valid])))
+    if diff > FINGERPRINT_TOLERANCE:
+        raise SynthsegError(
+            "the model was trained on another image (its training region does not match this "
+            "one); train a harmonizer on this image"
+        )
+
+
+def _generate(model: Harmonizer, naive: torch.Tensor, scale: int, g: torch.Generator) -> torch.Tensor:
+    """Run the pyramid from ``scale`` on the normalised naive region (finest working size)."""
+    module = model.module
+    shapes = module.shapes
+    dev = naive.device
+    amps = model.noise_amp
+    if isinstance(module, ConSinGAN):
+        noises = [resize(naive, shapes[0])]
+        noises += [
+            torch.randn(1, module.config.nfc, *shapes[k], generator=g, device=dev)
+            for k in range(1, len(shapes))
+        ]
+        return module(noises, amps)
+    x = resize(naive, shapes[scale])
+    noises = [torch.randn(1, 1, *shapes[k], generator=g, device=dev) for k in range(scale, len(shapes))]
+    return module.run(scale, len(shapes), x, noises, amps)
+
+
+def harmonize(
+    model: Harmonizer,
+    image_with_naive_paste: np.ndarray,
+    lesion_mask: np.ndarray,
+    injection_scale: int,
+    n_samples: int = 1,
+    seed: int = 0,
+    blend_margin_px: int = 8,
+    reference_image: Optional[np.ndarray] = None,
+) -> list[np.ndarray]:
+    """Harmonize a naively pasted lesion; the image changes only inside the blend margin.
+
+    Parameters
+    ----------
+    model : Harmonizer
+        Trained on this image (:func:`train_harmonizer` or :meth:`Harmonizer.load`).
+    image_with_naive_paste : ndarray
+        2D, native units and dtype, same shape as the training image.
+    lesion_mask : ndarray of bool
+        The lesion's pixels.
+    injection_scale : int
+        Scale at which the naive paste enters the pyramid (0 = coarsest). Lower scales change
+        more. SinGAN: any of ``0..n_scales-1``; ConSinGAN takes images only at stage 0.
+    n_samples : int
+        Number of harmonized variants (different noise).
+    seed : int
+        Sample ``k`` uses noise seeded from ``(seed, k)``; the same call gives the same output.
+    blend_margin_px : int
+        Width of the ramp around the lesion, px.
+    reference_image : ndarray, optional
+        The clean training image; when given, it must hash to the model's training image.
+        Otherwise the region outside the lesion is compared with the model's fingerprint.
+
+    Returns
+    -------
+    list of ndarray
+        ``n_samples`` images of the input's dtype and shape.
+    """
+    image = np.asarray(image_with_naive_paste)
+    mask = np.asarray(lesion_mask, dtype=bool)
+    margin = int(blend_margin_px)
+    if margin < 0:
+        raise SynthsegError("the blend margin must be 0 px or more")
+    if n_samples < 1:
+        raise SynthsegError("ask for at least one sample")
+    _check(model, image, mask, margin, reference_image)
+    n = model.n_scales
+    if isinstance(model.module, ConSinGAN):
+        if injection_scale != 0:
+            raise SynthsegError(
+                "ConSinGAN takes the naive image only at its coarsest stage; use injection scale 0"
+            )
+    elif not 0 <= injection_scale < n:
+        raise SynthsegError(f"the injection scale must be 0..{n - 1} for this model, got {injection_scale}")
+    r, c, h, w = model.roi
+    region = image[r : r + h, c : c + w]
+    dev = next(model.module.parameters()).device
+    naive = torch.from_numpy(model.normalize(region))[None, None].to(dev)
+    naive = resize(naive, model.module.shapes[-1])
+    weights = blend_weights(mask[r : r + h, c : c + w], margin)
+    inside = weights > 0
+    base = region.astype(np.float64)
+    outputs = []
+    for k in range(int(n_samples)):
+        g = torch.Generator(device=dev).manual_seed(_sample_seed(seed, k))
+        with torch.no_grad(), autocast_context(dev, model.config.amp):
+            out = _generate(model, naive, injection_scale, g).float()
+            out = resize(out, (h, w))
+        out = model.denormalize(out[0, 0].cpu().numpy())
+        blended = base[inside] + weights[inside] * (out[inside] - base[inside])
+        result = image.copy()
+        sub = result[r : r + h, c : c + w]
+        sub[inside] = _cast(blended, image.dtype)
+        outputs.append(result)
+    return outputs
+
+
+def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Removal (ConSinGAN-MRI) and model choice (NODE21)
+# --------------------------------------------------------------------------------------------
+
+
+def naive_removal(image: np.ndarray, lesion_mask: np.ndarray, fill: Optional[np.ndarray] = None) -> np.ndarray:
+    """Replace the lesion's pixels by ``fill`` or, by default, by the ``flipud`` mirror.
+
+    The mirror fill copies, for every lesion pixel, the pixel at the vertically mirrored
+    position (ConSinGAN-MRI: ``numpy.flipud`` of the mask), i.e. tissue from the other half of
+    the slice.
+    """
+    image = np.asarray(image)
+    mask = np.asarray(lesion_mask, dtype=bool)
+    if mask.shape != image.shape or not mask.any():
+        raise SynthsegError("the lesion mask is empty or does not match the image shape")
+    out = image.copy()
+    if fill is not None:
+        fill = np.asarray(fill)
+        if fill.shape != image.shape:
+            raise SynthsegError(f"the fill {fill.shape} does not match the image {image.shape}")
+        out[mask] = _cast(fill[mask].astype(np.float64), image.dtype)
+        return out
+    if (mask & np.flipud(mask)).any():
+        raise SynthsegError(
+            "the lesion overlaps its mirrored position (it crosses the middle row); give a fill "
+            "from the fill tools instead of the mirror"
+        )
+    out[mask] = np.flipud(image)[mask]
+    return out
+
+
+def remove_lesion(
+    model: Harmonizer,
+    image: np.ndarray,
+    lesion_mask: np.ndarray,
+    injection_scale: int = 0,
+    n_samples: int = 1,
+    seed: int = 0,
+    blend_margin_px: int = 8,
+    fill: Optional[np.ndarray] = None,
+    reference_image: Optional[np.ndarray] = None,
+) -> list[np.ndarray]:
+    """Remove a lesion: naive fill (mirror or ``fill``), then harmonize the filled area.
+
+    ``model`` is trained on the image *with* the lesion (ConSinGAN-MRI editing task).
+    """
+    naive = naive_removal(image, lesion_mask, fill)
+    return harmonize(
+        model, naive, lesion_mask, injection_scale, n_samples, seed, blend_margin_px,
+        reference_image=reference_image,
+    )
+
+
+def uses_hypersignal_model(image: np.ndarray, box: Sequence[int] | np.ndarray) -> bool:
+    """NODE21's choice: Otsu-threshold the whole image into 4 classes; the hypersignal model is
+    used when most pixels of ``box`` ((row, col, height, width) or a mask) are in the top class.
+    """
+    from skimage.filters import threshold_multiotsu
+
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise SynthsegError("the Otsu model choice works on 2D images")
+    thresholds = threshold_multiotsu(image.astype(np.float64), classes=4)
+    if isinstance(box, np.ndarray) and box.shape == image.shape:
+        values = image[box.astype(bool)]
+    else:
+        r, c, h, w = (int(v) for v in box)
+        values = image[max(0, r) : r + h, max(0, c) : c + w]
+    if values.size == 0:
+        raise SynthsegError("the box holds no pixels of the image")
+    top = np.digitize(values, thresholds) == 3
+    return bool(top.mean() > 0.5)
+
+
+def choose_harmonizer(image, box, hyposignal: Harmonizer, hypersignal: Harmonizer) -> Harmonizer:
+    """The model NODE21 would use for a lesion in ``box``."""
+    return hypersignal if uses_hypersignal_model(image, box) else hyposignal

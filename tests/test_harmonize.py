@@ -1,0 +1,327 @@
+"""SinGAN / ConSinGAN harmonization: tiny models train, save, load and harmonize on CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from napari_synthseg.errors import CancelledError, SynthsegError
+from napari_synthseg.harmonize import (
+    ConSinGAN,
+    Harmonizer,
+    SinGAN,
+    harmonize,
+    naive_removal,
+    preset,
+    pyramid_shapes,
+    remove_lesion,
+    train_harmonizer,
+    uses_hypersignal_model,
+)
+from napari_synthseg.utils.progress import CancelToken
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The CI box is small and shared: one thread avoids OpenMP contention (10x here).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(arch: str, **changes):
+    base = dict(niter=4, min_size=12, max_size=48, train_crop=16, nfc=8)
+    if arch == "consingan":
+        base.update(train_stages=3, train_depth=2)
+    else:
+        base.update(scale_factor=0.5, max_nfc=8)
+    base.update(changes)
+    return preset(arch, "fast", **base)
+
+
+def tissue(shape=(64, 72), seed=0, dtype=np.float32) -> np.ndarray:
+    """Smooth random texture plus a gradient, like a CXR region (native units ~ 0..1000)."""
+    rng = np.random.default_rng(seed)
+    tex = ndimage.gaussian_filter(rng.normal(0, 1, shape), 2.0)
+    tex = 400 + 300 * tex / tex.std() + np.linspace(0, 200, shape[1])[None]
+    return tex.astype(dtype) if np.issubdtype(dtype, np.floating) else np.clip(tex, 0, 4000).astype(dtype)
+
+
+def lesion(shape, center=(30, 36), radius=5) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius**2
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """One tiny model per architecture, trained once for the module (a few seconds)."""
+    torch.set_num_threads(1)
+    image = tissue()
+    return image, {
+        arch: train_harmonizer(image, config=tiny(arch), seed=7) for arch in ("singan", "consingan")
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# configs and pyramids
+# --------------------------------------------------------------------------------------------
+
+
+def test_paper_singan_pyramid_matches_node21():
+    # NODE21: 256 px crop, factor 0.85 -> "16 scales instead of 9"; SinGAN shrinks to 250 px
+    # and makes the coarsest short side min_size (25).
+    shapes = pyramid_shapes(preset("singan", "paper"), (256, 256))
+    assert len(shapes) == 16
+    assert shapes[-1] == (250, 250) and shapes[0] == (25, 25)
+    ratios = [shapes[i][0] / shapes[i + 1][0] for i in range(len(shapes) - 1)]
+    assert all(0.8 < r < 0.9 for r in ratios)
+    # SinGAN's default factor 0.75 gives 10 scales (0..9) on the same crop
+    assert len(pyramid_shapes(preset("singan", "paper", scale_factor=0.75), (256, 256))) == 10
+
+
+def test_paper_consingan_is_the_harmonization_recipe():
+    cfg = preset("consingan", "paper")
+    assert (cfg.train_stages, cfg.train_depth, cfg.lr_scale, cfg.min_size, cfg.niter) == (3, 3, 0.1, 120, 1000)
+    shapes = pyramid_shapes(cfg, (250, 250))
+    assert [s[0] for s in shapes] == [120, 173, 250]
+
+
+def test_region_smaller_than_min_scale_is_refused():
+    with pytest.raises(SynthsegError, match="minimum scale"):
+        train_harmonizer(tissue((20, 20)), config=tiny("singan", min_size=24))
+    with pytest.raises(SynthsegError, match="minimum scale"):
+        train_harmonizer(tissue(), config=tiny("consingan"), roi=(0, 0, 10, 40))
+
+
+def test_3d_and_bad_roi_are_refused():
+    with pytest.raises(SynthsegError, match="2D"):
+        train_harmonizer(np.zeros((4, 32, 32), np.float32), config=tiny("singan"))
+    with pytest.raises(SynthsegError, match="inside"):
+        train_harmonizer(tissue(), config=tiny("singan"), roi=(40, 40, 48, 48))
+
+
+@pytest.mark.parametrize("arch", ["singan", "consingan"])
+def test_window_forward_equals_full_forward(arch):
+    # Training on crops is only legitimate if a window is computed exactly.
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny(arch), shapes=((10, 12), (20, 22), (40, 37)))
+    if arch == "consingan":
+        g = ConSinGAN(cfg)
+        noises = [torch.randn(1, 1, 10, 12)] + [torch.randn(1, cfg.nfc, *s) for s in cfg.shapes[1:]]
+        full = g(noises, [1.0, 0.3, 0.2])
+        windows = {crop: g(noises, [1.0, 0.3, 0.2], crop=crop) for crop in [(0, 0, 16), (24, 21, 16), (7, 3, 20)]}
+    else:
+        g = SinGAN(cfg)
+        prev, noise = torch.randn(1, 1, 40, 37), torch.randn(1, 1, 40, 37)
+        full = g.scale_forward(2, noise, prev, 0.3)
+        windows = {crop: g.scale_forward(2, noise, prev, 0.3, crop=crop) for crop in [(0, 0, 16), (24, 21, 16), (7, 3, 20)]}
+    for (t, l, s), part in windows.items():
+        torch.testing.assert_close(part, full[..., t : t + s, l : l + s], atol=1e-6, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# train, save, load, harmonize
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["singan", "consingan"])
+def test_train_save_load_harmonize(trained, arch, tmp_path):
+    image, models = trained
+    model = models[arch]
+    assert len(model.noise_amp) == len(model.config.shapes) == 3
+    assert model.noise_amp[0] == 1.0 and all(0 < a < 1 for a in model.noise_amp[1:])
+    path = model.save(tmp_path / f"{arch}.safetensors")
+    loaded = Harmonizer.load(path)
+    assert loaded.config == model.config and loaded.roi == model.roi
+    assert loaded.image_sha256 == model.image_sha256 and loaded.noise_amp == pytest.approx(model.noise_amp)
+
+    mask = lesion(image.shape)
+    paste = image.copy()
+    paste[mask] += 250.0
+    margin = 4
+    scale = 0 if arch == "consingan" else 1
+    outs = harmonize(loaded, paste, mask, scale, n_samples=2, seed=11, blend_margin_px=margin)
+    assert len(outs) == 2
+    far = ndimage.distance_transform_edt(~mask) >= margin
+    for out in outs:
+        assert out.dtype == paste.dtype and out.shape == paste.shape
+        # bit-identical outside the blend margin
+        assert np.array_equal(out[far].view(np.uint32), paste[far].view(np.uint32))
+        assert not np.array_equal(out[mask], paste[mask])
+        assert np.isfinite(out).all()
+    # the in-memory and the reloaded model give the same samples
+    again = harmonize(model, paste, mask, scale, n_samples=2, seed=11, blend_margin_px=margin)
+    for a, b in zip(outs, again):
+        np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+@pytest.mark.parametrize("arch", ["singan", "consingan"])
+def test_harmonize_is_deterministic_per_seed(trained, arch):
+    image, models = trained
+    mask = lesion(image.shape)
+    paste = image.copy()
+    paste[mask] -= 200.0
+    scale = 0 if arch == "consingan" else 1
+    a = harmonize(models[arch], paste, mask, scale, n_samples=2, seed=3, blend_margin_px=3)
+    b = harmonize(models[arch], paste, mask, scale, n_samples=2, seed=3, blend_margin_px=3)
+    c = harmonize(models[arch], paste, mask, scale, n_samples=1, seed=4, blend_margin_px=3)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], a[1])  # samples differ from each other
+    assert not np.array_equal(a[0], c[0])  # and across seeds
+
+
+def test_training_is_deterministic_per_seed():
+    image = tissue((40, 40), seed=2)
+    cfg = tiny("consingan", niter=2, max_size=40)
+    m1 = train_harmonizer(image, config=cfg, seed=5)
+    m2 = train_harmonizer(image, config=cfg, seed=5)
+    for (k, v1), v2 in zip(m1.module.state_dict().items(), m2.module.state_dict().values()):
+        assert torch.equal(v1, v2), k
+    assert m1.noise_amp == m2.noise_amp
+
+
+def test_integer_images_keep_dtype_and_range():
+    image = tissue((48, 48), seed=3, dtype=np.uint16)
+    model = train_harmonizer(image, config=tiny("singan", niter=2), seed=1)
+    mask = lesion(image.shape, center=(24, 24), radius=4)
+    paste = image.copy()
+    paste[mask] = 3000
+    (out,) = harmonize(model, paste, mask, 1, seed=0, blend_margin_px=2)
+    assert out.dtype == np.uint16
+    far = ndimage.distance_transform_edt(~mask) >= 2
+    assert np.array_equal(out[far], paste[far])
+
+
+# --------------------------------------------------------------------------------------------
+# refusals
+# --------------------------------------------------------------------------------------------
+
+
+def test_config_mismatch_is_refused(trained, tmp_path):
+    _, models = trained
+    path = models["singan"].save(tmp_path / "m.safetensors")
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    config = json.loads(header["__metadata__"]["config"])
+    config["nfc"] = 16  # weights are 8 channels
+    header["__metadata__"]["config"] = json.dumps(config)
+    new = json.dumps(header).encode()
+    new += b" " * (-len(new) % 8)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
+    with pytest.raises(SynthsegError, match="does not match"):
+        Harmonizer.load(bad)
+    config["nfc"] = 8
+    config["dropout"] = 0.5
+    header["__metadata__"]["config"] = json.dumps(config)
+    new = json.dumps(header).encode()
+    new += b" " * (-len(new) % 8)
+    bad.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
+    with pytest.raises(SynthsegError, match="dropout"):
+        Harmonizer.load(bad)
+
+
+def test_model_from_another_image_is_refused(trained):
+    image, models = trained
+    other = tissue(seed=99)
+    mask = lesion(image.shape)
+    with pytest.raises(SynthsegError, match="another image"):
+        harmonize(models["singan"], other, mask, 1)
+    with pytest.raises(SynthsegError, match="another image"):
+        harmonize(models["consingan"], image, mask, 0, reference_image=other)
+    with pytest.raises(SynthsegError, match="trained on a"):
+        harmonize(models["consingan"], tissue((64, 64)), lesion((64, 64)), 0)
+    # the right clean image passes the exact check
+    harmonize(models["consingan"], image, mask, 0, reference_image=image)
+
+
+def test_bad_lesions_and_scales_are_refused(trained):
+    image, models = trained
+    border = np.zeros(image.shape, bool)
+    border[0:5, 10:15] = True
+    with pytest.raises(SynthsegError, match="border"):
+        harmonize(models["singan"], image, border, 1)
+    with pytest.raises(SynthsegError, match="injection scale 0"):
+        harmonize(models["consingan"], image, lesion(image.shape), 1)
+    with pytest.raises(SynthsegError, match="0..2"):
+        harmonize(models["singan"], image, lesion(image.shape), 3)
+    with pytest.raises(SynthsegError, match="empty"):
+        harmonize(models["singan"], image, np.zeros(image.shape, bool), 1)
+
+
+def test_lesion_outside_training_region_is_refused():
+    image = tissue((64, 96), seed=4)
+    model = train_harmonizer(image, config=tiny("singan", niter=1), roi=(0, 0, 48, 48))
+    with pytest.raises(SynthsegError, match="region the model was trained on"):
+        harmonize(model, image, lesion(image.shape, center=(30, 70)), 1)
+
+
+# --------------------------------------------------------------------------------------------
+# progress, cancel, preview
+# --------------------------------------------------------------------------------------------
+
+
+def test_progress_preview_and_cancel():
+    image = tissue((40, 40), seed=5)
+    steps, previews = [], []
+    cfg = tiny("consingan", niter=2, max_size=40)
+    train_harmonizer(
+        image, config=cfg, progress=lambda s, t, m: steps.append((s, t)),
+        preview=lambda n, a: previews.append((n, a.shape)),
+    )
+    total = 2 * 3
+    assert steps[-1] == (total, total)
+    assert [s for s, _ in steps] == sorted(s for s, _ in steps)
+    assert [n for n, _ in previews] == [0, 1, 2]
+    assert previews[-1][1] == (40, 40)
+    token = CancelToken()
+
+    def cancel_after_first(step, total, message):
+        if step >= 1:
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        train_harmonizer(image, config=cfg, progress=cancel_after_first, cancel=token)
+
+
+# --------------------------------------------------------------------------------------------
+# removal and model choice
+# --------------------------------------------------------------------------------------------
+
+
+def test_mirror_removal_copies_the_mirrored_tissue(trained):
+    image, models = trained
+    mask = lesion(image.shape, center=(16, 36), radius=4)
+    out = naive_removal(image, mask)
+    rows, cols = np.nonzero(mask)
+    assert np.array_equal(out[rows, cols], image[image.shape[0] - 1 - rows, cols])
+    assert np.array_equal(out[~mask], image[~mask])
+    with pytest.raises(SynthsegError, match="mirrored"):
+        naive_removal(image, lesion(image.shape, center=(32, 36), radius=4))
+    fill = np.full(image.shape, 123.0, np.float32)
+    assert np.all(naive_removal(image, mask, fill)[mask] == 123.0)
+    (removed,) = remove_lesion(models["consingan"], image, mask, blend_margin_px=3)
+    far = ndimage.distance_transform_edt(~mask) >= 3
+    assert np.array_equal(removed[far], image[far])
+
+
+def test_otsu_four_class_model_choice():
+    rng = np.random.default_rng(0)
+    image = np.zeros((80, 80))
+    for k, level in enumerate([100, 300, 600, 1000]):
+        image[:, 20 * k : 20 * (k + 1)] = level
+    image += rng.normal(0, 5, image.shape)
+    assert uses_hypersignal_model(image, (10, 62, 20, 15))        # inside the brightest band
+    assert not uses_hypersignal_model(image, (10, 42, 20, 15))    # second brightest
+    assert not uses_hypersignal_model(image, (10, 50, 20, 20))    # half and half: no majority
+    box_mask = np.zeros(image.shape, bool)
+    box_mask[30:40, 65:75] = True
+    assert uses_hypersignal_model(image, box_mask)
