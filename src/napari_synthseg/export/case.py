@@ -1,0 +1,126 @@
+"""Write one case (runs in a worker process): render, write pixels, sidecar, done-marker."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..io import MedicalImage
+from ..qa.rendered import RendererSpec, render, renderer_name, resolve_renderer
+from ..scene import Scene
+from .annotations import instances
+from .layout import Layout
+from .pixels import image_pixels, label_pixels, write_pixels
+from .plan import ANNOTATION_MASK, Case
+from .staging import write_done_marker
+
+
+@dataclass
+class CaseJob:
+    """Everything a worker needs; small and picklable."""
+
+    case: dict
+    staging: str
+    fmt: str
+    ending: str
+    class_map: dict[str, int]  # lesion kind -> class value (semantic formats); {"*": 1} = binary
+    png_compression: int
+    renderer: RendererSpec
+    want_rle: bool
+
+
+def _semantic(labels: np.ndarray, value_to_class: dict[int, int]) -> np.ndarray:
+    top = int(labels.max()) if labels.size else 0
+    lut = np.zeros(top + 1, dtype=np.uint8)
+    for value, cls in value_to_class.items():
+        if value <= top:
+            lut[value] = cls
+    return lut[labels]
+
+
+def _class_of(kind: str, class_map: dict[str, int]) -> int:
+    return class_map.get("*") or class_map.get(kind) or class_map.get("annotated", 1)
+
+
+def write_case(job: CaseJob) -> dict:
+    """Write the case's files into the staging folder and return (and store) its summary."""
+    case = Case.from_dict(job.case)
+    root = Path(job.staging)
+    layout = Layout(job.fmt, job.ending)
+    scene = Scene.open(case.scene)
+    func = resolve_renderer(job.renderer)
+    if case.kind == "synthetic":
+        rendered = render(scene, func, statuses=("accepted",))
+        original: MedicalImage = rendered.original
+        image, labels = rendered.image, rendered.labels
+        records = [r for r in rendered.records if r.id in case.lesion_ids]
+        lesions = {r.label: {"lesion_id": r.id, "kind": r.kind} for r in records}
+        renderer = renderer_name(func)
+    else:
+        original = scene.load_image()
+        image = original.array
+        annotation = scene.mask(ANNOTATION_MASK)
+        labels = np.zeros(original.shape, np.int32) if annotation is None else np.asarray(annotation, np.int32)
+        records = []
+        lesions = {int(v): {"lesion_id": f"annotation-{int(v)}", "kind": "annotated"}
+                   for v in np.unique(labels) if v != 0}
+        renderer = None
+
+    pixels, pixel_note = image_pixels(image, original.array.dtype, job.ending)
+    image_rel = layout.image(case.case_id, case.split)
+    write_pixels(pixels, root / image_rel, original, job.png_compression)
+    label_rel = layout.label(case.case_id, case.split)
+    if label_rel is not None:
+        if job.fmt == "nnunet":
+            value_to_class = {v: _class_of(info["kind"], job.class_map) for v, info in lesions.items()}
+            out_labels = _semantic(labels, value_to_class)
+        else:
+            out_labels = label_pixels(labels)
+        write_pixels(out_labels, root / label_rel, original, job.png_compression)
+
+    found = instances(labels, original.scale, rle=job.want_rle)
+    for entry in found:
+        info = lesions.get(entry["label"], {"lesion_id": f"label-{entry['label']}", "kind": "unknown"})
+        entry.update(info)
+        entry["class"] = _class_of(info["kind"], job.class_map)
+    drawn = {e["label"] for e in found}
+    not_drawn = [info["lesion_id"] for v, info in lesions.items() if v not in drawn]
+
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    sidecar = {
+        "case_id": case.case_id,
+        "kind": case.kind,
+        "split": case.split,
+        "patient": case.patient,
+        "files": {"image": image_rel, "label": label_rel},
+        "pixels": {"dtype": str(pixels.dtype), "note": pixel_note, "source_dtype": str(original.array.dtype)},
+        "geometry": original.geometry(),
+        "source": scene.source.to_dict(),
+        "scene": {"folder": str(Path(case.scene).resolve()), "revision": scene.revision,
+                  "modified": scene.modified},
+        "lesions": [r.to_dict() for r in records],
+        "label_values": {str(v): info for v, info in lesions.items()},
+        "lesions_not_drawn": not_drawn,
+        "renderer": renderer,
+        "software": f"napari-synthseg {__version__}",
+        "date": now,
+    }
+    (root / layout.sidecar(case.case_id)).write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+    summary = {
+        "case": case.to_dict(),
+        "image": image_rel,
+        "label": label_rel,
+        "shape": list(original.shape),
+        "spacing": list(original.spacing),
+        "instances": found,
+        "not_drawn": not_drawn,
+        "classes_present": sorted({e["class"] for e in found}),
+    }
+    # The marker comes last: a case without one is rewritten on resume.
+    write_done_marker(root, case.case_id, summary)
+    return summary
