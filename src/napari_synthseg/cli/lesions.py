@@ -1,0 +1,240 @@
+"""Lesion commands: ``place``, ``remove``, ``extract``, ``render``, ``constraint``.
+
+They call the same core functions as the widgets (``lesions.place``, ``render``, ``fill``,
+``constraints``) and read and write scenes through the one scene model.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SynthsegError
+from ..io import MedicalImage, read_image, write_image
+from ..scene import Scene
+from ._common import add_read_options, parse_floats, read_from_args
+
+RENDER_FORMATS = (".nii.gz", ".nii", ".mha", ".nrrd", ".png")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("place", help="place a lesion into an image or scene (saved as a scene folder)")
+    p.add_argument("input", help="image file, DICOM folder or scene folder")
+    p.add_argument(
+        "--lesion", required=True,
+        help="library item (<library>/<id>.json), CT patch file (mask beside it as *_seg.*), "
+        "or procedural:<solid|part-solid|ground-glass>",
+    )
+    p.add_argument("--lesion-mask", help="mask of a CT patch file, if not beside it as *_seg.*")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--at", help="centre as a pixel/voxel index x,y[,z]")
+    where.add_argument("--at-mm", help="centre as a physical (LPS) point x,y[,z] in mm")
+    p.add_argument("--size-mm", type=float, help="diameter to render at (default: the lesion's own)")
+    p.add_argument("--rotation", default="0", help="degrees: one angle (in-plane), or z,y,x angles for 3D")
+    p.add_argument("--blend", default="alpha", choices=["alpha", "additive", "poisson"])
+    p.add_argument("--contrast", type=float, default=1.0, help="multiplies the lesion's contrast")
+    p.add_argument("--feather-mm", type=float, default=1.0, help="alpha ramp across the border")
+    p.add_argument("--seed", type=int, default=0, help="seed for procedural lesions")
+    p.add_argument("--lobulation", type=float, default=0.3, help="procedural lesions: 0..1")
+    p.add_argument("--spiculation", type=float, default=0.0, help="procedural lesions: 0..1")
+    p.add_argument(
+        "--constraint", default="scene",
+        help="where lesions may go: 'scene' (the scene's own, if any), 'auto' (organ mask), "
+        "'none', or a mask file",
+    )
+    p.add_argument("--out", help="scene folder to write (default: the input scene itself)")
+    p.add_argument("--force", action="store_true", help="replace an existing scene at --out")
+    add_read_options(p)
+    p.set_defaults(func=run_place)
+
+    p = subparsers.add_parser("remove", help="replace a masked lesion by healthy tissue (writes a new image)")
+    p.add_argument("image")
+    p.add_argument("--mask", required=True, help="mask file (non-zero = lesion) on the image's grid")
+    p.add_argument("--method", default="biharmonic", help="fill method: biharmonic, telea, or a learned model name")
+    p.add_argument("--out", required=True, help="output image file")
+    p.add_argument("--force", action="store_true")
+    add_read_options(p)
+    p.set_defaults(func=run_remove)
+
+    p = subparsers.add_parser("extract", help="store a real lesion (original minus healthy fill) in a lesion library")
+    p.add_argument("image")
+    p.add_argument("--mask", required=True, help="mask file (non-zero = lesion)")
+    p.add_argument("--library", required=True, help="lesion library folder (created if missing)")
+    p.add_argument("--method", default="biharmonic")
+    p.add_argument("--margin-mm", type=float, default=3.0)
+    p.add_argument("--kind", default="extracted")
+    add_read_options(p)
+    p.set_defaults(func=run_extract)
+
+    p = subparsers.add_parser("render", help="write a scene's image and label map")
+    p.add_argument("scene")
+    p.add_argument("out", help="output folder: gets image<ext> and labels<ext>")
+    p.add_argument("--format", default=None, choices=RENDER_FORMATS, help="default .nii.gz (3D) or .mha (2D)")
+    p.add_argument("--float", action="store_true", help="keep float32 values (default: the source's dtype)")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=run_render)
+
+    p = subparsers.add_parser("constraint", help="organ mask (CT lungs, CXR lung fields, brain) of an image")
+    p.add_argument("image")
+    p.add_argument("--out", required=True, help="mask file to write")
+    p.add_argument("--force", action="store_true")
+    add_read_options(p)
+    p.set_defaults(func=run_constraint)
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+
+def _mask_for(path: str, image: MedicalImage) -> np.ndarray:
+    mask = read_image(path)
+    if mask.shape != image.shape:
+        raise SynthsegError(f"mask {Path(path).name} has shape {mask.shape}, the image {image.shape}")
+    return np.asarray(mask.array) != 0
+
+
+def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float result -> the source dtype (rounded and clipped for integers)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def _open_or_create_scene(args) -> Scene:
+    src = Path(args.input)
+    if (src / "scene.json").exists():
+        if args.out and Path(args.out).resolve() != src.resolve():
+            out = Path(args.out)
+            if out.exists():
+                if not args.force:
+                    raise SynthsegError(f"{out} already exists; pass --force to replace it")
+                shutil.rmtree(out)
+            shutil.copytree(src, out)  # never modify the input scene when --out names another
+            return Scene.open(out)
+        return Scene.open(src)
+    if not args.out:
+        raise SynthsegError("give --out SCENE_DIR: placing into an image creates a new scene folder")
+    image = read_from_args(args.input, args)
+    return Scene.create(image, args.out, overwrite=args.force)
+
+
+def _lesion_from_args(args, image: MedicalImage):
+    from ..lesions import LesionLibrary, load_ct_patch, procedural_nodule
+
+    spec = args.lesion
+    if spec.startswith("procedural:"):
+        kind = spec.split(":", 1)[1] or "solid"
+        size = args.size_mm or 10.0
+        spacing = min(1.0, max(0.25, size / 12.0)) if image.ndim == 2 else min(image.scale)
+        return procedural_nodule(
+            size, kind, spacing=spacing, lobulation=args.lobulation, spiculation=args.spiculation, seed=args.seed
+        ), {"type": "procedural", "kind": kind, "seed": args.seed}
+    path = Path(spec)
+    if path.suffix in (".json", ".safetensors") and (path.parent / "index.json").exists():
+        library = LesionLibrary(path.parent)
+        return library.get(path.stem), {"type": "library", "library": str(path.parent.resolve()), "id": path.stem}
+    if not path.exists():
+        raise SynthsegError(f"lesion not found: {spec}")
+    patch = load_ct_patch(path, args.lesion_mask)
+    return patch, {"type": "ct_patch", "path": str(path.resolve()), "sha256": patch.provenance.get("sha256")}
+
+
+def _apply_constraint(scene: Scene, image: MedicalImage, choice: str) -> None:
+    from ..constraints import organ_constraint
+
+    if choice == "scene":
+        return
+    if choice == "none":
+        scene.set_mask("constraint", None)
+        return
+    if choice == "auto":
+        mask = organ_constraint(image.array, image.scale, image.modality)
+    else:
+        mask = _mask_for(choice, image)
+    if not mask.any():
+        raise SynthsegError("the organ constraint is empty; check the image or give a mask file")
+    scene.set_mask("constraint", mask, label="set organ constraint")
+
+
+# ---- commands -------------------------------------------------------------------------------
+
+
+def run_place(args) -> int:
+    from ..lesions.place import place_lesion
+
+    scene = _open_or_create_scene(args)
+    image = scene.load_image()
+    _apply_constraint(scene, image, args.constraint)
+    patch, source = _lesion_from_args(args, image)
+    rotation = parse_floats(args.rotation, "--rotation", count=(1, 3))
+    at = parse_floats(args.at, "--at") if args.at else None
+    at_mm = parse_floats(args.at_mm, "--at-mm") if args.at_mm else None
+    record = place_lesion(
+        scene, patch, at_xyz=at, at_mm=at_mm, size_mm=args.size_mm,
+        rotation_deg=rotation[0] if len(rotation) == 1 else rotation,
+        blend=args.blend, contrast=args.contrast, feather_mm=args.feather_mm, seed=args.seed, source=source,
+    )
+    print(f"placed {record.id} (label {record.label}, {record.size_mm:.1f} mm, {args.blend}) in {scene.folder}")
+    print(f"scene lesions: {', '.join(scene.lesion_ids)}")
+    return 0
+
+
+def run_remove(args) -> int:
+    from ..fill import get_filler
+
+    image = read_from_args(args.image, args)
+    mask = _mask_for(args.mask, image)
+    filled = get_filler(args.method).fill(image.array, mask, spacing=image.scale)
+    out = write_image(cast_like(filled, image.array.dtype), args.out, like=image, overwrite=args.force)
+    print(f"wrote {out} ({int(mask.sum())} pixels filled with {args.method})")
+    return 0
+
+
+def run_extract(args) -> int:
+    from ..fill import get_filler
+    from ..io import sha256_of_files
+    from ..lesions import LesionLibrary, extract_residual
+
+    image = read_from_args(args.image, args)
+    mask = _mask_for(args.mask, image)
+    filled = get_filler(args.method).fill(image.array, mask, spacing=image.scale)
+    units = "HU" if image.modality == "CT" else "image"
+    item = extract_residual(
+        image.array, filled, mask, image.scale, args.margin_mm, kind=args.kind, units=units,
+        provenance={"source_file": image.source, "sha256": sha256_of_files(image.source_paths),
+                    "fill_method": args.method, "modality": image.modality},
+    )
+    folder = Path(args.library)
+    folder.mkdir(parents=True, exist_ok=True)
+    lesion_id = LesionLibrary(folder).add(item)
+    print(f"stored {lesion_id} ({item.diameter_mm():.1f} mm) in {folder}")
+    return 0
+
+
+def run_render(args) -> int:
+    from ..render import render_scene
+
+    scene = Scene.open(args.scene)
+    result = render_scene(scene)
+    ext = args.format or (".nii.gz" if result.image.ndim == 3 else ".mha")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    image = result.image if args.float else cast_like(result.image, result.source.array.dtype)
+    labels = result.labels.astype(np.uint16 if result.labels.max() > 255 else np.uint8)
+    img_path = write_image(image, out / f"image{ext}", like=result.source, overwrite=args.force)
+    lab_path = write_image(labels, out / f"labels{ext}", like=result.source, overwrite=args.force)
+    print(f"wrote {img_path} and {lab_path} ({len(scene.lesions)} lesion records)")
+    return 0
+
+
+def run_constraint(args) -> int:
+    from ..constraints import organ_constraint
+
+    image = read_from_args(args.image, args)
+    mask = organ_constraint(image.array, image.scale, image.modality)
+    out = write_image(mask.astype(np.uint8), args.out, like=image, overwrite=args.force)
+    print(f"wrote {out} ({image.modality} organ mask, {int(mask.sum())} pixels)")
+    return 0

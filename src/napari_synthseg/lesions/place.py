@@ -1,0 +1,220 @@
+"""Put lesions into a scene, edit them, and take real lesions out, with every check up front.
+
+These functions are what the widgets, the CLI and batch jobs call. Each validates against the
+image and the organ constraint *before* touching the scene, so a refused edit changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import SynthsegError
+from ..io import MedicalImage, window_limits
+from ..render.placement import ATTENUATION_PER_WINDOW, footprint_check, place
+from ..scene import BLEND_MODES, LesionRecord, Scene
+from .item import LesionPatch
+from .projection import project_ct_lesion
+
+CONSTRAINT = "constraint"
+
+
+def attenuation_gain(image: MedicalImage) -> float:
+    """Grey values per attenuation unit for a radiograph (see ``ATTENUATION_PER_WINDOW``)."""
+    lo, hi = window_limits(image.array, "cxr-auto", "CXR")
+    gain = (hi - lo) / ATTENUATION_PER_WINDOW
+    if image.metadata.get("0028|0004", "").strip().upper() == "MONOCHROME1":
+        gain = -gain  # bright = low values: more attenuation must lower the value
+    return float(gain)
+
+
+def _check_units(patch: LesionPatch, image: MedicalImage) -> None:
+    if patch.units == "HU" and image.modality not in ("CT", "unknown"):
+        raise SynthsegError(f"a CT lesion (HU) cannot go into a {image.modality} image without projection")
+    if patch.units == "attenuation" and image.ndim != 2:
+        raise SynthsegError("a projected (attenuation) lesion only goes into a 2D radiograph")
+
+
+def prepare_patch(patch: LesionPatch, image: MedicalImage, project: bool = True) -> LesionPatch:
+    """Make ``patch`` fit ``image``'s dimensionality (projecting a CT lesion into a CXR)."""
+    if patch.ndim == image.ndim:
+        return patch
+    if patch.ndim == 3 and image.ndim == 2:
+        if not project or patch.units != "HU":
+            raise SynthsegError(
+                "a 3D lesion cannot go into a 2D image without projection; use a CT (HU) lesion with projection on"
+            )
+        return project_ct_lesion(patch, target_spacing=image.scale)
+    raise SynthsegError(f"a {patch.ndim}D lesion cannot go into a {image.ndim}D image")
+
+
+def center_from(image: MedicalImage, at_xyz: Sequence[float] | None, at_mm: Sequence[float] | None) -> tuple[float, ...]:
+    """Physical centre from a pixel/voxel index (x first) or a physical point."""
+    if (at_xyz is None) == (at_mm is None):
+        raise SynthsegError("give the lesion position either as a pixel index (x,y[,z]) or in mm, not both or neither")
+    point = at_xyz if at_xyz is not None else at_mm
+    if len(point) != image.ndim:
+        raise SynthsegError(f"the position needs {image.ndim} values (x,y[,z]) for this {image.ndim}D image, got {len(point)}")
+    if not np.all(np.isfinite(np.asarray(point, dtype=float))):
+        raise SynthsegError("the position must be finite numbers")
+    if at_xyz is not None:
+        idx = np.asarray(at_xyz, dtype=float)
+        if np.any(idx < 0) or np.any(idx > np.asarray(image.shape[::-1]) - 1):
+            raise SynthsegError(
+                f"position {tuple(at_xyz)} is outside the image (x,y[,z] up to {tuple(n - 1 for n in image.shape[::-1])})"
+            )
+        return tuple(float(v) for v in image.index_to_physical(idx))
+    return tuple(float(v) for v in at_mm)
+
+
+def _validate(scene: Scene, record: LesionRecord, image: MedicalImage, min_inside: float) -> None:
+    placed = place(scene, record, image)
+    constraint = scene.mask(CONSTRAINT)
+    footprint_check(placed, image.shape, constraint, min_inside)
+
+
+def place_lesion(
+    scene: Scene,
+    patch: LesionPatch,
+    *,
+    at_xyz: Sequence[float] | None = None,
+    at_mm: Sequence[float] | None = None,
+    size_mm: float | None = None,
+    rotation_deg: float | Sequence[float] = 0.0,
+    blend: str = "alpha",
+    contrast: float = 1.0,
+    feather_mm: float = 1.0,
+    mixed: bool = False,
+    seed: int = 0,
+    kind: str = "nodule",
+    source: dict[str, Any] | None = None,
+    project: bool = True,
+    min_inside: float = 1.0,
+) -> LesionRecord:
+    """Place ``patch`` into ``scene`` and return the stored record.
+
+    Parameters
+    ----------
+    at_xyz, at_mm : sequence of float
+        Lesion centre as a pixel/voxel index (x first) or a physical LPS point in mm.
+    size_mm : float, optional
+        Diameter to render at (equivalent circle/sphere); default the patch's own.
+    blend : {'alpha', 'additive', 'poisson'}
+    contrast : float
+        Multiplies the lesion's residual (1: as recorded).
+    feather_mm : float
+        Alpha ramp width across the mask border.
+    min_inside : float
+        Fraction of the lesion mask that must lie inside the organ constraint (if the scene
+        has one).
+    """
+    if blend not in BLEND_MODES:
+        raise SynthsegError(f"blend must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
+    if not (np.isfinite(contrast) and np.isfinite(feather_mm) and feather_mm >= 0):
+        raise SynthsegError("contrast and feather_mm must be finite (feather >= 0)")
+    image = scene.load_image()
+    patch = prepare_patch(patch, image, project)
+    _check_units(patch, image)
+    if size_mm is not None and not (np.isfinite(size_mm) and size_mm > 0):
+        raise SynthsegError(f"size must be a positive number of mm, got {size_mm}")
+    settings: dict[str, Any] = {"mode": blend, "contrast": float(contrast), "feather_mm": float(feather_mm)}
+    if mixed:
+        settings["mixed"] = True
+    if patch.units == "attenuation":
+        settings["gain"] = attenuation_gain(image)
+    assets = {"intensity": scene.assets.put(patch.intensity), "mask": scene.assets.put(patch.mask)}
+    if patch.absolute is not None:
+        assets["absolute"] = scene.assets.put(patch.absolute)
+    provenance = {k: v for k, v in patch.provenance.items() if k != "history"}
+    record = LesionRecord(
+        kind=kind,
+        source=dict(source or {"type": provenance.get("source", patch.kind)}, patch=provenance),
+        center_mm=center_from(image, at_xyz, at_mm),
+        size_mm=float(size_mm if size_mm is not None else patch.diameter_mm()),
+        rotation_deg=rotation_deg if np.isscalar(rotation_deg) else tuple(float(v) for v in rotation_deg),
+        blend=settings,
+        seed=int(seed),
+        assets=assets,
+        params={"patch_spacing": list(patch.spacing), "units": patch.units, "patch_kind": patch.kind,
+                "min_inside": float(min_inside)},
+    )
+    record.validate()
+    _validate(scene, record, image, min_inside)
+    return scene.add_lesion(record, label=f"place {kind}")
+
+
+def edit_lesion(scene: Scene, lesion_id: str, *, at_xyz=None, at_mm=None, label: str | None = None, **changes: Any) -> LesionRecord:
+    """Move (``at_xyz``/``at_mm``), resize (``size_mm``), rotate, re-contrast or re-blend a lesion.
+
+    ``blend`` changes are merged into the record's blend settings (``{"mode": "poisson"}``
+    keeps its contrast and gain).
+    """
+    record = scene.lesion(lesion_id)
+    image = scene.load_image()
+    if at_xyz is not None or at_mm is not None:
+        changes["center_mm"] = center_from(image, at_xyz, at_mm)
+    if "blend" in changes:
+        merged = dict(record.blend)
+        merged.update(changes["blend"])
+        changes["blend"] = merged
+    if "size_mm" in changes and not (np.isfinite(changes["size_mm"]) and changes["size_mm"] > 0):
+        raise SynthsegError(f"size must be a positive number of mm, got {changes['size_mm']}")
+    candidate = record.copy(**changes)
+    candidate.validate()
+    _validate(scene, candidate, image, float(record.params.get("min_inside", 1.0)))
+    what = label or ("move lesion" if "center_mm" in changes and len(changes) == 1 else "edit lesion")
+    return scene.update_lesion(lesion_id, label=what, **changes)
+
+
+def remove_real_lesion(
+    scene: Scene, mask: np.ndarray, method: str = "biharmonic", feather_mm: float = 0.0, seed: int = 0
+) -> LesionRecord:
+    """Replace a real lesion (``mask`` on the source image) by healthy tissue, as a record.
+
+    The fill is computed once from the source and stored as the record's absolute patch, so
+    re-rendering is exact and the removal can be undone, moved back or deleted like any lesion.
+    """
+    from ..fill import get_filler
+
+    image = scene.load_image()
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape != image.shape:
+        raise SynthsegError(f"the mask has shape {mask.shape}, the image {image.shape}")
+    if not mask.any():
+        raise SynthsegError("the mask is empty; outline the lesion to remove")
+    filled = get_filler(method).fill(image.array, mask, spacing=image.scale, seed=seed)
+    patch = _crop_patch(np.asarray(filled, np.float32), np.asarray(image.array, np.float32), mask, image)
+    center_idx = [(s.start + s.stop - 1) / 2.0 for s in _bbox(mask)]
+    record = LesionRecord(
+        kind="removal",
+        source={"type": "fill", "method": method},
+        center_mm=tuple(float(v) for v in image.index_to_physical(np.asarray(center_idx[::-1]))),
+        size_mm=0.0,
+        blend={"mode": "alpha", "feather_mm": float(feather_mm), "contrast": 1.0},
+        seed=int(seed),
+        assets={"intensity": scene.assets.put(patch.intensity), "mask": scene.assets.put(patch.mask),
+                "absolute": scene.assets.put(patch.absolute)},
+        params={"patch_spacing": list(image.scale), "units": "image" if image.modality != "CT" else "HU",
+                "patch_kind": "removal", "min_inside": 0.0},
+    )
+    return scene.add_lesion(record, label=f"remove lesion ({method})")
+
+
+def _bbox(mask: np.ndarray):
+    from scipy import ndimage as ndi
+
+    return ndi.find_objects(mask.astype(np.uint8))[0]
+
+
+def _crop_patch(filled: np.ndarray, original: np.ndarray, mask: np.ndarray, image: MedicalImage) -> LesionPatch:
+    # Crop so that the mask's bounding-box centre is the patch centre (the renderer places by it).
+    box = _bbox(mask)
+    return LesionPatch(
+        intensity=filled[box] - original[box],
+        mask=mask[box],
+        spacing=image.scale,
+        kind="removal",
+        absolute=filled[box],
+        units="image",
+    )

@@ -1,0 +1,187 @@
+"""From a lesion record to pixels: the lesion's patch, transformed, resampled and positioned.
+
+A :class:`PlacedLesion` is everything the compositor needs for one record: the patch values on
+the image's pixel grid, its exact mask, where it goes (``offset``) and the box of the image it
+may change (``box``). Building one costs a resample of a small patch; moving a lesion only
+changes ``offset``, so the transformed patch is cached by what it depends on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..errors import SynthsegError
+from ..io import MedicalImage
+from ..lesions.item import LesionPatch
+from ..scene import LesionRecord, Scene
+from .poisson import blend_roi
+
+Box = tuple[slice, ...]
+
+# Width of a CXR's display window, in attenuation units (-ln transmission). Between a lung field
+# (~2.3: 200 mm of chest, half of it aerated lung) and the mediastinum (~4.0) lie ~1.7 units,
+# which take about 60 % of a percentile window; so a window spans ~3 units. A lesion's residual
+# attenuation is turned into grey values with gain = window width / 3 (times the contrast).
+ATTENUATION_PER_WINDOW = 3.0
+
+
+@dataclass
+class PlacedLesion:
+    """One record resolved on the image grid (numpy axis order throughout)."""
+
+    record: LesionRecord
+    residual: np.ndarray  # float32, in image units, to add (already times gain and contrast)
+    absolute: np.ndarray | None  # float32 lesion with its own background, in image units
+    mask: np.ndarray  # bool, exact label
+    offset: tuple[int, ...]  # image index of patch[0, 0(, 0)]
+    box: Box  # image box this lesion may change (clipped to the image)
+
+    @property
+    def patch_box(self) -> Box:
+        return tuple(slice(o, o + n) for o, n in zip(self.offset, self.mask.shape))
+
+
+def _key(*parts: Any) -> str:
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def record_patch(scene: Scene, record: LesionRecord) -> LesionPatch:
+    """The stored (untransformed) patch of a record."""
+    assets = record.assets
+    if "intensity" not in assets or "mask" not in assets:
+        raise SynthsegError(f"lesion {record.id} has no stored patch (assets 'intensity' and 'mask')")
+    absolute = scene.assets.get(assets["absolute"]) if "absolute" in assets else None
+    return LesionPatch(
+        intensity=scene.assets.get(assets["intensity"]),
+        mask=scene.assets.get(assets["mask"]),
+        spacing=tuple(record.params["patch_spacing"]),
+        kind=record.params.get("patch_kind", record.kind),
+        absolute=absolute,
+        units=record.params.get("units", "image"),
+    )
+
+
+def center_index(image: MedicalImage, center_mm) -> np.ndarray:
+    """Continuous numpy-order index of a physical point."""
+    return image.physical_to_index(center_mm)[::-1]
+
+
+def _mask_center(mask: np.ndarray) -> np.ndarray:
+    box = ndi.find_objects(mask.astype(np.uint8))[0]
+    return np.array([(s.start + s.stop - 1) / 2.0 for s in box])
+
+
+def _clip_box(offset, shape, image_shape) -> Box | None:
+    box = []
+    for o, n, size in zip(offset, shape, image_shape):
+        lo, hi = max(o, 0), min(o + n, size)
+        if hi <= lo:
+            return None
+        box.append(slice(lo, hi))
+    return tuple(box)
+
+
+def feather_alpha(mask: np.ndarray, spacing, feather_mm: float) -> np.ndarray:
+    """Opacity that is 0.5 on the mask border and ramps to 0/1 over ``feather_mm``.
+
+    Centring the ramp on the border keeps the label honest: the lesion dominates exactly where
+    the label says it is.
+    """
+    if feather_mm <= 0:
+        return mask.astype(np.float32)
+    inside = ndi.distance_transform_edt(mask, sampling=spacing)
+    outside = ndi.distance_transform_edt(~mask, sampling=spacing)
+    signed = np.where(mask, inside - 0.5 * min(spacing), -(outside - 0.5 * min(spacing)))
+    return np.clip(0.5 + signed / feather_mm, 0.0, 1.0).astype(np.float32)
+
+
+class PatchCache:
+    """Transformed + resampled patches by (assets, size, rotation, spacing); small LRU."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, LesionPatch] = OrderedDict()
+
+    def get(self, scene: Scene, record: LesionRecord, spacing: tuple[float, ...]) -> LesionPatch:
+        key = _key(record.assets, record.params.get("patch_spacing"), record.size_mm, record.rotation_deg, spacing)
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        patch = record_patch(scene, record)
+        scale = record.size_mm / patch.diameter_mm() if record.size_mm > 0 else 1.0
+        rotation = record.rotation_deg
+        if abs(scale - 1.0) > 1e-6 or np.any(np.asarray(rotation, dtype=float) != 0):
+            patch = patch.transform(scale=scale, rotation_deg=rotation)
+        if tuple(patch.spacing) != tuple(spacing):
+            patch = patch.resample_to(spacing)
+        self._items[key] = patch
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return patch
+
+
+def place(
+    scene: Scene, record: LesionRecord, image: MedicalImage, cache: PatchCache | None = None
+) -> PlacedLesion:
+    """Resolve ``record`` on ``image``'s grid."""
+    spacing = image.scale
+    patch = (cache or PatchCache(1)).get(scene, record, spacing)
+    if patch.ndim != image.ndim:
+        raise SynthsegError(
+            f"lesion {record.id} is {patch.ndim}D but the image is {image.ndim}D"
+        )
+    center = center_index(image, record.center_mm)
+    offset = tuple(int(v) for v in np.rint(center - _mask_center(patch.mask)))
+    blend = record.blend or {}
+    factor = float(blend.get("gain", 1.0)) * float(blend.get("contrast", 1.0))
+    residual = patch.intensity * np.float32(factor)
+    absolute = None
+    if patch.absolute is not None and patch.units in ("HU", "image"):
+        # The lesion with its own recorded background; contrast scales only the lesion part.
+        absolute = patch.absolute - patch.intensity + residual
+    mode = blend.get("mode", "alpha")
+    if mode == "poisson":
+        box = blend_roi(image.shape, patch.mask, offset=offset, margin=1)
+    elif mode == "alpha":
+        feather_px = float(blend.get("feather_mm", 0.0)) / min(spacing)
+        grown = ndi.binary_dilation(patch.mask, iterations=int(np.ceil(feather_px / 2)) + 1) if feather_px > 0 else patch.mask
+        found = ndi.find_objects(grown.astype(np.uint8))[0]
+        box = _clip_box([o + s.start for o, s in zip(offset, found)], [s.stop - s.start for s in found], image.shape)
+    else:
+        box = _clip_box(offset, patch.shape, image.shape)
+    if box is None:
+        raise SynthsegError(f"lesion {record.id} lies entirely outside the image")
+    return PlacedLesion(record=record, residual=residual, absolute=absolute, mask=patch.mask, offset=offset, box=box)
+
+
+def footprint_check(
+    placed: PlacedLesion, image_shape, constraint: np.ndarray | None = None, min_inside: float = 1.0
+) -> None:
+    """Refuse lesions whose mask leaves the image or the organ constraint."""
+    mask = placed.mask
+    coords = np.argwhere(mask) + np.asarray(placed.offset)
+    inside = np.all((coords >= 0) & (coords < np.asarray(image_shape)), axis=1)
+    if not inside.all():
+        extent = np.ptp(np.argwhere(mask), axis=0) + 1
+        if np.any(extent > np.asarray(image_shape)):
+            raise SynthsegError(
+                f"the lesion ({'x'.join(map(str, extent[::-1]))} px) is larger than the image; choose a smaller size"
+            )
+        raise SynthsegError(
+            f"the lesion reaches outside the image ({int((~inside).sum())} of {len(coords)} mask pixels); "
+            "move it further inside"
+        )
+    if constraint is not None:
+        hit = constraint[tuple(coords.T)]
+        fraction = float(hit.mean())
+        if fraction + 1e-9 < min_inside:
+            raise SynthsegError(
+                f"the lesion lies {100 * (1 - fraction):.0f}% outside the allowed region (organ constraint); "
+                "place it inside, or edit the constraint"
+            )

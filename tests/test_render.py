@@ -1,0 +1,226 @@
+"""Rendering scenes: exact labels, deterministic, incremental == full, bad placements refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_synthseg.errors import SynthsegError
+from napari_synthseg.io import MedicalImage, read_image, write_image
+from napari_synthseg.lesions import load_ct_patch, procedural_cxr_nodule, procedural_nodule
+from napari_synthseg.lesions.place import edit_lesion, place_lesion, remove_real_lesion
+from napari_synthseg.render import SceneRenderer, place, render_scene
+from napari_synthseg.scene import Scene
+
+
+@pytest.fixture
+def cxr_scene(shared_data, tmp_path):
+    image = read_image(shared_data / "cxr/nih_nodule/00002361_008.png", spacing=0.41)
+    return Scene.create(image, tmp_path / "cxr_scene")
+
+
+@pytest.fixture
+def ct_scene(shared_data, tmp_path):
+    image = read_image(shared_data / "ct/lung_pet_ct_dx_A0001/dicom")
+    return Scene.create(image, tmp_path / "ct_scene")
+
+
+@pytest.fixture
+def ct_nodule(shared_data):
+    return load_ct_patch(shared_data / "ct/nodule_patches/nodule_05_ct.mha")
+
+
+def test_labels_are_the_placed_masks(cxr_scene, ct_nodule):
+    image = cxr_scene.load_image()
+    solid = procedural_cxr_nodule(12.0, "solid", target_spacing=image.scale, seed=2)
+    records = [
+        place_lesion(cxr_scene, solid, at_xyz=(300, 400), blend="alpha"),
+        place_lesion(cxr_scene, ct_nodule, at_xyz=(700, 420), blend="poisson"),
+        place_lesion(cxr_scene, solid, at_xyz=(320, 700), blend="additive", size_mm=20.0),
+    ]
+    result = render_scene(cxr_scene)
+    for record in records:
+        placed = place(cxr_scene, record, image)
+        expected = np.zeros(image.shape, bool)
+        expected[placed.patch_box] = placed.mask
+        np.testing.assert_array_equal(result.labels == record.label, expected)
+        # Centre of the mask box lands on the requested pixel (within rounding).
+        ys, xs = np.nonzero(expected)
+        assert abs((ys.min() + ys.max()) / 2 - image.physical_to_index(record.center_mm)[1]) <= 1
+    assert set(np.unique(result.labels)) == {0, 1, 2, 3}
+    # Pixels far from every lesion are the source's, bit for bit.
+    far = np.ones(image.shape, bool)
+    for record in records:
+        far[place(cxr_scene, record, image).box] = False
+    np.testing.assert_array_equal(result.image[far], image.array[far].astype(np.float32))
+
+
+def test_size_in_mm(cxr_scene):
+    image = cxr_scene.load_image()
+    nodule = procedural_cxr_nodule(10.0, "solid", target_spacing=image.scale, seed=1)
+    record = place_lesion(cxr_scene, nodule, at_xyz=(400, 400), size_mm=16.0)
+    area_mm2 = (render_scene(cxr_scene).labels == record.label).sum() * 0.41 * 0.41
+    assert abs(2 * np.sqrt(area_mm2 / np.pi) - 16.0) < 1.0
+
+
+def test_render_is_deterministic_and_survives_reopen(cxr_scene, ct_nodule):
+    image = cxr_scene.load_image()
+    place_lesion(cxr_scene, procedural_nodule(9, "part-solid", seed=5), at_xyz=(350, 420), blend="poisson")
+    place_lesion(cxr_scene, ct_nodule, at_xyz=(650, 450), blend="alpha", rotation_deg=30, contrast=1.5)
+    first = render_scene(cxr_scene)
+    again = render_scene(Scene.open(cxr_scene.folder))
+    np.testing.assert_array_equal(first.image, again.image)
+    np.testing.assert_array_equal(first.labels, again.labels)
+    assert not np.array_equal(first.image, image.array.astype(np.float32))
+
+
+def _random_edits(scene, rng, n, size_range, positions):
+    for _ in range(n):
+        ids = scene.lesion_ids
+        op = rng.integers(0, 5)
+        if op == 0 or not ids:
+            continue
+        lesion = ids[rng.integers(len(ids))]
+        try:
+            if op == 1:
+                edit_lesion(scene, lesion, at_xyz=positions(rng))
+            elif op == 2:
+                edit_lesion(scene, lesion, size_mm=float(rng.uniform(*size_range)))
+            elif op == 3:
+                edit_lesion(scene, lesion, blend={"mode": ["alpha", "additive", "poisson"][rng.integers(3)]})
+            else:
+                edit_lesion(scene, lesion, rotation_deg=float(rng.uniform(0, 180)), contrast=float(rng.uniform(0.5, 2)))
+        except SynthsegError:
+            pass  # a random move may leave the image: refused, nothing changed
+
+
+def test_incremental_equals_full_render_2d(cxr_scene, ct_nodule):
+    renderer = SceneRenderer(cxr_scene)
+    rng = np.random.default_rng(0)
+    image = cxr_scene.load_image()
+    for i, (x, y) in enumerate([(300, 400), (340, 420), (700, 400), (520, 600)]):
+        patch = ct_nodule if i % 2 else procedural_cxr_nodule(12, "solid", target_spacing=image.scale, seed=i)
+        place_lesion(cxr_scene, patch, at_xyz=(x, y), blend=["alpha", "poisson", "additive"][i % 3])
+    _random_edits(cxr_scene, rng, 25, (6, 25), lambda r: (int(r.integers(250, 750)), int(r.integers(300, 700))))
+    cxr_scene.remove_lesion(cxr_scene.lesion_ids[0])
+    full = render_scene(cxr_scene)
+    np.testing.assert_array_equal(renderer.image, full.image)
+    np.testing.assert_array_equal(renderer.labels, full.labels)
+
+
+def test_incremental_equals_full_render_3d(ct_scene, ct_nodule):
+    renderer = SceneRenderer(ct_scene)
+    rng = np.random.default_rng(1)
+    place_lesion(ct_scene, ct_nodule, at_xyz=(150, 250, 40), blend="poisson")
+    place_lesion(ct_scene, procedural_nodule(12, "ground-glass", spacing=1.0, seed=3), at_xyz=(160, 255, 42), blend="alpha")
+    place_lesion(ct_scene, ct_nodule, at_xyz=(350, 260, 30), blend="additive")
+    _random_edits(ct_scene, rng, 8, (6, 20), lambda r: (int(r.integers(120, 400)), int(r.integers(200, 320)), int(r.integers(20, 45))))
+    full = render_scene(ct_scene)
+    np.testing.assert_array_equal(renderer.image, full.image)
+    np.testing.assert_array_equal(renderer.labels, full.labels)
+
+
+def test_undo_redo_restores_pixels(cxr_scene, ct_nodule):
+    renderer = SceneRenderer(cxr_scene)
+    states = [(renderer.image.copy(), renderer.labels.copy())]
+    record = place_lesion(cxr_scene, ct_nodule, at_xyz=(400, 400), blend="poisson")
+    states.append((renderer.image.copy(), renderer.labels.copy()))
+    edit_lesion(cxr_scene, record.id, at_xyz=(420, 430))
+    states.append((renderer.image.copy(), renderer.labels.copy()))
+    edit_lesion(cxr_scene, record.id, size_mm=25.0, blend={"mode": "alpha"})
+    states.append((renderer.image.copy(), renderer.labels.copy()))
+    cxr_scene.remove_lesion(record.id)
+    states.append((renderer.image.copy(), renderer.labels.copy()))
+    np.testing.assert_array_equal(states[-1][0], states[0][0])
+    for image, labels in reversed(states):
+        np.testing.assert_array_equal(renderer.image, image)
+        np.testing.assert_array_equal(renderer.labels, labels)
+        cxr_scene.undo()
+    for image, labels in states[1:]:
+        cxr_scene.redo()
+        np.testing.assert_array_equal(renderer.image, image)
+        np.testing.assert_array_equal(renderer.labels, labels)
+
+
+def test_bad_placements_change_nothing(cxr_scene, ct_scene, ct_nodule):
+    image = cxr_scene.load_image()
+    nodule = procedural_cxr_nodule(12, "solid", target_spacing=image.scale, seed=1)
+    with pytest.raises(SynthsegError, match="outside the image"):
+        place_lesion(cxr_scene, nodule, at_xyz=(1200, 10))
+    with pytest.raises(SynthsegError, match="reaches outside the image"):
+        place_lesion(cxr_scene, nodule, at_xyz=(3, 500))
+    with pytest.raises(SynthsegError, match="larger than the image"):
+        place_lesion(cxr_scene, nodule, at_xyz=(512, 512), size_mm=800.0)
+    lungs = np.zeros(image.shape, bool)
+    lungs[300:700, 200:450] = True
+    cxr_scene.set_mask("constraint", lungs)
+    with pytest.raises(SynthsegError, match="outside the allowed region"):
+        place_lesion(cxr_scene, nodule, at_xyz=(800, 500))
+    record = place_lesion(cxr_scene, nodule, at_xyz=(300, 450))
+    with pytest.raises(SynthsegError, match="outside the allowed region"):
+        edit_lesion(cxr_scene, record.id, at_xyz=(800, 500))
+    assert cxr_scene.lesion(record.id).center_mm == record.center_mm
+    flat = procedural_cxr_nodule(10, "solid", target_spacing=(1.0, 1.0), seed=1)
+    with pytest.raises(SynthsegError, match="2D lesion cannot go into a 3D"):
+        place_lesion(ct_scene, flat, at_xyz=(100, 100, 10))
+    assert ct_scene.lesions == []
+    with pytest.raises(SynthsegError, match="without projection"):
+        place_lesion(cxr_scene, ct_nodule, at_xyz=(300, 450), project=False)
+    with pytest.raises(SynthsegError, match="blend must be one of"):
+        place_lesion(cxr_scene, nodule, at_xyz=(300, 450), blend="multiply")
+    assert len(cxr_scene.lesions) == 1
+
+
+def test_remove_real_lesion_is_a_record(shared_data, tmp_path):
+    src = read_image(shared_data / "ct/nodule_patches/nodule_02_ct.mha")
+    scene = Scene.create(src, tmp_path / "s")
+    mask = read_image(shared_data / "ct/nodule_patches/nodule_02_seg.mha").array > 0
+    renderer = SceneRenderer(scene)
+    record = remove_real_lesion(scene, mask, method="biharmonic")
+    result = renderer.image
+    assert record.kind == "removal"
+    assert renderer.labels.max() == 0  # a removal paints no label
+    inside = result[mask]
+    assert inside.mean() < src.array[mask].mean() - 300  # the solid nodule became lung
+    np.testing.assert_array_equal(result[~mask], src.array[~mask].astype(np.float32))
+    scene.undo()
+    np.testing.assert_array_equal(renderer.image, src.array.astype(np.float32))
+
+
+def test_cli_place_render_remove_extract(shared_data, tmp_path, capsys):
+    from napari_synthseg.cli import main
+
+    cxr = shared_data / "cxr/node21/c3883.mha"
+    nodule = shared_data / "ct/nodule_patches/nodule_05_ct.mha"
+    scene_dir = tmp_path / "scene"
+    assert main(["place", str(cxr), "--lesion", str(nodule), "--at", "400,500", "--blend", "poisson",
+                 "--out", str(scene_dir)]) == 0
+    assert main(["place", str(scene_dir), "--lesion", "procedural:solid", "--size-mm", "8", "--at-mm", "80,60",
+                 "--blend", "additive", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "L0001, L0002" in out
+    import json
+
+    data = json.loads((scene_dir / "scene.json").read_text())
+    assert [rec["id"] for rec in data["lesions"]] == ["L0001", "L0002"]
+    assert main(["render", str(scene_dir), str(tmp_path / "render")]) == 0
+    labels = read_image(tmp_path / "render/labels.mha")
+    rendered = read_image(tmp_path / "render/image.mha")
+    assert set(np.unique(labels.array)) == {0, 1, 2}
+    assert rendered.array.dtype == np.uint16
+    np.testing.assert_allclose(labels.spacing, read_image(cxr).spacing)
+    # remove + extract with a mask of the placed lesion
+    mask_path = write_image((labels.array == 1).astype(np.uint8), tmp_path / "mask.mha", like=labels)
+    assert main(["remove", str(tmp_path / "render/image.mha"), "--mask", str(mask_path),
+                 "--out", str(tmp_path / "removed.mha")]) == 0
+    assert main(["extract", str(tmp_path / "render/image.mha"), "--mask", str(mask_path),
+                 "--library", str(tmp_path / "lib")]) == 0
+    from napari_synthseg.lesions import LesionLibrary
+
+    [item] = LesionLibrary(tmp_path / "lib").list()
+    assert item["units"] == "image"
+    # Outside the image: exit 2, scene unchanged.
+    capsys.readouterr()
+    assert main(["place", str(scene_dir), "--lesion", str(nodule), "--at", "5000,10"]) == 2
+    assert "outside the image" in capsys.readouterr().err
+    assert len(json.loads((scene_dir / "scene.json").read_text())["lesions"]) == 2
