@@ -7,15 +7,18 @@ honest image-processing baseline. Steps (on a copy resized to ``work_size`` rows
    1-99 percentiles and mapped to 0..1; an inverted image (MONOCHROME1: air bright) is
    detected by comparing the mediastinum with the lateral thorax and flipped;
 2. the lungs are the large dark regions inside the body: a sweep of thresholds (quantiles of
-   the thorax region) each gives dark components; components touching the image border
-   (air outside the body, neck, axillae) or centred in the lowest 15 % are discarded; at each
-   threshold the largest component left and right of the midline are the lung candidates;
-   the threshold with the largest total area whose candidates are plausible (both present,
-   each within its half, each 1.5-30 % of the image and taller than 20 % of it, area ratio
-   >= 0.3) wins; large fragments of the same lung (split by a mass or consolidation) join it;
-   each lung is then grown to the strongest surrounding edge by a marker watershed on the
-   gradient (markers: the dark core; background: the brightest 20 %, the image border and
-   the mediastinal strip between the lungs), at most 8 % of the image height from the core;
+   the thorax region) each gives dark components (after a small opening); components touching
+   the image border (air outside the body, neck, axillae) are opened again with a wide disk
+   (1/32 of the height) to cut the soft-tissue necks through which a lung joins the outside
+   air, and only the pieces that then no longer touch the border are kept; at each threshold
+   the largest component left and right of the midline, centred above the lowest 15 %, plus
+   large fragments of the same lung (a mass can split it into upper and lower parts) are the
+   candidates; the threshold with the largest total area whose pair is plausible wins (each
+   within its half, 1.5-30 % of the image, taller than 20 % of it, reaching the upper 35 %
+   (apex: this rejects stomach and bowel gas), area ratio >= 0.3); each lung is then grown to
+   the strongest surrounding edge by a marker watershed on the gradient (markers: the dark
+   core; background: the brightest 20 %, the image border and the mediastinal strip between
+   the lungs), at most 8 % of the image height from the core;
 3. each lung is closed, hole-filled and replaced by its convex hull blended with itself
    (``hull_weight``): the dense lower lung, the hila and lesions are brighter than the
    threshold and would otherwise be cut out, while a full hull would swallow the heart
@@ -137,15 +140,27 @@ def _looks_inverted(norm: np.ndarray) -> bool:
 def _find_lungs(norm: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     h, w = norm.shape
     thorax = norm[int(0.1 * h):int(0.85 * h), int(0.1 * w):int(0.9 * w)]
-    se = disk(max(1, int(round(h / 128))))
+    se = disk(max(1, int(round(h / 128)))).astype(np.uint8)
+    big_se = disk(max(2, int(round(h / 32)))).astype(np.uint8)
     best, best_area = None, 0
     for q in np.arange(0.10, 0.62, 0.02):
         t = np.quantile(thorax, q)
-        dark = ndi.binary_opening(norm < t, se)
+        dark = _open(norm < t, se)
         lab, n = ndi.label(dark)
         if n == 0:
             continue
         edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+        edge = edge[edge > 0]
+        n_plain = n
+        if edge.size:
+            # A lung often joins the outside air through the axilla's soft tissue at higher
+            # thresholds; a wider opening cuts such necks so the lung is not thrown away.
+            cut = _open(np.isin(lab, edge), big_se)
+            lab2, n2 = ndi.label(cut)
+            if n2:
+                lab = np.where(lab2 > 0, lab2 + n, np.where(np.isin(lab, edge), 0, lab))
+                n += n2
+                edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
         sizes = np.bincount(lab.ravel(), minlength=n + 1)
         sizes[edge] = 0
         sizes[0] = 0
@@ -168,43 +183,52 @@ def _find_lungs(norm: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
                 break
         if left is None or right is None:
             continue
+        groups = [_fragments(sizes, objs, main, h, w, n_plain) for main in (left, right)]
         ok = True
-        for lbl, side in ((left, "l"), (right, "r")):
-            sl = objs[lbl - 1]
-            frac = sizes[lbl] / (h * w)
+        for main, group, side in ((left, groups[0], "l"), (right, groups[1], "r")):
+            sl = objs[main - 1]
+            frac = sizes[main] / (h * w)
             crosses = sl[1].stop > 0.6 * w if side == "l" else sl[1].start < 0.4 * w
             tall = (sl[0].stop - sl[0].start) > 0.2 * h
-            if crosses or not tall or not (0.015 <= frac <= 0.30):
+            # Every lung reaches the upper third (apex); a group of dark regions that starts
+            # lower is bowel or stomach gas (or only the base of a diseased lung).
+            apex = min(objs[g - 1][0].start for g in group) < 0.35 * h
+            if crosses or not tall or not apex or not (0.015 <= frac <= 0.30):
                 ok = False
         if not ok:
             continue
-        area = sizes[left] + sizes[right]
+        a_left, a_right = (int(sizes[g].sum()) for g in groups)
         # Strongly unequal lungs mean one side leaked or is missed; prefer balanced pairs.
-        ratio = min(sizes[left], sizes[right]) / max(sizes[left], sizes[right])
+        ratio = min(a_left, a_right) / max(a_left, a_right)
         if ratio < 0.3:
             continue
-        if area > best_area:
-            best_area = area
-            best = (lab, sizes, objs, left, right)
-    if best is None:
-        return None
-    lab, sizes, objs, left, right = best
-    return _with_fragments(lab, sizes, objs, left, h, w), _with_fragments(lab, sizes, objs,
-                                                                          right, h, w)
+        if a_left + a_right > best_area:
+            best_area = a_left + a_right
+            best = (np.isin(lab, groups[0]), np.isin(lab, groups[1]))
+    return best
 
 
-def _with_fragments(lab, sizes, objs, main, h, w) -> np.ndarray:
-    """The main dark component plus large fragments of the same lung.
+def _open(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Binary opening (OpenCV: ~20x faster than scipy for these kernel sizes)."""
+    out = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel,
+                           borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.astype(bool)
+
+
+def _fragments(sizes, objs, main, h, w, max_label) -> list:
+    """Labels of the main dark component plus large fragments of the same lung.
 
     A mass, effusion or consolidation splits a lung's dark area into an upper and a lower
     part; pieces at least a quarter of the main one, on the same side, overlapping it in
-    columns and close to it vertically, belong to the same lung field.
+    columns and close to it vertically, belong to the same lung field. Pieces cut off the
+    outside air (labels above ``max_label``) are never fragments: they are mostly shoulder
+    and axilla.
     """
     msl = objs[main - 1]
-    keep = [main]
+    keep = [int(main)]
     side_left = 0.5 * (msl[1].start + msl[1].stop) < 0.5 * w
     for lbl in np.nonzero(sizes >= 0.25 * sizes[main])[0]:
-        if lbl == main or lbl == 0:
+        if lbl == main or lbl == 0 or lbl > max_label:
             continue
         sl = objs[lbl - 1]
         cx = 0.5 * (sl[1].start + sl[1].stop)
@@ -214,8 +238,8 @@ def _with_fragments(lab, sizes, objs, main, h, w) -> np.ndarray:
         overlap_x = min(sl[1].stop, msl[1].stop) - max(sl[1].start, msl[1].start)
         gap_y = max(sl[0].start - msl[0].stop, msl[0].start - sl[0].stop)
         if overlap_x > 0 and gap_y < 0.15 * h:
-            keep.append(lbl)
-    return np.isin(lab, keep)
+            keep.append(int(lbl))
+    return keep
 
 
 def _grow(norm, lungs):
