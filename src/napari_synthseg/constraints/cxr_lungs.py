@@ -56,7 +56,8 @@ def cxr_lung_mask(
     ----------
     image : ndarray
         2D radiograph (rows, cols), any real dtype, native values (air dark unless inverted).
-        An RGB(A) image (rows, cols, 3|4) is converted to grey.
+        An RGB(A) image (rows, cols, 3|4) is converted to grey; a one-frame volume
+        (1, rows, cols), as SimpleITK reads a DICOM radiograph, is accepted.
     spacing : sequence of float, optional
         Pixel size in mm; not needed by this method (it works in image fractions), accepted
         for a uniform constraint API.
@@ -70,13 +71,14 @@ def cxr_lung_mask(
     Returns
     -------
     ndarray of bool
-        Same (rows, cols) as ``image``; True inside the lung fields.
+        Same shape as ``image`` (without the colour axis); True inside the lung fields.
 
     Raises
     ------
     SynthsegError
         Not a 2D image, constant image, or no plausible pair of lung fields found.
     """
+    in_shape = np.shape(image)
     img = _to_grey(image)
     rows, cols = img.shape
     if min(rows, cols) < 32:
@@ -102,12 +104,17 @@ def cxr_lung_mask(
         soft += _shape_lung(lung, hull_weight)
     soft = cv2.GaussianBlur(np.clip(soft, 0, 1), (0, 0), sigmaX=work_size / 256.0 * 2.0)
     big = cv2.resize(soft, (cols, rows), interpolation=cv2.INTER_LINEAR)
-    return big >= 0.5
+    mask = big >= 0.5
+    # A DICOM radiograph read as a one-frame volume (1, rows, cols) gets its mask back in
+    # the same shape, so callers can overlay it without reshaping.
+    return mask.reshape(in_shape) if len(in_shape) == 3 and in_shape[0] == 1 else mask
 
 
 # ------------------------------------------------------------------------------ helpers
 def _to_grey(image) -> np.ndarray:
     img = np.asarray(image)
+    if img.ndim == 3 and img.shape[0] == 1:
+        img = img[0]
     if img.ndim == 3 and img.shape[-1] in (3, 4):
         img = img[..., :3].astype(np.float32).mean(axis=-1)
     if img.ndim != 2:
@@ -204,8 +211,49 @@ def _find_lungs(norm: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
             continue
         if a_left + a_right > best_area:
             best_area = a_left + a_right
-            best = (np.isin(lab, groups[0]), np.isin(lab, groups[1]))
-    return best
+            best = (lab, groups)
+    if best is None:
+        return None
+    lab, groups = best
+    neck = disk(max(2, int(round(h / 40)))).astype(np.uint8)
+    full = [np.isin(lab, g) for g in groups]
+    kept = [_cut_necks(lab, g, neck) for g in groups]
+    # Only what hangs below the other lung's base is gas under the diaphragm; a piece cut off
+    # higher up (a lung narrowed by a device or an opacity) is given back.
+    bottoms = [int(np.nonzero(k.any(axis=1))[0].max()) if k.any() else h for k in kept]
+    out = []
+    for i in (0, 1):
+        dropped, n = ndi.label(full[i] & ~kept[i])
+        keep = kept[i].copy()
+        for j, sl in enumerate(ndi.find_objects(dropped), start=1):
+            cy = ndi.center_of_mass(dropped[sl] == j)[0] + sl[0].start
+            if cy < bottoms[1 - i]:
+                keep |= dropped == j
+        out.append(keep)
+    return out[0], out[1]
+
+
+def _cut_necks(lab, group, kernel) -> np.ndarray:
+    """Union of the group's components, each without what hangs on it by a narrow neck.
+
+    At generous thresholds a lung base can join stomach or colon gas through the thin lateral
+    costophrenic recess (seen on the RSNA sample). Each component is opened with ``kernel``; only its largest opened
+    piece is kept, and the detail the opening shaved off is given back within the kernel's
+    radius of that piece (not across the neck).
+    """
+    out = np.zeros(lab.shape, bool)
+    for lbl in group:
+        comp = lab == lbl
+        pieces, n = ndi.label(_open(comp, kernel))
+        if n == 0:
+            out |= comp
+            continue
+        sizes = np.bincount(pieces.ravel())
+        sizes[0] = 0
+        core = pieces == int(np.argmax(sizes))
+        grown = cv2.dilate(core.astype(np.uint8), kernel).astype(bool)
+        out |= comp & grown
+    return out
 
 
 def _open(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
