@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import SynthsegError
 from ..io import MedicalImage
 from ..scene import Change, LesionRecord, Scene
-from .placement import Box, PatchCache, PlacedLesion, feather_alpha, place
+from .placement import SHARED_CACHE, Box, PatchCache, PlacedLesion, place
 from .poisson import poisson_blend_region
 
 NO_LABEL_KINDS = ("removal",)
@@ -82,7 +82,7 @@ def composite(canvas: np.ndarray, labels: np.ndarray | None, canvas_box: Box, pl
     if mode == "additive":
         canvas[c_sl] += placed.residual[p_sl]
     elif mode == "alpha":
-        alpha = feather_alpha(placed.mask, spacing, float(blend.get("feather_mm", 0.0)))[p_sl]
+        alpha = placed.alpha[p_sl]
         region = canvas[c_sl]
         lesion = placed.absolute[p_sl] if placed.absolute is not None else region + placed.residual[p_sl]
         region += alpha * (lesion - region)
@@ -124,9 +124,11 @@ class SceneRenderer:
     scene : Scene
     follow : bool
         Subscribe to the scene so every change re-renders its region at once.
+    cache : PatchCache, optional
+        Transformed patches; default the process-wide shared cache.
     """
 
-    def __init__(self, scene: Scene, follow: bool = True) -> None:
+    def __init__(self, scene: Scene, follow: bool = True, cache: PatchCache | None = None) -> None:
         self.scene = scene
         self.source = scene.load_image()
         self.spacing = self.source.scale
@@ -136,8 +138,8 @@ class SceneRenderer:
         self.base.flags.writeable = False
         self.image = np.array(self.base, copy=True)
         self.labels = np.zeros(self.base.shape, LABEL_DTYPE)
-        self.cache = PatchCache()
-        self._placed: dict[str, tuple[str, PlacedLesion]] = {}
+        self.cache = SHARED_CACHE if cache is None else cache
+        self._placed: dict[str, tuple[LesionRecord, PlacedLesion]] = {}
         self.last_region: Box | None = None
         self._listeners = []
         self.render_all()
@@ -151,12 +153,13 @@ class SceneRenderer:
     # -- placed-lesion cache ------------------------------------------------------------------
 
     def placed(self, record: LesionRecord) -> PlacedLesion:
-        signature = repr(record.to_dict())
+        # The scene replaces a record object on every change (edit, undo, redo), so identity
+        # tells whether the cached placement is still valid.
         hit = self._placed.get(record.id)
-        if hit is not None and hit[0] == signature:
+        if hit is not None and hit[0] is record:
             return hit[1]
         placed = place(self.scene, record, self.source, self.cache)
-        self._placed[record.id] = (signature, placed)
+        self._placed[record.id] = (record, placed)
         return placed
 
     # -- rendering ----------------------------------------------------------------------------
@@ -197,14 +200,14 @@ class SceneRenderer:
         for before in change.lesions_before:
             if before is not None and before["id"] in self._placed:
                 region = self._placed[before["id"]][1].box if region is None else _union(region, self._placed[before["id"]][1].box)
+        current = {rec.id: rec for rec in self.scene.lesions}
         for after in change.lesions_after:
-            if after is None:
+            if after is None or after["id"] not in current:
                 continue
-            placed = self.placed(LesionRecord.from_dict(after))
+            placed = self.placed(current[after["id"]])
             region = placed.box if region is None else _union(region, placed.box)
-        live = {rec.id for rec in self.scene.lesions}
         for lesion_id in list(self._placed):
-            if lesion_id not in live:
+            if lesion_id not in current:
                 del self._placed[lesion_id]
         if region is None:
             return None

@@ -41,6 +41,7 @@ class PlacedLesion:
     mask: np.ndarray  # bool, exact label
     offset: tuple[int, ...]  # image index of patch[0, 0(, 0)]
     box: Box  # image box this lesion may change (clipped to the image)
+    alpha: np.ndarray | None = None  # feathered opacity for alpha blending (patch grid)
 
     @property
     def patch_box(self) -> Box:
@@ -102,7 +103,11 @@ def feather_alpha(mask: np.ndarray, spacing, feather_mm: float) -> np.ndarray:
 
 
 class PatchCache:
-    """Transformed + resampled patches by (assets, size, rotation, spacing); small LRU."""
+    """Transformed + resampled patches by (assets, size, rotation, spacing); small LRU.
+
+    Asset keys are content hashes, so one cache can serve every scene (validation and rendering
+    share :data:`SHARED_CACHE` and a move never re-transforms the patch).
+    """
 
     def __init__(self, capacity: int = 256) -> None:
         self.capacity = capacity
@@ -126,12 +131,15 @@ class PatchCache:
         return patch
 
 
+SHARED_CACHE = PatchCache()
+
+
 def place(
     scene: Scene, record: LesionRecord, image: MedicalImage, cache: PatchCache | None = None
 ) -> PlacedLesion:
     """Resolve ``record`` on ``image``'s grid."""
     spacing = image.scale
-    patch = (cache or PatchCache(1)).get(scene, record, spacing)
+    patch = (cache or SHARED_CACHE).get(scene, record, spacing)
     if patch.ndim != image.ndim:
         raise SynthsegError(
             f"lesion {record.id} is {patch.ndim}D but the image is {image.ndim}D"
@@ -157,7 +165,9 @@ def place(
         box = _clip_box(offset, patch.shape, image.shape)
     if box is None:
         raise SynthsegError(f"lesion {record.id} lies entirely outside the image")
-    return PlacedLesion(record=record, residual=residual, absolute=absolute, mask=patch.mask, offset=offset, box=box)
+    alpha = feather_alpha(patch.mask, spacing, float(blend.get("feather_mm", 0.0))) if mode == "alpha" else None
+    return PlacedLesion(record=record, residual=residual, absolute=absolute, mask=patch.mask, offset=offset,
+                        box=box, alpha=alpha)
 
 
 def footprint_check(

@@ -85,11 +85,14 @@ class LesionRecord:
             raise SynthsegError(f"lesion size must be positive, got {self.size_mm} mm")
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        # One deep copy of the mutable fields (dataclasses.asdict would walk everything twice).
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
+        for name in _MUTABLE_FIELDS:
+            data[name] = copy.deepcopy(data[name])
         data["center_mm"] = [float(v) for v in self.center_mm]
         if isinstance(self.rotation_deg, (tuple, list)):
             data["rotation_deg"] = [float(v) for v in self.rotation_deg]
-        return copy.deepcopy(data)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LesionRecord":
@@ -97,7 +100,7 @@ class LesionRecord:
         unknown = set(data) - known
         if unknown:
             raise SynthsegError(f"lesion record has unknown fields {sorted(unknown)}; written by a newer version?")
-        data = copy.deepcopy(data)
+        data = {key: (copy.deepcopy(value) if key in _MUTABLE_FIELDS else value) for key, value in data.items()}
         data["center_mm"] = tuple(data.get("center_mm") or ())
         if isinstance(data.get("rotation_deg"), list):
             data["rotation_deg"] = tuple(data["rotation_deg"])
@@ -105,3 +108,7 @@ class LesionRecord:
 
     def copy(self, **changes: Any) -> "LesionRecord":
         return LesionRecord.from_dict({**self.to_dict(), **copy.deepcopy(changes)})
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(LesionRecord))
+_MUTABLE_FIELDS = ("source", "blend", "decision", "assets", "params")
