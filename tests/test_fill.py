@@ -156,3 +156,32 @@ def test_bad_input_raises_one_line_user_errors(method):
         assert "\n" not in str(info.value)
     with pytest.raises(SynthsegError, match="spacing"):
         f.fill(img, _disc((32, 32), (16, 16), 4), spacing=(1.0,))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_mask_touching_image_edge_and_input_untouched(method):
+    ref = _quadratic((96, 120), 100.0)
+    img = ref.astype(np.float32)
+    before = img.copy()
+    m = np.zeros(img.shape, bool)
+    m[0:10, 50:62] = True  # lesion cut by the top edge
+    m[40:50, 110:120] = True  # and one by the right edge
+    out = get_filler(method).fill(img, m)
+    np.testing.assert_array_equal(img, before)  # the caller's array is not modified
+    np.testing.assert_array_equal(out[~m], before[~m])
+    # At the image edge there is context on one side only: no method is exact there.
+    assert np.abs(out[m] - ref[m]).max() < 0.05 * np.ptp(ref)
+    if method == "biharmonic":
+        # Cropping must not change the solution: compare with a whole-image solve.
+        from skimage.restoration import inpaint_biharmonic
+
+        whole = inpaint_biharmonic(before.astype(np.float64), m)
+        np.testing.assert_allclose(out[m], whole[m], atol=1e-2)
+
+
+def test_slicewise_fill_with_fully_masked_slice_is_user_error():
+    vol = np.zeros((5, 16, 16), np.float32)
+    m = np.zeros(vol.shape, bool)
+    m[2] = True
+    with pytest.raises(SynthsegError, match="entirely masked"):
+        get_filler("telea").fill(vol, m)
