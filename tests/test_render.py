@@ -224,3 +224,22 @@ def test_cli_place_render_remove_extract(shared_data, tmp_path, capsys):
     assert main(["place", str(scene_dir), "--lesion", str(nodule), "--at", "5000,10"]) == 2
     assert "outside the image" in capsys.readouterr().err
     assert len(json.loads((scene_dir / "scene.json").read_text())["lesions"]) == 2
+
+
+def test_node21_contrast_matching(cxr_scene, ct_nodule):
+    from napari_synthseg.lesions.contrast import node21_contrast, otsu4_thresholds
+
+    record = place_lesion(cxr_scene, ct_nodule, at_xyz=(300, 420), contrast="node21")
+    blend = record.blend
+    assert blend["contrast_mode"] == "node21" and blend["contrast"] >= 0.6
+    # Independent recomputation from the paper's rule.
+    image = cxr_scene.load_image()
+    placed = place(cxr_scene, record.copy(blend=dict(blend, contrast=1.0)), image)
+    box = image.array[placed.patch_box].astype(np.float32)
+    thresholds = otsu4_thresholds(image.array)
+    hyper = np.mean(box > thresholds[-1]) > 0.5
+    i_ratio = np.mean((box + placed.residual)[placed.mask]) / np.mean(box)
+    assert blend["contrast"] == pytest.approx(max(np.log(i_ratio), 0.7 if hyper else 0.6))
+    assert blend["hypersignal"] == hyper
+    factor, _ = node21_contrast(box, placed.residual, placed.mask, thresholds)
+    assert factor == pytest.approx(blend["contrast"])

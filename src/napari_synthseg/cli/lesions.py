@@ -34,7 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--size-mm", type=float, help="diameter to render at (default: the lesion's own)")
     p.add_argument("--rotation", default="0", help="degrees: one angle (in-plane), or z,y,x angles for 3D")
     p.add_argument("--blend", default="alpha", choices=["alpha", "additive", "poisson"])
-    p.add_argument("--contrast", type=float, default=1.0, help="multiplies the lesion's contrast")
+    p.add_argument("--contrast", default="1.0",
+                   help="number multiplying the lesion's contrast, or 'node21' (NODE21 contrast matching, CXR)")
     p.add_argument("--feather-mm", type=float, default=1.0, help="alpha ramp across the border")
     p.add_argument("--seed", type=int, default=0, help="seed for procedural lesions")
     p.add_argument("--lobulation", type=float, default=0.3, help="procedural lesions: 0..1")
@@ -159,6 +160,15 @@ def _apply_constraint(scene: Scene, image: MedicalImage, choice: str) -> None:
     scene.set_mask("constraint", mask, label="set organ constraint")
 
 
+def _contrast_arg(text: str) -> float | str:
+    if text == "node21":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise SynthsegError(f"--contrast takes a number or 'node21', got {text!r}") from None
+
+
 # ---- commands -------------------------------------------------------------------------------
 
 
@@ -175,7 +185,8 @@ def run_place(args) -> int:
     record = place_lesion(
         scene, patch, at_xyz=at, at_mm=at_mm, size_mm=args.size_mm,
         rotation_deg=rotation[0] if len(rotation) == 1 else rotation,
-        blend=args.blend, contrast=args.contrast, feather_mm=args.feather_mm, seed=args.seed, source=source,
+        blend=args.blend, contrast=_contrast_arg(args.contrast), feather_mm=args.feather_mm, seed=args.seed,
+        source=source,
     )
     print(f"placed {record.id} (label {record.label}, {record.size_mm:.1f} mm, {args.blend}) in {scene.folder}")
     print(f"scene lesions: {', '.join(scene.lesion_ids)}")

@@ -83,7 +83,7 @@ def place_lesion(
     size_mm: float | None = None,
     rotation_deg: float | Sequence[float] = 0.0,
     blend: str = "alpha",
-    contrast: float = 1.0,
+    contrast: float | str = 1.0,
     feather_mm: float = 1.0,
     mixed: bool = False,
     seed: int = 0,
@@ -101,8 +101,10 @@ def place_lesion(
     size_mm : float, optional
         Diameter to render at (equivalent circle/sphere); default the patch's own.
     blend : {'alpha', 'additive', 'poisson'}
-    contrast : float
-        Multiplies the lesion's residual (1: as recorded).
+    contrast : float or 'node21'
+        Multiplies the lesion's residual (1: as recorded). ``'node21'`` computes the factor
+        with NODE21's contrast matching at the chosen place (radiographs; see
+        :mod:`.contrast`) and stores it, so re-rendering stays exact.
     feather_mm : float
         Alpha ramp width across the mask border.
     min_inside : float
@@ -111,14 +113,18 @@ def place_lesion(
     """
     if blend not in BLEND_MODES:
         raise SynthsegError(f"blend must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
-    if not (np.isfinite(contrast) and np.isfinite(feather_mm) and feather_mm >= 0):
-        raise SynthsegError("contrast and feather_mm must be finite (feather >= 0)")
+    contrast_mode = "node21" if contrast == "node21" else "manual"
+    if contrast_mode == "manual" and not (isinstance(contrast, (int, float)) and np.isfinite(contrast)):
+        raise SynthsegError(f"contrast must be a finite number or 'node21', got {contrast!r}")
+    if not (np.isfinite(feather_mm) and feather_mm >= 0):
+        raise SynthsegError("feather_mm must be a finite number >= 0")
     image = scene.load_image()
     patch = prepare_patch(patch, image, project)
     _check_units(patch, image)
     if size_mm is not None and not (np.isfinite(size_mm) and size_mm > 0):
         raise SynthsegError(f"size must be a positive number of mm, got {size_mm}")
-    settings: dict[str, Any] = {"mode": blend, "contrast": float(contrast), "feather_mm": float(feather_mm)}
+    settings: dict[str, Any] = {"mode": blend, "contrast": 1.0 if contrast_mode == "node21" else float(contrast),
+                                "feather_mm": float(feather_mm)}
     if mixed:
         settings["mixed"] = True
     if patch.units == "attenuation":
@@ -140,8 +146,24 @@ def place_lesion(
                 "min_inside": float(min_inside)},
     )
     record.validate()
+    if contrast_mode == "node21":
+        record = _with_node21_contrast(scene, record, image)
     _validate(scene, record, image, min_inside)
     return scene.add_lesion(record, label=f"place {kind}")
+
+
+def _with_node21_contrast(scene: Scene, record: LesionRecord, image: MedicalImage) -> LesionRecord:
+    from .contrast import node21_contrast, otsu4_thresholds
+
+    if image.ndim != 2:
+        raise SynthsegError("NODE21 contrast matching is defined for radiographs (2D) only")
+    placed = place(scene, record, image)
+    footprint_check(placed, image.shape)
+    box = placed.patch_box
+    values = np.asarray(image.array[box], np.float32)
+    factor, hyper = node21_contrast(values, placed.residual, placed.mask, otsu4_thresholds(image.array))
+    blend = dict(record.blend, contrast=float(factor), contrast_mode="node21", hypersignal=hyper)
+    return record.copy(blend=blend)
 
 
 def edit_lesion(scene: Scene, lesion_id: str, *, at_xyz=None, at_mm=None, label: str | None = None, **changes: Any) -> LesionRecord:

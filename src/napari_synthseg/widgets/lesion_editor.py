@@ -104,6 +104,7 @@ class LesionEditorWidget(QWidget):
         self.blend_combo.addItems(BLEND_MODES)
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
+        self.node21_check = QCheckBox("NODE21 contrast matching (CXR)")
         self.place_check = QCheckBox("Place on click")
         self.place_check.setToolTip("click inside the image (and constraint) to place a lesion")
         new_box = QGroupBox("Lesion")
@@ -113,6 +114,7 @@ class LesionEditorWidget(QWidget):
         form.addRow("Size", self.size_spin)
         form.addRow("Rotation", self.rotation_spin)
         form.addRow("Contrast", self.contrast_spin)
+        form.addRow(self.node21_check)
         form.addRow("Blend", self.blend_combo)
         form.addRow("Feather", self.feather_spin)
         form.addRow("Seed", self.seed_spin)
@@ -397,7 +399,8 @@ class LesionEditorWidget(QWidget):
             record = place_lesion(
                 self.scene, patch, at_xyz=tuple(float(v) for v in np.asarray(index_numpy)[::-1]),
                 size_mm=self.size_spin.value(), rotation_deg=self.rotation_spin.value(),
-                blend=self.blend_combo.currentText(), contrast=self.contrast_spin.value(),
+                blend=self.blend_combo.currentText(),
+                contrast="node21" if self.node21_check.isChecked() else self.contrast_spin.value(),
                 feather_mm=self.feather_spin.value(), seed=self.seed_spin.value(), source=source,
             )
         except SynthsegError as exc:
