@@ -243,3 +243,40 @@ def test_node21_contrast_matching(cxr_scene, ct_nodule):
     assert blend["hypersignal"] == hyper
     factor, _ = node21_contrast(box, placed.residual, placed.mask, thresholds)
     assert factor == pytest.approx(blend["contrast"])
+
+
+def test_kill_9_after_placing_keeps_every_lesion(shared_data, tmp_path):
+    """Lesions placed through the real placement path survive SIGKILL and render identically."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    image = read_image(shared_data / "cxr/nih_nodule/00003285_001.png", spacing=0.41)
+    folder = tmp_path / "crash"
+    Scene.create(image, folder)
+    nodule = shared_data / "ct/nodule_patches/nodule_07_ct.mha"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from napari_synthseg.scene import Scene
+        from napari_synthseg.lesions import load_ct_patch
+        from napari_synthseg.lesions.place import place_lesion, edit_lesion
+        from napari_synthseg.render import render_scene
+        scene = Scene.open({str(folder)!r})
+        patch = load_ct_patch({str(nodule)!r})
+        for i, mode in enumerate(["alpha", "poisson", "additive", "alpha"]):
+            place_lesion(scene, patch, at_xyz=(300 + 120 * i, 450), blend=mode, size_mm=8 + i)
+        edit_lesion(scene, "L0002", at_xyz=(430, 520))
+        import numpy as np
+        np.save({str(tmp_path / "expected.npy")!r}, render_scene(scene).labels)
+        print("placed", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert "placed" in result.stdout
+    scene = Scene.open(folder)
+    assert scene.lesion_ids == ["L0001", "L0002", "L0003", "L0004"]
+    np.testing.assert_array_equal(render_scene(scene).labels, np.load(tmp_path / "expected.npy"))
