@@ -280,3 +280,27 @@ def test_kill_9_after_placing_keeps_every_lesion(shared_data, tmp_path):
     scene = Scene.open(folder)
     assert scene.lesion_ids == ["L0001", "L0002", "L0003", "L0004"]
     np.testing.assert_array_equal(render_scene(scene).labels, np.load(tmp_path / "expected.npy"))
+
+
+def test_overlay_is_applied_and_dropped_on_edit(cxr_scene, ct_nodule):
+    from napari_synthseg.lesions.place import attach_overlay
+
+    renderer = SceneRenderer(cxr_scene)
+    record = place_lesion(cxr_scene, ct_nodule, at_xyz=(400, 450), blend="alpha")
+    before = renderer.image.copy()
+    start = (440, 390)
+    values = np.full((20, 20), 123.0, np.float32)
+    weight = np.zeros((20, 20), np.float32)
+    weight[5:15, 5:15] = 1.0
+    attach_overlay(cxr_scene, record.id, values, weight, start, {"model_sha256": "abc", "scale": 3, "seed": 1})
+    region = renderer.image[440:460, 390:410]
+    assert np.all(region[5:15, 5:15] == 123.0)
+    np.testing.assert_array_equal(region[:5], before[440:445, 390:410])
+    np.testing.assert_array_equal(render_scene(cxr_scene).image, renderer.image)
+    edit_lesion(cxr_scene, record.id, at_xyz=(410, 450))
+    assert "overlay" not in cxr_scene.lesion(record.id).assets
+    np.testing.assert_array_equal(render_scene(cxr_scene).image, renderer.image)
+    cxr_scene.undo()
+    assert np.all(renderer.image[445:455, 395:405] == 123.0)
+    with pytest.raises(SynthsegError, match="outside the image"):
+        attach_overlay(cxr_scene, record.id, values, weight, (1020, 0), {})

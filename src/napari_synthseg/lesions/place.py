@@ -182,11 +182,57 @@ def edit_lesion(scene: Scene, lesion_id: str, *, at_xyz=None, at_mm=None, label:
         changes["blend"] = merged
     if "size_mm" in changes and not (np.isfinite(changes["size_mm"]) and changes["size_mm"] > 0):
         raise SynthsegError(f"size must be a positive number of mm, got {changes['size_mm']}")
+    if "overlay" in record.assets and set(changes) & _OVERLAY_INVALIDATING:
+        # Harmonized pixels were computed for the old geometry/blend: drop them (re-harmonize).
+        changes["assets"] = {k: v for k, v in record.assets.items() if k not in ("overlay", "overlay_weight")}
+        changes["params"] = {k: v for k, v in record.params.items() if k not in ("overlay_start", "overlay")}
     candidate = record.copy(**changes)
     candidate.validate()
     _validate(scene, candidate, image, float(record.params.get("min_inside", 1.0)))
     what = label or ("move lesion" if "center_mm" in changes and len(changes) == 1 else "edit lesion")
     return scene.update_lesion(lesion_id, label=what, **changes)
+
+
+_OVERLAY_INVALIDATING = {"center_mm", "size_mm", "rotation_deg", "blend"}
+
+
+def attach_overlay(
+    scene: Scene,
+    lesion_id: str,
+    values: np.ndarray,
+    weight: np.ndarray,
+    start: Sequence[int],
+    provenance: dict[str, Any],
+    label: str = "harmonize lesion",
+) -> LesionRecord:
+    """Store pixels computed for a placed lesion (e.g. a harmonization) in its record.
+
+    Parameters
+    ----------
+    values : ndarray
+        Replacement values for the image box starting at ``start`` (numpy order), image units.
+    weight : ndarray
+        Same shape, in [0, 1]: how much of ``values`` replaces the render there (0 outside the
+        lesion's blend margin keeps everything else exact).
+    provenance : dict
+        What made them (model sha256, injection scale, seed ...), kept in ``params["overlay"]``.
+    """
+    image = scene.load_image()
+    values = np.asarray(values, np.float32)
+    weight = np.asarray(weight, np.float32)
+    if values.shape != weight.shape or values.ndim != image.ndim:
+        raise SynthsegError("overlay values and weight must have the same shape and the image's dimensionality")
+    if not (np.isfinite(values).all() and np.isfinite(weight).all()):
+        raise SynthsegError("overlay values contain NaN or infinite numbers")
+    if weight.min() < 0 or weight.max() > 1:
+        raise SynthsegError("overlay weight must lie in [0, 1]")
+    start = [int(v) for v in start]
+    if any(a < 0 or a + n > size for a, n, size in zip(start, values.shape, image.shape)):
+        raise SynthsegError("the overlay box reaches outside the image")
+    record = scene.lesion(lesion_id)
+    assets = dict(record.assets, overlay=scene.assets.put(values), overlay_weight=scene.assets.put(weight))
+    params = dict(record.params, overlay_start=start, overlay=dict(provenance))
+    return scene.update_lesion(lesion_id, label=label, assets=assets, params=params)
 
 
 def remove_real_lesion(

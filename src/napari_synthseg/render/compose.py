@@ -16,6 +16,12 @@ Blend modes (per record, ``record.blend["mode"]``):
 - ``poisson``: gradient-domain blend of the same ``lesion`` values inside the mask
   (:mod:`.poisson`), Dirichlet on the ROI border.
 
+A record may carry an *overlay* (``assets["overlay"]``, ``assets["overlay_weight"]``,
+``params["overlay_start"]``): pixels computed from the render with the lesion in place (a
+harmonization result), mixed in after the blend as ``out += weight * (overlay - out)``. It is
+attached with :func:`napari_synthseg.lesions.place.attach_overlay` and dropped by any edit of
+the lesion's geometry or blend, since it was computed for the old one.
+
 Labels: each lesion's transformed mask, painted with its record's ``label``; later lesions win
 where masks overlap; ``removal`` records (healthy fills) paint no label. The label is exact by
 construction because it is the very mask used for blending (for ``additive`` the residual's soft
@@ -112,6 +118,13 @@ def composite(canvas: np.ndarray, labels: np.ndarray | None, canvas_box: Box, pl
         target[roi] = values
     else:
         raise SynthsegError(f"unknown blend mode {mode!r}")
+    if placed.overlay is not None:
+        # Harmonized pixels (SinGAN/ConSinGAN, ...) computed from this very render, mixed in with
+        # their weight map; the label stays the lesion's mask.
+        obox, values, weight = placed.overlay
+        o_local = _shift(obox, [c.start for c in canvas_box])
+        region = canvas[o_local]
+        region += weight * (values - region)
     if labels is not None and placed.record.kind not in NO_LABEL_KINDS:
         labels[c_sl][mask] = placed.record.label
 

@@ -42,6 +42,7 @@ class PlacedLesion:
     offset: tuple[int, ...]  # image index of patch[0, 0(, 0)]
     box: Box  # image box this lesion may change (clipped to the image)
     alpha: np.ndarray | None = None  # feathered opacity for alpha blending (patch grid)
+    overlay: tuple[Box, np.ndarray, np.ndarray] | None = None  # (image box, values, weight)
 
     @property
     def patch_box(self) -> Box:
@@ -166,8 +167,18 @@ def place(
     if box is None:
         raise SynthsegError(f"lesion {record.id} lies entirely outside the image")
     alpha = feather_alpha(patch.mask, spacing, float(blend.get("feather_mm", 0.0))) if mode == "alpha" else None
+    overlay = None
+    if "overlay" in record.assets:
+        values = scene.assets.get(record.assets["overlay"])
+        weight = scene.assets.get(record.assets["overlay_weight"])
+        start = record.params["overlay_start"]
+        obox = tuple(slice(a, a + n) for a, n in zip(start, values.shape))
+        if any(b.start < 0 or b.stop > n for b, n in zip(obox, image.shape)):
+            raise SynthsegError(f"lesion {record.id}: its harmonized pixels lie outside the image")
+        overlay = (obox, values, weight)
+        box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, obox))
     return PlacedLesion(record=record, residual=residual, absolute=absolute, mask=patch.mask, offset=offset,
-                        box=box, alpha=alpha)
+                        box=box, alpha=alpha, overlay=overlay)
 
 
 def footprint_check(
