@@ -304,3 +304,22 @@ def test_overlay_is_applied_and_dropped_on_edit(cxr_scene, ct_nodule):
     assert np.all(renderer.image[445:455, 395:405] == 123.0)
     with pytest.raises(SynthsegError, match="outside the image"):
         attach_overlay(cxr_scene, record.id, values, weight, (1020, 0), {})
+
+
+def test_cli_library_fill_list_and_place(shared_data, tmp_path, capsys):
+    from napari_synthseg.cli import main
+
+    lib = tmp_path / "lib"
+    assert main(["library", "add", str(shared_data / "ct/nodule_patches/nodule_03_ct.mha"), "--library", str(lib)]) == 0
+    assert main(["library", "procedural", "--library", str(lib), "--kind", "ground-glass", "--n", "2",
+                 "--size-mm", "12", "--project", "0.4"]) == 0
+    assert main(["library", "list", str(lib)]) == 0
+    out = capsys.readouterr().out
+    assert "3 items" in out and "ground-glass" in out and "attenuation" in out
+    ct_id = next(line.split()[0] for line in out.splitlines() if "HU" in line)
+    scene_dir = tmp_path / "scene"
+    cxr = shared_data / "cxr/nih_other/00000001_000.png"
+    assert main(["place", str(cxr), "--spacing", "0.75", "--lesion", str(lib / f"{ct_id}.json"),
+                 "--at", "150,250", "--out", str(scene_dir)]) == 0
+    scene = Scene.open(scene_dir)
+    assert scene.lesions[0].source["type"] == "library" and scene.lesions[0].params["units"] == "attenuation"
