@@ -279,3 +279,35 @@ def test_only_accepted_scenes_and_images(scenes, tmp_path):
     assert scenes[0] not in used and scenes[1] not in used and len(used) == 4
     assert plan.excluded["scenes_without_accepted_lesions"] == [str(scenes[0])]
     assert plan.excluded["scenes_rejected"] == [str(scenes[1])]
+
+
+def test_real_renderer_only_accepted_lesions_reach_pixels(tmp_path, shared_data):
+    """With napari_synthseg.render (the default renderer): rejected lesions leave no trace."""
+    from napari_synthseg.lesions import load_ct_patch, procedural_cxr_nodule
+    from napari_synthseg.lesions.place import place_lesion
+    from napari_synthseg.render import render_scene
+
+    image = read_image(shared_data / "cxr/nih_nodule/00002361_008.png", spacing=0.41)
+    scene = Scene.create(image, tmp_path / "scenes" / "real-render", patient_id="P9")
+    solid = procedural_cxr_nodule(12.0, "solid", target_spacing=image.scale, seed=2)
+    ct_nodule = load_ct_patch(shared_data / "ct/nodule_patches/nodule_05_ct.mha")
+    a = place_lesion(scene, solid, at_xyz=(300, 400), blend="alpha")
+    b = place_lesion(scene, ct_nodule, at_xyz=(700, 420), blend="poisson")
+    c = place_lesion(scene, solid, at_xyz=(320, 700), blend="additive", size_mm=20.0)
+    scene.set_decision(a.id, "accepted", by="test")
+    scene.set_decision(b.id, "rejected", by="test")
+    scene.set_decision(c.id, "accepted", by="test")
+    full = render_scene(Scene.open(scene.folder))
+    res = export_dataset(tmp_path / "scenes", tmp_path / "nifti", fmt="nifti", workers=1)
+    case = json.loads((res.path / "manifest.json").read_text())["cases"][0]
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(res.path / case["label"])))
+    pixels = sitk.GetArrayFromImage(sitk.ReadImage(str(res.path / case["image"])))
+    expected = np.where(np.isin(full.labels, [a.label, c.label]), full.labels, 0)
+    np.testing.assert_array_equal(labels, expected)
+    rejected_area = full.labels == b.label
+    assert rejected_area.sum() > 20
+    np.testing.assert_allclose(pixels[rejected_area], image.array[rejected_area])  # untouched source
+    assert np.abs(pixels[expected > 0] - image.array[expected > 0]).mean() > 1.0  # accepted ones drawn
+    sidecar = json.loads((res.path / case["label"].replace("labels/", "provenance/").replace(".nii.gz", ".json")).read_text())
+    assert sidecar["renderer"] == "napari_synthseg.render.compose:render_scene"
+    assert [r["id"] for r in sidecar["lesions"]] == [a.id, c.id]

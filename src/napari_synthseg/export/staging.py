@@ -26,8 +26,16 @@ LOCK_FILE = ".lock"
 
 
 def write_done_marker(staging: Path, case_id: str, summary: dict) -> None:
-    """Record that ``case_id``'s files are complete (atomic; written after the files)."""
-    atomic_write_text(Path(staging) / DONE_DIR / f"{case_id}.json", json.dumps(summary))
+    """Record that ``case_id``'s files are complete (written after the files).
+
+    Temporary name + rename, without fsync: that is atomic against a killed process, which
+    is what resuming is for; durability against power loss comes from the single sync
+    before the final rename (an fsync per case cost 18 ms, more than writing the PNGs).
+    """
+    final = Path(staging) / DONE_DIR / f"{case_id}.json"
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(summary), encoding="utf-8")
+    os.replace(tmp, final)
 
 
 class StagingDirectory:
@@ -113,6 +121,7 @@ class StagingDirectory:
         shutil.rmtree(self.path / DONE_DIR, ignore_errors=True)
         (self.path / PLAN_FILE).unlink(missing_ok=True)
         (self.path / LOCK_FILE).unlink(missing_ok=True)
+        os.sync()  # every case file on disk before the dataset becomes visible
         try:
             if self.target.exists():
                 if not self.force:

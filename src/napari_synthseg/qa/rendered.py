@@ -135,11 +135,11 @@ def render(scene: Scene, renderer: RendererSpec = None, statuses: tuple[str, ...
         )
     labels = labels.astype(np.int32, copy=False)
     if statuses is not None:
-        keep = np.array(sorted({r.label for r in records}), dtype=np.int32)
-        drawn = labels != 0
-        if drawn.any():
-            stray = drawn & ~np.isin(labels, keep)
-            if stray.any():
-                labels = labels.copy()
-                labels[stray] = 0
+        top = int(labels.max()) if labels.size else 0
+        if top > 0:
+            keep = np.zeros(top + 1, dtype=bool)
+            keep[[r.label for r in records if 0 < r.label <= top]] = True
+            keep[0] = True
+            if not keep.all() and not keep[labels].all():
+                labels = np.where(keep[labels], labels, 0).astype(np.int32)
     return RenderedScene(original=original, image=image, labels=labels, records=records)

@@ -1,0 +1,423 @@
+"""Lesion QA in napari: original | synthetic | signed difference, outlines, A/R/F decisions.
+
+The three images sit side by side in napari's grid mode (one camera: zoom and pan are linked),
+each with the same lesion outlines (one label array shared by three Labels layers, coloured by
+decision). Keys: A accept, R reject, F flag the current lesion; Right/Down next lesion,
+Left/Up previous (across scenes); Page Down / Page Up next / previous scene. Every decision
+is written to the scene folder at once (the scene autosaves). All QA numbers come from
+:mod:`napari_synthseg.qa`; export runs :func:`napari_synthseg.export.export_dataset` in a
+worker thread with a progress bar.
+"""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+
+import napari
+import numpy as np
+from napari.utils.colormaps import DirectLabelColormap
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import CancelledError, SynthsegError
+from ..export import FORMATS, export_dataset
+from ..io import window_limits
+from ..qa import STATUS_COLORS, find_scenes, qa_scene
+from ..qa.review import IMAGE_QA_KEY
+from ..scene import Scene
+from ..utils.progress import CancelToken
+from ._common import report_error, run_in_thread, show_info
+
+LAYER_NAMES = ("QA original", "QA synthetic", "QA difference")
+OUTLINE_NAMES = ("QA outlines (original)", "QA outlines (synthetic)", "QA outlines (difference)")
+KEYS = {"a": "accepted", "r": "rejected", "f": "flagged"}
+
+
+class _ProgressRelay(QObject):
+    """Carries progress from the export thread to the UI thread (queued signal)."""
+
+    progressed = Signal(int, int, str)
+
+
+class QAWidget(QWidget):
+    """Walk through scenes and decide every lesion; export the accepted ones."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, renderer=None):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.renderer = renderer
+        self.folders: list[Path] = []
+        self.scene_index = -1
+        self.lesion_index = -1
+        self.scene: Scene | None = None
+        self.qa = None
+        self.user = f"user:{getpass.getuser()}"
+        self._worker = None
+        self._cancel: CancelToken | None = None
+        self._bound: list[str] = []
+
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText("folder of scenes")
+        browse = QPushButton("Open…")
+        browse.clicked.connect(self._browse)
+        top = QHBoxLayout()
+        top.addWidget(self.folder_edit)
+        top.addWidget(browse)
+
+        self.scene_label = QLabel("no scenes loaded")
+        prev_scene = QPushButton("◀ scene")
+        next_scene = QPushButton("scene ▶")
+        prev_scene.clicked.connect(lambda: self.go_scene(self.scene_index - 1))
+        next_scene.clicked.connect(lambda: self.go_scene(self.scene_index + 1))
+        nav = QHBoxLayout()
+        nav.addWidget(prev_scene)
+        nav.addWidget(self.scene_label, 1)
+        nav.addWidget(next_scene)
+
+        self.lesion_list = QListWidget()
+        self.lesion_list.currentRowChanged.connect(self._row_changed)
+        self.details = QLabel("")
+        self.details.setWordWrap(True)
+        self.reason_edit = QLineEdit()
+        self.reason_edit.setPlaceholderText("reason (optional, used by the next decision)")
+        buttons = QHBoxLayout()
+        for key, status in KEYS.items():
+            b = QPushButton(f"{status[:-2].capitalize()} ({key.upper()})" if status != "flagged" else "Flag (F)")
+            b.clicked.connect(lambda _=False, s=status: self.decide(s))
+            buttons.addWidget(b)
+        reject_image = QPushButton("Reject whole image")
+        reject_image.clicked.connect(lambda: self.decide_image("rejected"))
+
+        review = QGroupBox("Review: A accept, R reject, F flag, arrows")
+        rl = QVBoxLayout(review)
+        rl.addLayout(nav)
+        rl.addWidget(self.lesion_list, 1)
+        rl.addWidget(self.details)
+        rl.addWidget(self.reason_edit)
+        rl.addLayout(buttons)
+        rl.addWidget(reject_image)
+
+        self.format_combo = QComboBox()
+        self.format_combo.addItems(FORMATS)
+        self.out_edit = QLineEdit()
+        self.out_edit.setPlaceholderText("output folder (nnU-Net: nnUNet_raw)")
+        self.name_edit = QLineEdit("Synthseg")
+        self.workers_spin = QSpinBox()
+        self.workers_spin.setRange(1, 64)
+        self.workers_spin.setValue(2)
+        self.export_button = QPushButton("Export accepted")
+        self.export_button.clicked.connect(self.start_export)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel_export)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m")
+        export = QGroupBox("Export")
+        form = QFormLayout(export)
+        form.addRow("Format", self.format_combo)
+        form.addRow("Out", self.out_edit)
+        form.addRow("Name", self.name_edit)
+        form.addRow("Workers", self.workers_spin)
+        row = QHBoxLayout()
+        row.addWidget(self.export_button)
+        row.addWidget(self.cancel_button)
+        form.addRow(row)
+        form.addRow(self.progress)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(review, 1)
+        layout.addWidget(export)
+
+        self._relay = _ProgressRelay()
+        self._relay.progressed.connect(self._on_progress)
+        self._bind_keys()
+
+    # ---- keys --------------------------------------------------------------------------------
+
+    def _bind_keys(self) -> None:
+        bindings = {
+            **{k: (lambda s: lambda v: self.decide(s))(status) for k, status in KEYS.items()},
+            "Right": lambda v: self.step(+1),
+            "Down": lambda v: self.step(+1),
+            "Left": lambda v: self.step(-1),
+            "Up": lambda v: self.step(-1),
+            "PageDown": lambda v: self.go_scene(self.scene_index + 1),
+            "PageUp": lambda v: self.go_scene(self.scene_index - 1),
+        }
+        for key, func in bindings.items():
+            self.viewer.bind_key(key, func, overwrite=True)
+            self._bound.append(key)
+
+    def unbind_keys(self) -> None:
+        for key in self._bound:
+            self.viewer.keymap.pop(key, None)
+            try:
+                from app_model.types import KeyBinding
+
+                self.viewer.keymap.pop(KeyBinding.from_str(key), None)
+            except Exception:  # noqa: BLE001 - older napari stores plain strings only
+                pass
+        self._bound.clear()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt name
+        self.unbind_keys()
+        super().closeEvent(event)
+
+    # ---- scenes ------------------------------------------------------------------------------
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder of scenes")
+        if folder:
+            self.folder_edit.setText(folder)
+            try:
+                self.load_folders(find_scenes(folder))
+            except SynthsegError as exc:
+                report_error(exc)
+
+    def load_folders(self, folders) -> None:
+        self.folders = [Path(f) for f in folders]
+        if self.folders and not self.folder_edit.text():
+            self.folder_edit.setText(str(self.folders[0].parent))
+        self.go_scene(0)
+
+    def go_scene(self, index: int, lesion: int = 0) -> None:
+        if not self.folders:
+            return
+        index = max(0, min(index, len(self.folders) - 1))
+        try:
+            scene = Scene.open(self.folders[index])
+            qa = qa_scene(scene, self.renderer)
+        except SynthsegError as exc:
+            report_error(exc)
+            return
+        self.scene_index, self.scene, self.qa = index, scene, qa
+        self._show_layers()
+        self._fill_list()
+        if scene.lesions:
+            self.go_lesion(lesion if lesion >= 0 else len(scene.lesions) - 1)
+        else:
+            self.lesion_index = -1
+            self.details.setText("this scene has no lesions")
+
+    def _show_layers(self) -> None:
+        r = self.qa.rendered
+        img = r.original
+        limits = window_limits(img.array, "auto", img.modality)
+        diff = r.difference
+        spread = float(np.max(np.abs(diff))) or 1.0
+        datas = (img.array, r.image, diff)
+        contrasts = (limits, limits, (-spread, spread))
+        cmaps = ("gray", "gray", "PiYG")
+        for name, data, clim, cmap in zip(LAYER_NAMES, datas, contrasts, cmaps):
+            if name in self.viewer.layers:
+                layer = self.viewer.layers[name]
+                layer.data = data
+                layer.contrast_limits = clim
+                layer.scale, layer.translate = img.scale, img.translate
+            else:
+                self.viewer.add_image(data, name=name, contrast_limits=clim, colormap=cmap,
+                                      scale=img.scale, translate=img.translate)
+        labels = r.labels
+        for name in OUTLINE_NAMES:
+            if name in self.viewer.layers:
+                layer = self.viewer.layers[name]
+                layer.data = labels
+                layer.scale, layer.translate = img.scale, img.translate
+            else:
+                layer = self.viewer.add_labels(labels, name=name, scale=img.scale, translate=img.translate,
+                                               opacity=1.0)
+                layer.contour = max(1, int(round(min(labels.shape[-2:]) / 512)))
+                layer.editable = False
+        # Order image, outline, image, outline ... so grid stride 2 pairs each image with outlines.
+        wanted = [n for pair in zip(LAYER_NAMES, OUTLINE_NAMES) for n in pair]
+        for i, name in enumerate(wanted):
+            j = self.viewer.layers.index(name)
+            if j != i:
+                self.viewer.layers.move(j, i)
+        self.viewer.grid.stride = 2
+        self.viewer.grid.shape = (1, 3)
+        self.viewer.grid.enabled = True
+        self._recolor()
+        self.viewer.layers.selection.active = self.viewer.layers[LAYER_NAMES[1]]
+        self.viewer.reset_view()
+        name = self.folders[self.scene_index].name
+        self.scene_label.setText(f"{self.scene_index + 1}/{len(self.folders)}  {name}")
+
+    def _recolor(self) -> None:
+        colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0)}
+        for rec in self.scene.lesions:
+            rgb = STATUS_COLORS.get(rec.status, (200, 200, 200))
+            colors[rec.label] = tuple(c / 255.0 for c in rgb) + (1.0,)
+        cmap = DirectLabelColormap(color_dict=colors)
+        for name in OUTLINE_NAMES:
+            self.viewer.layers[name].colormap = cmap
+
+    def _item_text(self, rec) -> str:
+        m = self.qa.metrics.get(rec.id)
+        numbers = m.summary() if m is not None else ""
+        reason = (rec.decision or {}).get("reason") or ""
+        return f"{rec.id}  {rec.status:<8}  {rec.kind}  {numbers}" + (f"  — {reason}" if reason else "")
+
+    def _fill_list(self) -> None:
+        self.lesion_list.blockSignals(True)
+        self.lesion_list.clear()
+        for rec in self.scene.lesions:
+            item = QListWidgetItem(self._item_text(rec))
+            item.setForeground(_qcolor(STATUS_COLORS.get(rec.status, (200, 200, 200))))
+            self.lesion_list.addItem(item)
+        self.lesion_list.blockSignals(False)
+
+    def _row_changed(self, row: int) -> None:
+        if row >= 0 and self.scene is not None and row != self.lesion_index:
+            self.go_lesion(row)
+
+    def go_lesion(self, index: int) -> None:
+        """Select lesion ``index`` of the current scene and centre the view on it."""
+        if self.scene is None or not self.scene.lesions:
+            return
+        index = max(0, min(index, len(self.scene.lesions) - 1))
+        self.lesion_index = index
+        rec = self.scene.lesions[index]
+        self.lesion_list.blockSignals(True)
+        self.lesion_list.setCurrentRow(index)
+        self.lesion_list.blockSignals(False)
+        labels = self.qa.rendered.labels
+        img = self.qa.rendered.original
+        coords = np.argwhere(labels == rec.label)
+        if coords.size:
+            lo, hi = coords.min(axis=0), coords.max(axis=0)
+            centre = (lo + hi) / 2.0
+            extent = (hi - lo + 1) * np.asarray(img.scale)
+            world = centre * np.asarray(img.scale) + np.asarray(img.translate)
+            if labels.ndim == 3:
+                self.viewer.dims.set_point(0, world[0])
+            self.viewer.camera.center = tuple(world[-2:])
+            # About five lesion diameters across one grid cell.
+            size = max(float(extent[-2:].max()) * 5.0, 10.0)
+            canvas = self.viewer.window._qt_viewer.canvas.size if hasattr(self.viewer, "window") else (600, 600)
+            cell_px = max(50.0, min(canvas[0], canvas[1] / 3.0))
+            self.viewer.camera.zoom = cell_px / size
+        m = self.qa.metrics.get(rec.id)
+        size_txt = ""
+        if m is not None:
+            size_txt = (f"{m.area_mm2:.1f} mm²" if m.area_mm2 is not None else f"{m.volume_mm3:.0f} mm³")
+            self.details.setText(
+                f"<b>{rec.id}</b> {rec.kind}, {rec.size_mm:.1f} mm, status <b>{rec.status}</b><br>"
+                f"contrast {m.contrast:+.3g} (CNR {m.cnr:.2f}), added {m.added:+.3g}<br>"
+                f"gradient ratio {m.gradient_ratio:.2f}, ring gradient change {m.ring_gradient_change:.2f}<br>"
+                f"{size_txt} (Ø {m.equivalent_diameter_mm:.1f} mm), "
+                f"range {'ok' if m.range_ok else f'OUT ({100 * m.out_of_range_fraction:.1f} %)'}"
+            )
+
+    def step(self, delta: int) -> None:
+        """Next/previous lesion, moving to the next/previous scene at the ends."""
+        if self.scene is None:
+            return
+        target = self.lesion_index + delta
+        if 0 <= target < len(self.scene.lesions):
+            self.go_lesion(target)
+        elif delta > 0 and self.scene_index + 1 < len(self.folders):
+            self.go_scene(self.scene_index + 1, 0)
+        elif delta < 0 and self.scene_index > 0:
+            self.go_scene(self.scene_index - 1, -1)
+
+    # ---- decisions ---------------------------------------------------------------------------
+
+    def decide(self, status: str, advance: bool = True) -> None:
+        """Record ``status`` for the current lesion (saved at once) and move on."""
+        if self.scene is None or not (0 <= self.lesion_index < len(self.scene.lesions)):
+            return
+        rec = self.scene.lesions[self.lesion_index]
+        reason = self.reason_edit.text().strip()
+        try:
+            self.scene.set_decision(rec.id, status, by=self.user, reason=reason)
+        except SynthsegError as exc:
+            report_error(exc)
+            return
+        self.reason_edit.clear()
+        rec = self.scene.lesions[self.lesion_index]
+        item = self.lesion_list.item(self.lesion_index)
+        item.setText(self._item_text(rec))
+        item.setForeground(_qcolor(STATUS_COLORS.get(rec.status, (200, 200, 200))))
+        self._recolor()
+        if advance:
+            self.step(+1)
+
+    def decide_image(self, status: str) -> None:
+        if self.scene is None:
+            return
+        reason = self.reason_edit.text().strip()
+        self.scene.set_meta(IMAGE_QA_KEY, {"status": status, "by": self.user, "reason": reason})
+        self.reason_edit.clear()
+        show_info(f"{self.folders[self.scene_index].name}: image {status}")
+        self.go_scene(self.scene_index + 1)
+
+    # ---- export ------------------------------------------------------------------------------
+
+    def start_export(self) -> None:
+        out = self.out_edit.text().strip()
+        if not out:
+            report_error(SynthsegError("choose an output folder for the export"))
+            return
+        if not self.folders:
+            report_error(SynthsegError("load a folder of scenes first"))
+            return
+        self._cancel = CancelToken()
+        self.export_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self._worker = run_in_thread(
+            export_dataset, list(self.folders), out, fmt=self.format_combo.currentText(),
+            name=self.name_edit.text().strip() or "Synthseg", renderer=self.renderer,
+            workers=self.workers_spin.value(), progress=self._relay.progressed.emit, cancel=self._cancel,
+            on_done=self._export_done, on_error=self._export_failed,
+        )
+
+    def cancel_export(self) -> None:
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    def _on_progress(self, step: int, total: int, message: str) -> None:
+        self.progress.setMaximum(max(total, 1))
+        self.progress.setValue(step)
+
+    def _finish(self) -> None:
+        self.export_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self._worker = None
+
+    def _export_done(self, result) -> None:
+        self._finish()
+        self.last_export = result
+        show_info(f"exported {len(result.plan.cases)} cases to {result.path}")
+
+    def _export_failed(self, exc: BaseException) -> None:
+        self._finish()
+        self.last_error = exc
+        if isinstance(exc, (SynthsegError, CancelledError)):
+            report_error(exc)
+        else:
+            raise exc
+
+
+def _qcolor(rgb):
+    from qtpy.QtGui import QColor
+
+    return QColor(*rgb)

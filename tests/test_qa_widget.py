@@ -1,0 +1,86 @@
+"""GUI test of the QA widget: grid of three views, keyboard decisions saved at once, export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from _render_stub import make_cxr_scenes, render_disks
+
+pytestmark = pytest.mark.gui
+
+
+def _press(qtbot, viewer, key):
+    from qtpy.QtCore import Qt
+
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, getattr(Qt, f"Key_{key}"))
+
+
+def test_qa_widget_keyboard_review_and_export(make_napari_viewer, qtbot, tmp_path, shared_data, artifacts_dir):
+    from napari_synthseg.qa import STATUS_COLORS
+    from napari_synthseg.scene import Scene
+    from napari_synthseg.widgets.qa_widget import LAYER_NAMES, OUTLINE_NAMES, QAWidget
+
+    files = sorted((shared_data / "cxr" / "nih_nodule").glob("*.png"))[:2]
+    folders = make_cxr_scenes(tmp_path / "scenes", files, per_source=1, decisions=("placed",) * 3)
+    viewer = make_napari_viewer()
+    widget = QAWidget(viewer, renderer=render_disks)
+    viewer.window.add_dock_widget(widget, name="Lesion QA", area="right")
+    viewer.window._qt_window.resize(1500, 800)
+    widget.load_folders(folders)
+
+    assert [layer.name for layer in viewer.layers] == [n for p in zip(LAYER_NAMES, OUTLINE_NAMES) for n in p]
+    assert viewer.grid.enabled and viewer.grid.stride == 2
+    expected_image, expected_labels = render_disks(Scene.open(folders[0]))
+    np.testing.assert_array_equal(viewer.layers["QA outlines (synthetic)"].data, expected_labels)
+    np.testing.assert_allclose(viewer.layers["QA difference"].data,
+                               expected_image - Scene.open(folders[0]).load_image().array)
+    assert widget.lesion_list.count() == 3 and "CNR" in widget.lesion_list.item(0).text()
+    # Jumping to a lesion centres the camera on it (world coordinates are mm).
+    rec = Scene.open(folders[0]).lesions[0]
+    assert np.allclose(viewer.camera.center[-2:], rec.center_mm[::-1], atol=1.0)
+    qtbot.wait(200)
+    viewer.window._qt_window.grab().save(str(artifacts_dir / "qa_widget_start.png"))
+
+    _press(qtbot, viewer, "A")
+    widget.reason_edit.setText("looks pasted")
+    _press(qtbot, viewer, "R")
+    _press(qtbot, viewer, "Up")  # back to L0002 ...
+    _press(qtbot, viewer, "Down")  # ... and on to L0003
+    assert widget.lesion_index == 2
+    _press(qtbot, viewer, "F")
+    on_disk = {r.id: r for r in Scene.open(folders[0]).lesions}  # saved at once
+    assert [on_disk[i].status for i in ("L0001", "L0002", "L0003")] == ["accepted", "rejected", "flagged"]
+    assert on_disk["L0002"].decision["reason"] == "looks pasted"
+    assert on_disk["L0001"].decision["by"].startswith("user:")
+    assert widget.scene_index == 1 and widget.lesion_index == 0  # F on the last lesion moved on
+    _press(qtbot, viewer, "Left")
+    assert widget.scene_index == 0 and widget.lesion_index == 2
+    colors = viewer.layers["QA outlines (original)"].colormap.color_dict
+    assert np.allclose(colors[2][:3], np.array(STATUS_COLORS["rejected"]) / 255.0)
+    qtbot.wait(200)
+    viewer.window._qt_window.grab().save(str(artifacts_dir / "qa_widget_decided.png"))
+
+    widget.format_combo.setCurrentText("coco")
+    widget.out_edit.setText(str(tmp_path / "coco"))
+    widget.workers_spin.setValue(1)
+    widget.export_button.click()
+    assert not widget.export_button.isEnabled()  # runs in a worker thread
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60000)
+    assert getattr(widget, "last_error", None) is None
+    coco = json.loads((tmp_path / "coco" / "annotations" / "instances_train.json").read_text())
+    assert len(coco["images"]) == 1 and [a["lesion_id"] for a in coco["annotations"]] == ["L0001"]
+    assert widget.progress.value() == widget.progress.maximum() == 1
+    widget.unbind_keys()
+
+
+def test_synthseg_qa_opens_the_widget(tmp_path, shared_data, qtbot):
+    from napari_synthseg.cli import main
+
+    files = sorted((shared_data / "cxr" / "nih_nodule").glob("*.png"))[:1]
+    make_cxr_scenes(tmp_path / "scenes", files, per_source=1)
+    assert main(["qa", str(tmp_path / "scenes"), "--renderer", "_render_stub:render_disks", "--no-block"]) == 0
