@@ -66,7 +66,11 @@ def cxr_lung_mask(
     work_size : int
         Rows of the internal working copy (speed vs. detail).
     hull_weight : float
-        0..1: 0 keeps the thresholded lung shape, 1 uses each lung's convex hull.
+        0..1: below 0.5 keeps the thresholded lung shape, from 0.5 up the convex hull wins
+        more and more (after the final smoothing), 1 is each lung's convex hull.
+    grow : bool
+        Grow the dark lung cores to the strongest surrounding edge (watershed); False
+        keeps the threshold cores (smaller, Dice 0.815 instead of 0.876 on the manual mask).
 
     Returns
     -------
