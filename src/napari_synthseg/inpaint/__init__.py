@@ -1,0 +1,30 @@
+"""Learned inpainting: healthy fill, lesion fill and outpainting with one small CPU-fast network.
+
+* :class:`InpaintNet` / :class:`InpainterConfig` - the generator (gated-conv U-Net + FFC blocks);
+* :func:`train_inpainter` / :class:`TrainConfig` - training from a folder of images, with resume;
+* :class:`Inpainter` - a loaded model: normalisation, crop-to-mask, tiled inference, samples;
+* :class:`LearnedFiller` - the same model behind :mod:`napari_synthseg.fill`'s interface
+  (``get_filler("learned", model_path=..., mode=...)``);
+* :func:`inpaint_samples` - N seeded samples with any learned or classical method;
+* :mod:`.masks` - training/outpaint hole generators.
+
+The package ships ``builtin:cxr_inpainter_small`` (see docs/model_cards/cxr_inpainter_small.md).
+"""
+
+from .network import ARCHITECTURE, MODES, InpaintNet, InpainterConfig
+from .train import TrainConfig, train_inpainter
+
+__all__ = [
+    "ARCHITECTURE",
+    "MODES",
+    "InpaintNet",
+    "InpainterConfig",
+    "TrainConfig",
+    "train_inpainter",
+]
+
+from .infer import BUILTIN_MODELS, Inpainter, builtin_model_path, inpaint_samples  # noqa: E402
+from .filler import LearnedFiller  # noqa: E402  (registers get_filler("learned"))
+
+__all__ += ["BUILTIN_MODELS", "Inpainter", "LearnedFiller", "builtin_model_path",
+            "inpaint_samples"]

@@ -1,0 +1,158 @@
+"""``synthseg train-inpainter`` and ``synthseg inpaint``: learned fill from the command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SynthsegError
+from ..utils.progress import ConsoleProgress
+from ._common import add_read_options, read_from_args
+
+
+def register(subparsers) -> None:
+    t = subparsers.add_parser(
+        "train-inpainter",
+        help="train a learned inpainting model from a folder of images (CPU or GPU)",
+    )
+    t.add_argument("--images", required=True, action="append",
+                   help="folder (or file) of training images; repeat for several")
+    t.add_argument("--masks", help="folder of lesion masks named like the images "
+                                   "(healthy holes avoid them; enables --modes lesion)")
+    t.add_argument("--organ-masks", help="folder of organ masks named like the images: "
+                                         "training holes stay inside them")
+    t.add_argument("--exclude", action="append", default=[],
+                   help="image file name or stem to hold out (repeatable)")
+    t.add_argument("--val-images", action="append", default=[],
+                   help="held-out folder/file scored at the end (metrics in the model file)")
+    t.add_argument("--out", required=True, help="output MODEL.safetensors (also the checkpoint)")
+    t.add_argument("--steps", type=int, default=2000, help="total optimiser steps (default 2000)")
+    t.add_argument("--size", type=int, default=128, help="training crop side in pixels (default 128)")
+    t.add_argument("--batch", type=int, default=8, help="crops per step (default 8)")
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    t.add_argument("--adv-weight", type=float, default=0.0,
+                   help="PatchGAN hinge loss weight (0 = no discriminator)")
+    t.add_argument("--fm-weight", type=float, default=0.0, help="feature-matching loss weight")
+    t.add_argument("--adv-start", type=int, default=0, help="step at which adversarial terms start")
+    t.add_argument("--grad-weight", type=float, default=0.5, help="gradient L1 weight")
+    t.add_argument("--modes", default=None,
+                   help="comma list of healthy,lesion,outpaint (default: healthy,outpaint; "
+                        "plus lesion when --masks is given)")
+    t.add_argument("--channels", type=int, default=16, help="base channels (default 16)")
+    t.add_argument("--bottleneck", type=int, default=96, help="FFC bottleneck channels (default 96)")
+    t.add_argument("--blocks", type=int, default=3, help="FFC blocks (default 3)")
+    t.add_argument("--context-slices", type=int, default=0,
+                   help="neighbouring slices per side as extra channels (volumes)")
+    t.add_argument("--prior", default="biharmonic", choices=["biharmonic", "pushpull"],
+                   help="smooth first guess the network refines (default biharmonic)")
+    t.add_argument("--modality", default="any", help="modality label stored in the model")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
+    t.add_argument("--device", default=None, help="auto, cpu, cuda, mps")
+    t.add_argument("--resume", action="store_true", help="continue training --out up to --steps")
+    t.set_defaults(func=run_train)
+
+    p = subparsers.add_parser("inpaint", help="fill a masked region with a learned or classical model")
+    p.add_argument("image", help="image file or DICOM series folder")
+    p.add_argument("--mask", required=True, help="mask image (nonzero = fill; for outpaint: the lesion)")
+    p.add_argument("--model", default="builtin:cxr_inpainter_small",
+                   help="MODEL.safetensors, builtin:cxr_inpainter_small (default), "
+                        "or a classical method: biharmonic, telea")
+    p.add_argument("--mode", default="healthy", choices=["healthy", "lesion", "outpaint"])
+    p.add_argument("--samples", type=int, default=1, help="number of seeded samples")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first sample")
+    p.add_argument("--margin", type=int, default=8,
+                   help="outpaint: pixels kept around the lesion's box (default 8)")
+    p.add_argument("--out", required=True,
+                   help="output file (one sample), a pattern with {i} (e.g. fill_{i}.nii.gz) "
+                        "or an existing folder (written as <image>_<mode>_<i>.nii.gz)")
+    p.add_argument("--force", action="store_true", help="replace existing outputs")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, mps")
+    add_read_options(p)
+    p.set_defaults(func=run_inpaint)
+
+
+def _modes(arg, has_masks: bool):
+    if arg:
+        modes = tuple(m.strip().lower() for m in arg.split(",") if m.strip())
+        bad = [m for m in modes if m not in ("healthy", "lesion", "outpaint")]
+        if bad or not modes:
+            raise SynthsegError(f"--modes takes healthy,lesion,outpaint; got {arg!r}")
+        return modes
+    return ("healthy", "lesion", "outpaint") if has_masks else ("healthy", "outpaint")
+
+
+def run_train(args) -> int:
+    from ..inpaint import InpainterConfig, TrainConfig, train_inpainter
+
+    for name, val in (("--steps", args.steps), ("--size", args.size), ("--batch", args.batch)):
+        if val < 1:
+            raise SynthsegError(f"{name} must be at least 1, got {val}")
+    if args.size < 16 or args.size % 8:
+        raise SynthsegError(f"--size must be a multiple of 8 and at least 16, got {args.size}")
+    mc = InpainterConfig(base_channels=args.channels, bottleneck_channels=args.bottleneck,
+                         n_ffc_blocks=args.blocks, context_slices=args.context_slices,
+                         modes=_modes(args.modes, bool(args.masks)), modality=args.modality,
+                         prior=args.prior)
+    tc = TrainConfig(steps=args.steps, batch=args.batch, crop=args.size, lr=args.lr,
+                     adv_weight=args.adv_weight, fm_weight=args.fm_weight,
+                     adv_start=args.adv_start, grad_weight=args.grad_weight, seed=args.seed,
+                     checkpoint_every=args.checkpoint_every, threads=args.threads)
+    out = train_inpainter(args.images, args.out, masks_dir=args.masks, organ_dir=args.organ_masks,
+                          exclude=args.exclude, model_config=mc, train_config=tc,
+                          resume=args.resume, device=args.device, progress=ConsoleProgress(),
+                          val_images=args.val_images)
+    from ..models import read_model_info
+
+    prov = read_model_info(out)["provenance"]
+    print(f"wrote {out}: {prov['steps']} steps, {prov['train_seconds']} s, "
+          f"metrics {prov.get('metrics')}")
+    return 0
+
+
+def _outputs(out: str, n: int, stem: str, mode: str) -> list[Path]:
+    p = Path(out)
+    if p.is_dir():
+        return [p / f"{stem}_{mode}_{i}.nii.gz" for i in range(n)]
+    if "{i}" in out:
+        return [Path(out.format(i=i)) for i in range(n)]
+    if n == 1:
+        return [p]
+    raise SynthsegError("--out must be a folder or contain {i} when --samples is more than 1")
+
+
+def run_inpaint(args) -> int:
+    from ..inpaint import inpaint_samples
+
+    if args.samples < 1:
+        raise SynthsegError(f"--samples must be at least 1, got {args.samples}")
+    image = read_from_args(args.image, args)
+    mask_img = read_from_args(args.mask, args)
+    mask = np.asarray(mask_img.array) > 0
+    if mask.shape != image.shape:
+        raise SynthsegError(f"mask shape {mask.shape} does not match image shape {image.shape}")
+    stem = Path(args.image).name.split(".")[0] or "image"
+    outs = _outputs(args.out, args.samples, stem, args.mode)
+    for o in outs:
+        if o.exists() and not args.force:
+            raise SynthsegError(f"{o} exists; use --force to replace it")
+    samples = inpaint_samples(image.array, mask, model=args.model, mode=args.mode,
+                              n_samples=args.samples, seed=args.seed, margin=args.margin,
+                              spacing=tuple(reversed(image.spacing)), device=args.device,
+                              progress=ConsoleProgress())
+    from ..io import write_image
+
+    for o, arr in zip(outs, samples):
+        if o.suffix == ".png":
+            arr = np.clip(np.rint(arr), 0, 65535).astype(
+                np.asarray(image.array).dtype if np.asarray(image.array).dtype in (np.uint8, np.uint16)
+                else np.uint16)
+        elif np.issubdtype(np.asarray(image.array).dtype, np.integer):
+            info = np.iinfo(np.asarray(image.array).dtype)
+            arr = np.clip(np.rint(arr), info.min, info.max).astype(np.asarray(image.array).dtype)
+        write_image(arr, o, like=image, overwrite=args.force)
+        print(f"wrote {o}", file=sys.stdout)
+    return 0

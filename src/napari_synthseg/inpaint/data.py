@@ -1,0 +1,249 @@
+"""Training data: a folder of images (2D or volumes), optional lesion masks, random crops + holes.
+
+Each sample is a normalised crop, its hole, a mode index (0 healthy, 1 lesion, 2 outpaint) and,
+for volumes, the neighbouring slices. Healthy holes never touch a lesion (dilated by a few
+pixels), so "healthy" targets are what is outside the given lesion masks; lesion samples put the
+hole over a real lesion so the model learns to draw one where a mask says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..errors import SynthsegError
+from ..io import is_supported_path, read_image
+from .masks import box_mask, dilate, random_training_mask
+from .network import MODES
+from .normalize import Normalizer
+from .prior import prior_fill
+
+MASK_SUFFIXES = ("", "_mask", "_seg", "_label", "_lesion")
+
+
+@dataclass
+class TrainImage:
+    """One training image (float32, (z, y, x); 2D images get z = 1) and its masks."""
+
+    path: Path
+    array: np.ndarray
+    lesion: Optional[np.ndarray] = None
+    organ: Optional[np.ndarray] = None
+    sha256: str = ""
+    lesion_slices: List[int] = field(default_factory=list)
+
+
+def _stem(p: Path) -> str:
+    name = p.name
+    for ext in (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".png", ".jpg", ".jpeg", ".tif",
+                ".tiff", ".dcm"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return p.stem
+
+
+def _find_partner(folder: Optional[Path], stem: str) -> Optional[Path]:
+    if folder is None:
+        return None
+    for suffix in MASK_SUFFIXES:
+        for cand in sorted(folder.glob(f"{stem}{suffix}.*")):
+            if cand.is_file() and is_supported_path(cand):
+                return cand
+    return None
+
+
+def _hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def list_image_files(folder: str | Path, exclude: Sequence[str] = ()) -> List[Path]:
+    """Supported image files directly in ``folder`` (sorted), minus names in ``exclude``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SynthsegError(f"image folder not found: {folder}")
+    skip = set(exclude)
+    files = [p for p in sorted(folder.iterdir())
+             if p.is_file() and is_supported_path(p) and p.name not in skip and _stem(p) not in skip
+             and not any(_stem(p).endswith(s) for s in MASK_SUFFIXES[1:])]
+    return files
+
+
+def load_training_images(
+    images: Sequence[str | Path],
+    masks_dir: Optional[str | Path] = None,
+    organ_dir: Optional[str | Path] = None,
+    exclude: Sequence[str] = (),
+) -> List[TrainImage]:
+    """Read every image in the given folders/files, with lesion and organ masks matched by name.
+
+    A mask matches ``NAME.ext`` if it is called ``NAME[_mask|_seg|_label|_lesion].*`` in
+    ``masks_dir`` (lesions) or ``organ_dir`` (allowed region for holes).
+    """
+    files: List[Path] = []
+    for item in images:
+        p = Path(item)
+        files.extend(list_image_files(p, exclude) if p.is_dir() else [p])
+    if not files:
+        raise SynthsegError("no training images found; give a folder of PNG/DICOM/NIfTI/MHA images")
+    mdir = Path(masks_dir) if masks_dir else None
+    odir = Path(organ_dir) if organ_dir else None
+    out = []
+    for path in files:
+        img = read_image(path)
+        arr = np.asarray(img.array, np.float32)
+        arr = arr[None] if arr.ndim == 2 else arr
+        item = TrainImage(path=path, array=arr, sha256=_hash(path))
+        for folder, attr in ((mdir, "lesion"), (odir, "organ")):
+            partner = _find_partner(folder, _stem(path))
+            if partner is None:
+                continue
+            m = np.asarray(read_image(partner).array) > 0
+            m = m[None] if m.ndim == 2 else m
+            if m.shape != arr.shape:
+                raise SynthsegError(f"{partner.name} has shape {m.shape[1:] if m.shape[0] == 1 else m.shape}"
+                                    f" but {path.name} has {arr.shape[1:] if arr.shape[0] == 1 else arr.shape};"
+                                    " masks must match their image")
+            setattr(item, attr, m)
+        if item.lesion is not None:
+            item.lesion_slices = [int(z) for z in np.flatnonzero(item.lesion.any(axis=(1, 2)))]
+        out.append(item)
+    return out
+
+
+@dataclass
+class Sample:
+    image: np.ndarray      # (S, S) normalised target
+    hole: np.ndarray       # (S, S) float 0/1
+    mode: int
+    neighbours: np.ndarray  # (2k, S, S) normalised
+    coarse: Optional[np.ndarray] = None  # (S, S) prior fill, None = push-pull in the network
+
+
+class CropSampler:
+    """Draws training samples (see module docstring) with a private random generator."""
+
+    def __init__(self, items: List[TrainImage], crop: int, modes: Sequence[str],
+                 context_slices: int = 0, lesion_prob: float = 0.5, outpaint_prob: float = 0.15,
+                 percentiles=(1.0, 99.0), seed: int = 0, config=None,
+                 pushpull_mix: float = 0.2) -> None:
+        self.items = [it for it in items if min(it.array.shape[1:]) >= 16]
+        if not self.items:
+            raise SynthsegError("all training images are smaller than 16 pixels")
+        self.crop = int(crop)
+        self.modes = tuple(modes)
+        self.k = int(context_slices)
+        self.lesion_prob = lesion_prob if "lesion" in self.modes else 0.0
+        self.outpaint_prob = outpaint_prob if "outpaint" in self.modes else 0.0
+        self.percentiles = tuple(percentiles)
+        self.rng = np.random.default_rng(seed)
+        self.config = config
+        self.pushpull_mix = pushpull_mix
+        self.lesion_items = [i for i, it in enumerate(self.items) if it.lesion_slices]
+
+    def _crop_at(self, item: TrainImage, z: int, r0: int, c0: int, s: int):
+        nz = item.array.shape[0]
+        sl = (slice(r0, r0 + s), slice(c0, c0 + s))
+        img = item.array[z][sl]
+        nb = [item.array[int(np.clip(z + d, 0, nz - 1))][sl]
+              for d in list(range(-self.k, 0)) + list(range(1, self.k + 1))]
+        les = item.lesion[z][sl] if item.lesion is not None else None
+        org = item.organ[z][sl] if item.organ is not None else None
+        return img, nb, les, org
+
+    def _pad(self, a: np.ndarray) -> np.ndarray:
+        s = self.crop
+        ph, pw = s - a.shape[0], s - a.shape[1]
+        if ph <= 0 and pw <= 0:
+            return a
+        return np.pad(a, ((0, max(ph, 0)), (0, max(pw, 0))), mode="reflect" if a.dtype != bool else "constant")
+
+    def sample(self) -> Sample:
+        rng = self.rng
+        u = rng.uniform()
+        if self.lesion_items and u < self.lesion_prob:
+            return self._lesion_sample()
+        item = self.items[int(rng.integers(len(self.items)))]
+        nz, h, w = item.array.shape
+        s = min(self.crop, h, w)
+        z = int(rng.integers(nz))
+        r0 = int(rng.integers(0, h - s + 1))
+        c0 = int(rng.integers(0, w - s + 1))
+        img, nb, les, org = self._crop_at(item, z, r0, c0, s)
+        mode = 0
+        if u < self.lesion_prob + self.outpaint_prob:
+            keep = box_mask((s, s), rng, 0.15, 0.5)
+            hole = ~keep
+            mode = 2
+        else:
+            allowed = None if org is None else org.copy()
+            if les is not None and les.any():
+                free = ~dilate(les, 4)
+                allowed = free if allowed is None else (allowed & free)
+                if not allowed.any():
+                    allowed = None
+            hole = random_training_mask((s, s), rng, allowed=allowed)
+        return self._finish(img, nb, hole, mode, rng)
+
+    def _lesion_sample(self) -> Sample:
+        rng = self.rng
+        item = self.items[self.lesion_items[int(rng.integers(len(self.lesion_items)))]]
+        nz, h, w = item.array.shape
+        s = min(self.crop, h, w)
+        z = int(rng.choice(item.lesion_slices))
+        lab, n = ndi.label(item.lesion[z])
+        comp = lab == int(rng.integers(1, n + 1))
+        ys, xs = np.nonzero(comp)
+        cy, cx = ys.mean() + rng.normal(0, s / 8), xs.mean() + rng.normal(0, s / 8)
+        r0 = int(np.clip(round(cy - s / 2), 0, h - s))
+        c0 = int(np.clip(round(cx - s / 2), 0, w - s))
+        img, nb, les, _ = self._crop_at(item, z, r0, c0, s)
+        hole = dilate(les, int(rng.integers(1, 4)))
+        if hole.all() or not hole.any():
+            hole = random_training_mask((s, s), rng)
+            return self._finish(img, nb, hole, 0, rng)
+        return self._finish(img, nb, hole, 1, rng)
+
+    def _finish(self, img, nb, hole, mode, rng) -> Sample:
+        if rng.uniform() < 0.5:  # left-right flip: anatomy is roughly mirror-symmetric
+            img, hole, nb = img[:, ::-1], hole[:, ::-1], [n[:, ::-1] for n in nb]
+        norm = Normalizer.from_context(img, hole, self.percentiles)
+        x = np.clip(norm.forward(self._pad(np.ascontiguousarray(img))), -6, 6)
+        nbs = [np.clip(norm.forward(self._pad(np.ascontiguousarray(n))), -6, 6) for n in nb]
+        hole_p = self._pad(np.ascontiguousarray(hole))
+        nb_arr = np.stack(nbs) if nbs else np.zeros((0,) + x.shape, np.float32)
+        coarse = None
+        # a fraction of small holes keeps the push-pull prior, as inference uses it for big ones
+        if self.config is not None and rng.uniform() >= self.pushpull_mix:
+            coarse = prior_fill(x, hole_p, mode, self.config)
+        return Sample(x, hole_p.astype(np.float32), mode, nb_arr, coarse)
+
+    def batch(self, n: int):
+        """(image, hole, mode, neighbours, coarse, has_coarse) as arrays with a batch axis.
+
+        ``coarse`` holds zeros where ``has_coarse`` is False (push-pull is used there).
+        """
+        samples = [self.sample() for _ in range(n)]
+        coarse = np.stack([s.coarse if s.coarse is not None else np.zeros_like(s.image)
+                           for s in samples])[:, None]
+        return (np.stack([s.image for s in samples])[:, None],
+                np.stack([s.hole for s in samples])[:, None],
+                np.array([s.mode for s in samples], np.int64),
+                np.stack([s.neighbours for s in samples]),
+                coarse,
+                np.array([s.coarse is not None for s in samples], np.float32))
+
+
+def mode_index(mode: str) -> int:
+    key = str(mode).strip().lower()
+    if key not in MODES:
+        raise SynthsegError(f"unknown inpainting mode {mode!r}; choose {', '.join(MODES)}")
+    return MODES.index(key)

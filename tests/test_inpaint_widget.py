@@ -1,0 +1,54 @@
+"""GUI: the inpainting widget fills a drawn mask off the UI thread and shows samples side by side."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_synthseg.inpaint.masks import blob_mask
+from napari_synthseg.io import read_image
+
+
+@pytest.mark.gui
+def test_inpaint_widget_samples_side_by_side(make_napari_viewer, qtbot, shared_data, artifacts_dir):
+    from napari_synthseg.widgets.inpaint_widget import InpaintWidget
+
+    img = read_image(shared_data / "cxr" / "nih_nodule" / "00003285_001.png").array
+    img = img[200:712, 100:612]  # right lung field, 512 x 512
+    mask = blob_mask(img.shape, np.random.default_rng(0), radius=22.0, centre=(250, 260))
+    viewer = make_napari_viewer()
+    viewer.add_image(img, name="cxr", colormap="gray")
+    viewer.add_labels(mask.astype(np.uint8), name="lesion mask", opacity=0.3)
+    widget = InpaintWidget(viewer)
+    viewer.window.add_dock_widget(widget, area="right", name="Inpaint")
+    viewer.window._qt_window.resize(1600, 900)
+    assert widget.image_combo.currentText() == "cxr"
+    assert widget.mask_combo.currentText() == "lesion mask"
+    widget.samples_spin.setValue(3)
+    widget.seed_spin.setValue(5)
+    accepted = []
+    widget.on_accept = lambda i, arr, req: accepted.append((i, arr, req))
+    worker = widget.run()
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget.samples is not None, timeout=120_000)
+    assert len(widget.samples) == 3 and len(widget.sample_layers) == 3
+    for arr in widget.samples:
+        np.testing.assert_array_equal(arr[~mask], img[~mask].astype(np.float32))
+    # side by side: each sample shifted right by at least one image width
+    xs = [layer.translate[-1] for layer in widget.sample_layers]
+    assert all(b - a >= img.shape[1] for a, b in zip([0.0] + xs[:-1], xs))
+    widget.accept(1)
+    assert accepted and accepted[0][0] == 1 and accepted[0][2]["seed"] == 6
+    # look at the filled nodule region in the image and the three samples
+    viewer.layers["lesion mask"].visible = False
+    viewer.reset_view()
+    viewer.camera.center = (250, 4 * (img.shape[1] * 1.02) / 2)
+    qtbot.wait(200)
+    canvas_w = viewer.window._qt_viewer.canvas.size[1] if hasattr(viewer.window._qt_viewer.canvas, "size") else 740
+    viewer.camera.zoom = 0.95 * canvas_w / (4 * img.shape[1] * 1.02)
+    viewer.window._qt_window.grab().save(str(artifacts_dir / "inpaint_widget.png"))
+
+    # a user error (mask of another shape) is reported, not raised
+    viewer.add_labels(np.zeros((10, 10), np.uint8), name="wrong")
+    widget.mask_combo.setCurrentText("wrong")
+    assert widget.run() is None
