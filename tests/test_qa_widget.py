@@ -23,7 +23,7 @@ def _press(qtbot, viewer, key):
 def test_qa_widget_keyboard_review_and_export(make_napari_viewer, qtbot, tmp_path, shared_data, artifacts_dir):
     from napari_synthseg.qa import STATUS_COLORS
     from napari_synthseg.scene import Scene
-    from napari_synthseg.widgets.qa_widget import LAYER_NAMES, OUTLINE_NAMES, QAWidget
+    from napari_synthseg.widgets.qa_widget import LAYER_NAMES, OUTLINE_NAMES, TEXT_NAMES, QAWidget
 
     files = sorted((shared_data / "cxr" / "nih_nodule").glob("*.png"))[:2]
     folders = make_cxr_scenes(tmp_path / "scenes", files, per_source=1, decisions=("placed",) * 3)
@@ -33,8 +33,11 @@ def test_qa_widget_keyboard_review_and_export(make_napari_viewer, qtbot, tmp_pat
     viewer.window._qt_window.resize(1500, 800)
     widget.load_folders(folders)
 
-    assert [layer.name for layer in viewer.layers] == [n for p in zip(LAYER_NAMES, OUTLINE_NAMES) for n in p]
-    assert viewer.grid.enabled and viewer.grid.stride == 2
+    assert [layer.name for layer in viewer.layers] == [
+        n for group in zip(LAYER_NAMES, OUTLINE_NAMES, TEXT_NAMES) for n in group]
+    assert viewer.grid.enabled and viewer.grid.stride == 3
+    captions = list(viewer.layers["QA numbers (synthetic)"].features["text"])
+    assert len(captions) == 3 and captions[0].startswith("L0001 placed\nCNR")
     expected_image, expected_labels = render_disks(Scene.open(folders[0]))
     np.testing.assert_array_equal(viewer.layers["QA outlines (synthetic)"].data, expected_labels)
     np.testing.assert_allclose(viewer.layers["QA difference"].data,
@@ -60,6 +63,7 @@ def test_qa_widget_keyboard_review_and_export(make_napari_viewer, qtbot, tmp_pat
     assert widget.scene_index == 1 and widget.lesion_index == 0  # F on the last lesion moved on
     _press(qtbot, viewer, "Left")
     assert widget.scene_index == 0 and widget.lesion_index == 2
+    assert list(viewer.layers["QA numbers (synthetic)"].features["status"]) == ["accepted", "rejected", "flagged"]
     colors = viewer.layers["QA outlines (original)"].colormap.color_dict
     assert np.allclose(colors[2][:3], np.array(STATUS_COLORS["rejected"]) / 255.0)
     qtbot.wait(200)

@@ -15,6 +15,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("qa", help="review the lesions of a folder of scenes in napari")
     p.add_argument("scenes", help="folder of scene folders (or one scene folder)")
     p.add_argument("--renderer", help="scene renderer as module:function (default: the built-in one)")
+    p.add_argument("--sheet", metavar="PNG", help="write a contact sheet of the batch instead of opening napari")
     p.add_argument("--no-block", action="store_true", help="build the viewer and return (for scripts and tests)")
     p.set_defaults(func=run_qa)
 
@@ -68,8 +69,11 @@ def run_qa(args) -> int:
     from ..qa import find_scenes, resolve_renderer
 
     folders = find_scenes(args.scenes)
-    if args.renderer:
-        resolve_renderer(args.renderer)  # fail now with one line, not inside Qt
+    resolve_renderer(args.renderer)  # fail now with one line, not inside Qt
+    if args.sheet:
+        write_sheet(folders, Path(args.sheet), args.renderer)
+        print(f"contact sheet: {args.sheet}")
+        return 0
     try:
         import napari
     except ImportError:

@@ -117,6 +117,11 @@ def export_dataset(
         raise SynthsegError(f"PNG compression is a zlib level 0..9, got {png_compression}")
     folders = find_scenes(scenes) if isinstance(scenes, (str, os.PathLike)) else [Path(p) for p in scenes]
     target = dataset_folder(out, fmt, name, dataset_id)
+    if fmt == "nnunet" and not Path(out).exists():
+        try:
+            Path(out).mkdir(parents=True)  # a fresh nnUNet_raw folder
+        except OSError as exc:
+            raise SynthsegError(f"cannot create {out}: {exc.strerror}") from None
     staging = StagingDirectory(target, force=force)
     staging.check_target()  # fail before any work
 

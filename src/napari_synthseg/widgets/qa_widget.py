@@ -16,10 +16,11 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.colormaps import Colormap, DirectLabelColormap
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -46,6 +47,9 @@ from ._common import report_error, run_in_thread, show_info
 
 LAYER_NAMES = ("QA original", "QA synthetic", "QA difference")
 OUTLINE_NAMES = ("QA outlines (original)", "QA outlines (synthetic)", "QA outlines (difference)")
+# One text layer per grid cell (the grid places the same number of layers in every cell); only
+# the synthetic view's carries the numbers, the others stay empty.
+TEXT_NAMES = ("QA numbers (original)", "QA numbers (synthetic)", "QA numbers (difference)")
 KEYS = {"a": "accepted", "r": "rejected", "f": "flagged"}
 
 
@@ -118,6 +122,14 @@ class QAWidget(QWidget):
         self.out_edit = QLineEdit()
         self.out_edit.setPlaceholderText("output folder (nnU-Net: nnUNet_raw)")
         self.name_edit = QLineEdit("Synthseg")
+        self.split_edit = QLineEdit()
+        self.split_edit.setPlaceholderText("train,val,test of patients, e.g. 0.8,0.1,0.1 (empty: all train)")
+        self.real_spin = QDoubleSpinBox()
+        self.real_spin.setRange(0.0, 1.0)
+        self.real_spin.setSingleStep(0.125)
+        self.real_spin.setDecimals(3)
+        self.ratio_edit = QLineEdit()
+        self.ratio_edit.setPlaceholderText("synthetic per real training case (empty: all accepted)")
         self.workers_spin = QSpinBox()
         self.workers_spin.setRange(1, 64)
         self.workers_spin.setValue(2)
@@ -133,6 +145,9 @@ class QAWidget(QWidget):
         form.addRow("Format", self.format_combo)
         form.addRow("Out", self.out_edit)
         form.addRow("Name", self.name_edit)
+        form.addRow("Split", self.split_edit)
+        form.addRow("Real fraction", self.real_spin)
+        form.addRow("Synthetic ratio", self.ratio_edit)
         form.addRow("Workers", self.workers_spin)
         row = QHBoxLayout()
         row.addWidget(self.export_button)
@@ -224,7 +239,9 @@ class QAWidget(QWidget):
         spread = float(np.max(np.abs(diff))) or 1.0
         datas = (img.array, r.image, diff)
         contrasts = (limits, limits, (-spread, spread))
-        cmaps = ("gray", "gray", "PiYG")
+        # Diverging map with a black centre: unchanged pixels stay dark, outlines stay visible.
+        cmaps = ("gray", "gray", Colormap([[0.25, 0.55, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 0.45, 0.2, 1.0]],
+                                          name="synthseg-signed-difference"))
         for name, data, clim, cmap in zip(LAYER_NAMES, datas, contrasts, cmaps):
             if name in self.viewer.layers:
                 layer = self.viewer.layers[name]
@@ -245,13 +262,14 @@ class QAWidget(QWidget):
                                                opacity=1.0)
                 layer.contour = max(1, int(round(min(labels.shape[-2:]) / 512)))
                 layer.editable = False
-        # Order image, outline, image, outline ... so grid stride 2 pairs each image with outlines.
-        wanted = [n for pair in zip(LAYER_NAMES, OUTLINE_NAMES) for n in pair]
+        self._update_text()
+        # Order image, outline, text, image, ... so grid stride 3 groups each image with its overlays.
+        wanted = [n for group in zip(LAYER_NAMES, OUTLINE_NAMES, TEXT_NAMES) for n in group]
         for i, name in enumerate(wanted):
             j = self.viewer.layers.index(name)
             if j != i:
                 self.viewer.layers.move(j, i)
-        self.viewer.grid.stride = 2
+        self.viewer.grid.stride = 3
         self.viewer.grid.shape = (1, 3)
         self.viewer.grid.enabled = True
         self._recolor()
@@ -259,6 +277,49 @@ class QAWidget(QWidget):
         self.viewer.reset_view()
         name = self.folders[self.scene_index].name
         self.scene_label.setText(f"{self.scene_index + 1}/{len(self.folders)}  {name}")
+
+    def _text_rows(self):
+        """Anchor (world mm, top-right of the lesion's box) and caption of every drawn lesion."""
+        r = self.qa.rendered
+        img = r.original
+        boxes = __import__("scipy.ndimage", fromlist=["find_objects"]).find_objects(r.labels)
+        coords, texts, statuses = [], [], []
+        for rec in self.scene.lesions:
+            box = boxes[rec.label - 1] if 0 < rec.label <= len(boxes) else None
+            if box is None:
+                continue
+            corner = np.array([(b.start + b.stop) / 2.0 for b in box], dtype=float)
+            corner[-2] = box[-2].stop + 3 + 0.7 * (box[-2].stop - box[-2].start)  # below the lesion (text is centred)
+            coords.append(corner * np.asarray(img.scale) + np.asarray(img.translate))
+            m = self.qa.metrics.get(rec.id)
+            numbers = "" if m is None else f"\nCNR {m.cnr:.1f}  grad {m.gradient_ratio:.1f}" + (
+                "" if m.range_ok else "  RANGE")
+            texts.append(f"{rec.id} {rec.status}{numbers}")
+            statuses.append(rec.status)
+        ndim = r.labels.ndim
+        return np.asarray(coords, float).reshape(-1, ndim), texts, statuses
+
+    def _update_text(self) -> None:
+        coords, texts, statuses = self._text_rows()
+        hexes = ["#%02x%02x%02x" % STATUS_COLORS.get(s, (200, 200, 200)) for s in statuses]
+        for name in TEXT_NAMES:
+            shown = name == TEXT_NAMES[1]
+            data = coords if shown else np.zeros((0, coords.shape[1]))
+            features = {"text": texts if shown else [], "status": statuses if shown else [],
+                        "color": hexes if shown else []}
+            if name in self.viewer.layers:
+                layer = self.viewer.layers[name]
+                layer.data = data
+                layer.features = features
+            else:
+                layer = self.viewer.add_points(
+                    data, name=name, size=0.01, features=features, face_color="transparent",
+                    border_width=0, out_of_slice_display=True,
+                    text={"string": "{text}", "size": 9, "anchor": "center",
+                          "color": {"feature": "color"}},
+                )
+                layer.editable = False
+            layer.refresh()
 
     def _recolor(self) -> None:
         colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0)}
@@ -357,6 +418,7 @@ class QAWidget(QWidget):
         item.setText(self._item_text(rec))
         item.setForeground(_qcolor(STATUS_COLORS.get(rec.status, (200, 200, 200))))
         self._recolor()
+        self._update_text()
         if advance:
             self.step(+1)
 
@@ -379,6 +441,12 @@ class QAWidget(QWidget):
         if not self.folders:
             report_error(SynthsegError("load a folder of scenes first"))
             return
+        ratio_text = self.ratio_edit.text().strip()
+        try:
+            ratio = float(ratio_text) if ratio_text else None
+        except ValueError:
+            report_error(SynthsegError(f"synthetic ratio must be a number, got {ratio_text!r}"))
+            return
         self._cancel = CancelToken()
         self.export_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -386,7 +454,9 @@ class QAWidget(QWidget):
         self._worker = run_in_thread(
             export_dataset, list(self.folders), out, fmt=self.format_combo.currentText(),
             name=self.name_edit.text().strip() or "Synthseg", renderer=self.renderer,
-            workers=self.workers_spin.value(), progress=self._relay.progressed.emit, cancel=self._cancel,
+            split=self.split_edit.text().strip() or None, real_fraction=self.real_spin.value(),
+            synthetic_ratio=ratio, workers=self.workers_spin.value(), progress=self._relay.progressed.emit,
+            cancel=self._cancel,
             on_done=self._export_done, on_error=self._export_failed,
         )
 
