@@ -323,3 +323,33 @@ def test_cli_library_fill_list_and_place(shared_data, tmp_path, capsys):
                  "--at", "150,250", "--out", str(scene_dir)]) == 0
     scene = Scene.open(scene_dir)
     assert scene.lesions[0].source["type"] == "library" and scene.lesions[0].params["units"] == "attenuation"
+
+
+@pytest.mark.parametrize("mode", ["healthy", "lesion", "outpaint"])
+def test_accepted_fill_sample_becomes_a_record(cxr_scene, mode):
+    from napari_synthseg.lesions.accept import accept_fill_sample
+
+    renderer = SceneRenderer(cxr_scene)
+    image = cxr_scene.load_image()
+    source = np.asarray(image.array, np.float32)
+    mask = np.zeros(image.shape, bool)
+    mask[400:440, 300:350] = True
+    sample = source.copy()
+    if mode == "outpaint":
+        region = np.ones(image.shape, bool)
+        region[380:460, 280:370] = False
+        sample[region] += 7.0
+    else:
+        region = mask
+        sample[mask] = 200.0
+    record = accept_fill_sample(cxr_scene, sample, mask, mode, {"model_sha256": "f" * 64, "seed": 4},
+                                fill_mask=region if mode == "outpaint" else None)
+    np.testing.assert_array_equal(renderer.image, sample)
+    expected_labels = np.zeros(image.shape, np.int32) if mode == "healthy" else mask * record.label
+    np.testing.assert_array_equal(renderer.labels, expected_labels)
+    np.testing.assert_array_equal(render_scene(cxr_scene).image, sample)
+    assert record.source["type"] == "inpaint" and record.seed == 4
+    with pytest.raises(SynthsegError, match="not resized or rotated"):
+        edit_lesion(cxr_scene, record.id, size_mm=12.0)
+    cxr_scene.undo()
+    np.testing.assert_array_equal(renderer.image, source)

@@ -84,7 +84,6 @@ def composite(canvas: np.ndarray, labels: np.ndarray | None, canvas_box: Box, pl
     c_sl, p_sl = overlap
     blend = placed.record.blend or {}
     mode = blend.get("mode", "alpha")
-    mask = placed.mask[p_sl]
     if mode == "additive":
         canvas[c_sl] += placed.residual[p_sl]
     elif mode == "alpha":
@@ -126,7 +125,7 @@ def composite(canvas: np.ndarray, labels: np.ndarray | None, canvas_box: Box, pl
         region = canvas[o_local]
         region += weight * (values - region)
     if labels is not None and placed.record.kind not in NO_LABEL_KINDS:
-        labels[c_sl][mask] = placed.record.label
+        labels[c_sl][placed.label[p_sl]] = placed.record.label
 
 
 class SceneRenderer:

@@ -43,6 +43,11 @@ class PlacedLesion:
     box: Box  # image box this lesion may change (clipped to the image)
     alpha: np.ndarray | None = None  # feathered opacity for alpha blending (patch grid)
     overlay: tuple[Box, np.ndarray, np.ndarray] | None = None  # (image box, values, weight)
+    label_mask: np.ndarray | None = None  # what the label paints, if not the blend mask
+
+    @property
+    def label(self) -> np.ndarray:
+        return self.mask if self.label_mask is None else self.label_mask
 
     @property
     def patch_box(self) -> Box:
@@ -140,6 +145,13 @@ def place(
 ) -> PlacedLesion:
     """Resolve ``record`` on ``image``'s grid."""
     spacing = image.scale
+    if record.params.get("fixed_grid") and (
+        record.size_mm > 0 or np.any(np.asarray(record.rotation_deg, dtype=float) != 0)
+    ):
+        raise SynthsegError(
+            f"lesion {record.id} holds pixels on the image's own grid (an accepted fill); it can be moved "
+            "or deleted but not resized or rotated"
+        )
     patch = (cache or SHARED_CACHE).get(scene, record, spacing)
     if patch.ndim != image.ndim:
         raise SynthsegError(
@@ -177,8 +189,13 @@ def place(
             raise SynthsegError(f"lesion {record.id}: its harmonized pixels lie outside the image")
         overlay = (obox, values, weight)
         box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, obox))
+    label_mask = None
+    if "label_mask" in record.assets:
+        label_mask = np.asarray(scene.assets.get(record.assets["label_mask"]), bool)
+        if label_mask.shape != patch.mask.shape:
+            raise SynthsegError(f"lesion {record.id}: its label mask does not match its patch")
     return PlacedLesion(record=record, residual=residual, absolute=absolute, mask=patch.mask, offset=offset,
-                        box=box, alpha=alpha, overlay=overlay)
+                        box=box, alpha=alpha, overlay=overlay, label_mask=label_mask)
 
 
 def footprint_check(
