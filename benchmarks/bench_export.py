@@ -168,7 +168,7 @@ def main() -> None:
     ref = best("reference")
     rows = [("reference: serial, io.write_image (SimpleITK PNG)", ref)]
     for workers, level in ((1, 1), (2, 1), (2, 6)):
-        rows.append((f"export_dataset workers={workers} png level {level}", best("export", workers, level)))
+        rows.append((f"export_dataset workers={workers}, PNG level {level} RLE", best("export", workers, level)))
     print(f"\nnnU-Net PNG export of {n} cases of 1024x1024 (2 lesions each), best of {args.repeat}")
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("| implementation | cases/s (wall) | x reference | CPU ms / case | cases/s on 2 idle cores (2000/CPU ms) "

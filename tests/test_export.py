@@ -311,3 +311,24 @@ def test_real_renderer_only_accepted_lesions_reach_pixels(tmp_path, shared_data)
     sidecar = json.loads((res.path / case["label"].replace("labels/", "provenance/").replace(".nii.gz", ".json")).read_text())
     assert sidecar["renderer"] == "napari_synthseg.render.compose:render_scene"
     assert [r["id"] for r in sidecar["lesions"]] == [a.id, c.id]
+
+
+def test_cancel_keeps_partial_and_next_run_resumes(scenes, tmp_path):
+    from napari_synthseg.errors import CancelledError
+    from napari_synthseg.utils.progress import CancelToken
+
+    token = CancelToken()
+
+    def progress(step, total, message):
+        if step >= 2:
+            token.cancel()
+
+    target = tmp_path / "nifti"
+    with pytest.raises(CancelledError):
+        export_dataset(scenes, target, fmt="nifti", renderer=RENDERER, workers=1, progress=progress, cancel=token)
+    assert not target.exists()
+    assert len(list((tmp_path / ".nifti.partial" / ".done").glob("*.json"))) == 2
+    res = export_dataset(scenes, target, fmt="nifti", renderer=RENDERER, workers=1)
+    assert res.resumed == 2 and res.written == len(scenes) - 2
+    assert len(list((target / "images").iterdir())) == len(scenes)
+    assert not (tmp_path / ".nifti.partial").exists()

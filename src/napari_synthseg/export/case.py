@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,12 +49,46 @@ def _class_of(kind: str, class_map: dict[str, int]) -> int:
     return class_map.get("*") or class_map.get(kind) or class_map.get("annotated", 1)
 
 
+_SOURCES: "OrderedDict[tuple, MedicalImage]" = OrderedDict()
+_SOURCES_MAX = 4
+
+
+def _source_key(scene: Scene) -> tuple | None:
+    try:
+        stats = tuple((p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in scene.source.paths)
+    except OSError:
+        return None
+    # Spacing is part of the scene for files that store none (PNG), so it is part of the key.
+    return (scene.source.sha256, stats, tuple(scene.source.geometry.get("spacing") or ()))
+
+
+def _with_cached_source(scene: Scene) -> Scene:
+    """Reuse the decoded source image across cases of one worker.
+
+    Batches usually hold many scenes on the same source (variants of one radiograph); decoding
+    and hashing it once per worker instead of once per case saves ~20 ms per 1024² PNG case.
+    The first load of a file (same path, mtime and size) still checks its sha256.
+    """
+    key = _source_key(scene)
+    if key is None:
+        return scene
+    hit = _SOURCES.get(key)
+    if hit is not None:
+        _SOURCES.move_to_end(key)
+        scene._image = hit  # noqa: SLF001 - the scene's own cache slot, filled as load_image would
+        return scene
+    _SOURCES[key] = scene.load_image()
+    while len(_SOURCES) > _SOURCES_MAX:
+        _SOURCES.popitem(last=False)
+    return scene
+
+
 def write_case(job: CaseJob) -> dict:
     """Write the case's files into the staging folder and return (and store) its summary."""
     case = Case.from_dict(job.case)
     root = Path(job.staging)
     layout = Layout(job.fmt, job.ending)
-    scene = Scene.open(case.scene)
+    scene = _with_cached_source(Scene.open(case.scene))
     func = resolve_renderer(job.renderer)
     if case.kind == "synthetic":
         rendered = render(scene, func, statuses=("accepted",))

@@ -116,6 +116,7 @@ def export_dataset(
     if not 0 <= int(png_compression) <= 9:
         raise SynthsegError(f"PNG compression is a zlib level 0..9, got {png_compression}")
     folders = find_scenes(scenes) if isinstance(scenes, (str, os.PathLike)) else [Path(p) for p in scenes]
+    folders = [f.resolve() for f in folders]  # a resumed run may name the folder differently
     target = dataset_folder(out, fmt, name, dataset_id)
     if fmt == "nnunet" and not Path(out).exists():
         try:
@@ -160,7 +161,8 @@ def export_dataset(
             summaries[case_id] = staging.read_done(case_id)
         except (OSError, ValueError):
             pass  # unreadable marker: write the case again
-    todo = [c for c in plan.cases if c.case_id not in summaries]
+    # Grouped by source image so each worker decodes a shared source once (see case.py).
+    todo = sorted((c for c in plan.cases if c.case_id not in summaries), key=lambda c: (c.source_sha256, c.case_id))
     jobs = [
         CaseJob(c.to_dict(), str(staging.path), fmt, ending, class_map, int(png_compression), spec, fmt == "coco")
         for c in todo
