@@ -34,6 +34,7 @@ def run(args) -> int:
     except ImportError:
         raise SynthsegError("napari is not installed: pip install 'napari-synthseg[gui]'") from None
     from .._napari import image_layer_data, sample_layer_data
+    from ..widgets.lesion_editor import LesionEditorWidget
     from ..widgets.window_widget import WindowWidget
 
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and os.name == "posix":
@@ -52,7 +53,12 @@ def run(args) -> int:
         viewer.reset_view()
     if viewer.dims.ndim == 3:  # start in the middle of the volume, not on its last slice
         viewer.dims.set_current_step(0, viewer.dims.nsteps[0] // 2)
-    viewer.window.add_dock_widget(WindowWidget(viewer), name="Window / series", area="right")
+    window_dock = viewer.window.add_dock_widget(WindowWidget(viewer), name="Window / series", area="right")
+    editor_dock = viewer.window.add_dock_widget(LesionEditorWidget(viewer), name="Lesion editor", area="right")
+    viewer.window._qt_window.tabifyDockWidget(window_dock, editor_dock)
+    from qtpy.QtCore import QTimer
+
+    QTimer.singleShot(0, editor_dock.raise_)  # after the window is shown, or Qt ignores it
     if args.no_block:
         if args.screenshot:
             from qtpy.QtWidgets import QApplication

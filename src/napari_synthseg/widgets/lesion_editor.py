@@ -45,6 +45,25 @@ from ._common import report_error, run_in_thread, show_info
 PROCEDURAL = ("solid", "part-solid", "ground-glass")
 
 
+def default_scene_folder(source_paths: list[str]) -> Path:
+    """``<image folder>/<name>_scene`` beside the user's image; under ~/synthseg-scenes for the
+    bundled samples or where the image's folder is not writable."""
+    import os
+
+    from .._napari import _sample_dir
+
+    src = Path(source_paths[0])
+    folder = src.parent.parent if len(source_paths) > 1 else src.parent
+    name = f"{(src.parent.name if len(source_paths) > 1 else src.name).split('.')[0]}_scene"
+    try:
+        bundled = folder.resolve() == _sample_dir().resolve()
+    except Exception:  # no bundled samples in this installation
+        bundled = False
+    if bundled or not os.access(folder, os.W_OK):
+        return Path.home() / "synthseg-scenes" / name
+    return folder / name
+
+
 def _spin(lo, hi, value, step=1.0, decimals=1, suffix="") -> QDoubleSpinBox:
     box = QDoubleSpinBox()
     box.setRange(lo, hi)
@@ -185,9 +204,7 @@ class LesionEditorWidget(QWidget):
         self.source_combo.setCurrentIndex(max(index, 0))
         if not self.folder_edit.text() and self.source_combo.count():
             layer = self.viewer.layers[self.source_combo.currentText()]
-            src = Path(layer.metadata["synthseg"]["source_paths"][0])
-            base = src.parent.parent if len(layer.metadata["synthseg"]["source_paths"]) > 1 else src.parent
-            self.folder_edit.setText(str(base / f"{src.stem.split('.')[0]}_scene"))
+            self.folder_edit.setText(str(default_scene_folder(layer.metadata["synthseg"]["source_paths"])))
 
     def _refresh_fillers(self) -> None:
         from ..fill import available_fillers
