@@ -288,7 +288,8 @@ class QAWidget(QWidget):
             box = boxes[rec.label - 1] if 0 < rec.label <= len(boxes) else None
             if box is None:
                 continue
-            corner = np.array([(b.start + b.stop) / 2.0 for b in box], dtype=float)
+            # Whole-voxel centre so the caption lies on a slice napari shows in 3D.
+            corner = np.array([b.start + (b.stop - b.start - 1) // 2 for b in box], dtype=float)
             corner[-2] = box[-2].stop + 3 + 0.7 * (box[-2].stop - box[-2].start)  # below the lesion (text is centred)
             coords.append(corner * np.asarray(img.scale) + np.asarray(img.translate))
             m = self.qa.metrics.get(rec.id)
@@ -365,6 +366,7 @@ class QAWidget(QWidget):
         if coords.size:
             lo, hi = coords.min(axis=0), coords.max(axis=0)
             centre = (lo + hi) / 2.0
+            centre[:-2] = lo[:-2] + (hi[:-2] - lo[:-2]) // 2  # a whole slice, as the caption
             extent = (hi - lo + 1) * np.asarray(img.scale)
             world = centre * np.asarray(img.scale) + np.asarray(img.translate)
             if labels.ndim == 3:
