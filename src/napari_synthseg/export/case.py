@@ -36,6 +36,12 @@ class CaseJob:
     want_rle: bool
 
 
+try:
+    from ..render.compose import NO_LABEL_KINDS
+except ImportError:  # renderer not installed: same convention
+    NO_LABEL_KINDS = ("removal",)
+
+
 def _semantic(labels: np.ndarray, value_to_class: dict[int, int]) -> np.ndarray:
     top = int(labels.max()) if labels.size else 0
     lut = np.zeros(top + 1, dtype=np.uint8)
@@ -95,7 +101,8 @@ def write_case(job: CaseJob) -> dict:
         original: MedicalImage = rendered.original
         image, labels = rendered.image, rendered.labels
         records = [r for r in rendered.records if r.id in case.lesion_ids]
-        lesions = {r.label: {"lesion_id": r.id, "kind": r.kind} for r in records}
+        # Removals (healthy fills of real lesions) change pixels but paint no label.
+        lesions = {r.label: {"lesion_id": r.id, "kind": r.kind} for r in records if r.kind not in NO_LABEL_KINDS}
         renderer = renderer_name(func)
     else:
         original = scene.load_image()

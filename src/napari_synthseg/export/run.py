@@ -54,7 +54,7 @@ def _class_map(plan: ExportPlan, classes: str) -> dict[str, int]:
     for case in plan.cases:
         scene = Scene.open(case.scene)
         if case.kind == "synthetic":
-            kinds.update(r.kind for r in scene.lesions if r.id in case.lesion_ids)
+            kinds.update(r.kind for r in scene.lesions if r.id in case.lesion_ids and r.kind != "removal")
         elif ANNOTATION_MASK in scene.masks:
             kinds.add("annotated")
     return {k: i for i, k in enumerate(sorted(kinds), start=1)}
