@@ -21,6 +21,7 @@ from napari_synthseg.harmonize import (
     preset,
     pyramid_shapes,
     remove_lesion,
+    select_region,
     train_harmonizer,
     uses_hypersignal_model,
 )
@@ -98,6 +99,22 @@ def test_region_smaller_than_min_scale_is_refused():
         train_harmonizer(tissue((20, 20)), config=tiny("singan", min_size=24))
     with pytest.raises(SynthsegError, match="minimum scale"):
         train_harmonizer(tissue(), config=tiny("consingan"), roi=(0, 0, 10, 40))
+
+
+def test_default_region_is_a_square_around_the_lesion():
+    shape = (300, 400)
+    mask = np.zeros(shape, bool)
+    mask[20:30, 380:390] = True  # near the top right corner
+    assert select_region(shape, lesion_mask=mask, region_size=128) == (0, 272, 128, 128)
+    mask[:] = False
+    mask[140:160, 190:210] = True
+    r, c, h, w = select_region(shape, lesion_mask=mask, region_size=128)
+    assert (h, w) == (128, 128) and (r + h // 2, c + w // 2) == (150, 200)
+    assert select_region(shape) == (0, 0, 300, 400)
+    big = np.zeros(shape, bool)
+    big[10:200, 10:20] = True
+    with pytest.raises(SynthsegError, match="larger than"):
+        select_region(shape, lesion_mask=big, region_size=128)
 
 
 def test_3d_and_bad_roi_are_refused():
@@ -325,3 +342,77 @@ def test_otsu_four_class_model_choice():
     box_mask = np.zeros(image.shape, bool)
     box_mask[30:40, 65:75] = True
     assert uses_hypersignal_model(image, box_mask)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def _write(array, path):
+    from napari_synthseg.io import MedicalImage, write_image
+
+    ndim = array.ndim
+    image = MedicalImage(array=array, spacing=(0.4,) * ndim, origin=(0.0,) * ndim,
+                         direction=tuple(np.eye(ndim).ravel()), modality="CXR" if ndim == 2 else "CT")
+    write_image(image, path)
+
+
+def test_cli_train_and_harmonize_a_scene(tmp_path, capsys):
+    from napari_synthseg.cli import main
+    from napari_synthseg.io import read_image
+    from napari_synthseg.lesions import procedural_cxr_nodule
+    from napari_synthseg.lesions.place import place_lesion
+    from napari_synthseg.render import render_scene
+    from napari_synthseg.scene import Scene
+
+    image_path = tmp_path / "cxr.mha"
+    _write(tissue((128, 128), seed=8, dtype=np.uint16), image_path)
+    model_path = tmp_path / "h.safetensors"
+    args = ["train-harmonizer", str(image_path), "--roi", "14,14,100,100", "--arch", "consingan", "--iterations", "1", "--threads", "1",
+            "--out", str(model_path)]
+    assert main(args) == 0
+    assert main(args) == 2  # refuses to overwrite
+    assert "exists" in capsys.readouterr().err
+
+    image = read_image(image_path)
+    scene = Scene.create(image, tmp_path / "scene")
+    nodule = procedural_cxr_nodule(6.0, "solid", target_spacing=image.scale, seed=1)
+    record = place_lesion(scene, nodule, at_xyz=(64, 64), blend="alpha")
+    before = render_scene(scene).image
+    out_dir = tmp_path / "samples"
+    assert main(["harmonize", str(scene.folder), "--lesion", record.id, "--model", str(model_path),
+                 "--scale", "0", "--samples", "2", "--margin", "3", "--out-dir", str(out_dir),
+                 "--accept", "1", "--threads", "1"]) == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["naive.mha", "sample_0.mha", "sample_1.mha"]
+    scene = Scene.open(scene.folder)
+    stored = scene.lesion(record.id)
+    assert stored.params["overlay"]["injection_scale"] == 0 and stored.params["overlay"]["sample"] == 1
+    after = render_scene(scene)
+    labels = after.labels == stored.label
+    far = ndimage.distance_transform_edt(~labels) >= 3
+    assert np.array_equal(after.image[far], before[far])
+    assert not np.array_equal(after.image[labels], before[labels])
+    np.testing.assert_array_equal(render_scene(scene).image, after.image)  # deterministic re-render
+
+    # a model trained on another image is refused with one line
+    other = tmp_path / "other.mha"
+    _write(tissue((128, 128), seed=9, dtype=np.uint16), other)
+    other_model = tmp_path / "o.safetensors"
+    assert main(["train-harmonizer", str(other), "--arch", "singan", "--iterations", "1",
+                 "--threads", "1", "--out", str(other_model)]) == 0
+    capsys.readouterr()
+    assert main(["harmonize", str(scene.folder), "--lesion", record.id, "--model", str(other_model),
+                 "--scale", "1", "--samples", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "another image" in err and "\n" not in err
+
+
+def test_cli_refuses_3d_images(tmp_path, capsys):
+    from napari_synthseg.cli import main
+
+    path = tmp_path / "vol.mha"
+    _write(np.zeros((4, 32, 32), np.int16), path)
+    assert main(["train-harmonizer", str(path), "--out", str(tmp_path / "m.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "2D" in err and "\n" not in err

@@ -105,11 +105,13 @@ PRESETS: dict[str, dict[str, HarmonizerConfig]] = {
             niter=2000, g_steps=3, d_steps=3, aug_noise=2 * 3 / 255, aug_blur_px=3.0,
             train_crop=0,
         ),
+        # CPU: 6 scales instead of 16, 32 channels throughout, 4 layers, no batch norm (fake
+        # and reconstruction in one batch), one critic and one generator step, 500 iterations,
+        # scales above 64 px trained on exact 64 px windows.
         "fast": SinGANConfig(
-            scale_factor=0.6, ker_size=3, min_size=24, max_size=256, nfc=16, max_nfc=16,
+            scale_factor=0.6, ker_size=3, min_size=24, max_size=256, nfc=32, max_nfc=32,
             nfc_growth=False, num_layer=4, g_batch_norm=False, d_batch_norm=False,
-            niter=120, g_steps=1, d_steps=1, lr_g=1e-3, lr_d=1e-3, aug_noise=0.01,
-            aug_blur_px=0.0, train_crop=48,
+            niter=500, g_steps=1, d_steps=1, aug_noise=0.01, aug_blur_px=0.0, train_crop=64,
         ),
     },
     "consingan": {
@@ -120,11 +122,13 @@ PRESETS: dict[str, dict[str, HarmonizerConfig]] = {
             ker_size=3, num_layer=3, lrelu_alpha=0.3, g_batch_norm=True, d_batch_norm=False,
             niter=1000, g_steps=3, d_steps=3, scale_factor=0.0, train_crop=0,
         ),
+        # CPU: 3 stages from 96 px (a larger minimum size is sharper, as Asher found), 32
+        # channels, no batch norm, one critic step, 250 iterations, the 157 and 256 px stages on
+        # exact 64 px windows.
         "fast": ConSinGANConfig(
-            train_stages=4, train_depth=3, lr_scale=0.1, min_size=40, max_size=256, nfc=24,
+            train_stages=3, train_depth=3, lr_scale=0.1, min_size=96, max_size=256, nfc=32,
             ker_size=3, num_layer=3, lrelu_alpha=0.3, g_batch_norm=False, d_batch_norm=False,
-            niter=150, g_steps=1, d_steps=1, lr_g=1e-3, lr_d=1e-3, scale_factor=0.0,
-            aug_noise=0.01, train_crop=48,
+            niter=250, g_steps=1, d_steps=1, scale_factor=0.0, aug_noise=0.01, train_crop=64,
         ),
     },
 }

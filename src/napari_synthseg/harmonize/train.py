@@ -64,9 +64,9 @@ def select_region(
         raise SynthsegError("the lesion mask is empty or does not match the image shape")
     rows, cols = np.nonzero(mask)
     h, w = min(region_size, H), min(region_size, W)
-    if rows.ptp() + 1 > h or cols.ptp() + 1 > w:
+    if int(np.ptp(rows)) + 1 > h or int(np.ptp(cols)) + 1 > w:
         raise SynthsegError(
-            f"the lesion ({rows.ptp() + 1}x{cols.ptp() + 1} px) is larger than the {h}x{w} px "
+            f"the lesion ({int(np.ptp(rows)) + 1}x{int(np.ptp(cols)) + 1} px) is larger than the {h}x{w} px "
             "training region; give a larger region"
         )
     cr, cc = (rows.min() + rows.max() + 1) // 2, (cols.min() + cols.max() + 1) // 2
@@ -76,8 +76,9 @@ def select_region(
 
 
 class _Trainer:
-    def __init__(self, config, device, seed, progress, cancel, preview, preview_every, total):
+    def __init__(self, config, device, seed, progress, cancel, preview, preview_every, total, iterations):
         self.config = config
+        self.iterations = list(iterations)
         self.device = device
         self.g = torch.Generator(device=device).manual_seed(int(seed))
         self.progress = progress
@@ -154,7 +155,7 @@ class _Trainer:
         self.done += 1
         report(
             self.progress, self.done, self.total,
-            f"scale {n + 1}/{n_scales} ({shape[0]}x{shape[1]} px), iteration {it + 1}/{self.config.niter}",
+            f"scale {n + 1}/{n_scales} ({shape[0]}x{shape[1]} px), iteration {it + 1}/{self.iterations[n]}",
         )
         if self.cancel is not None:
             self.cancel.raise_if_cancelled()
@@ -239,7 +240,7 @@ def _train_singan(module: SinGAN, reals: list[torch.Tensor], tr: _Trainer, denor
         amps.append(amp)
         optG = _adam(G.parameters(), cfg.lr_g, cfg.beta1)
         optD = _adam(D.parameters(), cfg.lr_d, cfg.beta1)
-        schedG, schedD = _scheduler(optG, cfg.niter, cfg.gamma), _scheduler(optD, cfg.niter, cfg.gamma)
+        schedG, schedD = _scheduler(optG, tr.iterations[n], cfg.gamma), _scheduler(optD, tr.iterations[n], cfg.gamma)
 
         def forward(noise, prev, crop):
             with tr.autocast():
@@ -254,7 +255,7 @@ def _train_singan(module: SinGAN, reals: list[torch.Tensor], tr: _Trainer, denor
                 )
 
         times = []
-        for it in range(cfg.niter):
+        for it in range(tr.iterations[n]):
             t0 = time.perf_counter()
             prev = sample_prev(n) if n > 0 else torch.zeros_like(real)
             for j in range(cfg.g_steps):
@@ -338,7 +339,7 @@ def _train_consingan(module: ConSinGAN, reals: list[torch.Tensor], tr: _Trainer,
         groups.append({"params": module.tail.parameters(), "lr": cfg.lr_g})
         optG = _adam(groups, cfg.lr_g, cfg.beta1)
         optD = _adam(D.parameters(), cfg.lr_d, cfg.beta1)
-        schedG, schedD = _scheduler(optG, cfg.niter, cfg.gamma), _scheduler(optD, cfg.niter, cfg.gamma)
+        schedG, schedD = _scheduler(optG, tr.iterations[n], cfg.gamma), _scheduler(optD, tr.iterations[n], cfg.gamma)
         real = reals[n]
 
         def forward(crop):
@@ -362,16 +363,16 @@ def _train_consingan(module: ConSinGAN, reals: list[torch.Tensor], tr: _Trainer,
                 )
 
         times = []
-        for it in range(cfg.niter):
+        for it in range(tr.iterations[n]):
             t0 = time.perf_counter()
-            for j in range(cfg.g_steps):
-                crop = tr.crop_for(shapes[n]) if n > 0 else None
-                target = real if crop is None else real[..., crop[0] : crop[0] + crop[2], crop[1] : crop[1] + crop[2]]
-                fake, rec = forward(crop)
-                if j == 0:
-                    tr.critic_steps(D, optD, real, fake, crop)
-                optG.zero_grad(set_to_none=True)
-                tr.generator_loss(D, fake, rec, target).backward()
+            crop = tr.crop_for(shapes[n]) if n > 0 else None
+            target = real if crop is None else real[..., crop[0] : crop[0] + crop[2], crop[1] : crop[1] + crop[2]]
+            fake, rec = forward(crop)
+            tr.critic_steps(D, optD, real, fake, crop)
+            optG.zero_grad(set_to_none=True)
+            tr.generator_loss(D, fake, rec, target).backward()
+            # As the reference: g_steps optimiser steps with the one gradient.
+            for _ in range(cfg.g_steps):
                 optG.step()
             schedG.step()
             schedD.step()
@@ -416,6 +417,7 @@ def train_harmonizer(
     preview: Optional[PreviewCallback] = None,
     preview_every: int = 0,
     provenance: Optional[dict] = None,
+    iterations: Optional[Sequence[int]] = None,
 ) -> Harmonizer:
     """Train a one-image harmonizer on a region of a 2D image.
 
@@ -432,6 +434,9 @@ def train_harmonizer(
     preview : callable, optional
         ``preview(scale, array)`` with a random sample of the scale just trained (native
         units), at the end of each scale and every ``preview_every`` iterations.
+    iterations : sequence of int, optional
+        Iterations per scale instead of ``config.niter`` (benchmarks time a few iterations
+        of chosen scales; 0 leaves a scale untrained).
 
     Returns
     -------
@@ -473,12 +478,16 @@ def train_harmonizer(
         module = (ConSinGAN if arch == "consingan" else SinGAN)(config)
     module.to(dev)
     module.train()
-    total = config.niter * len(config.shapes)
+    if iterations is None:
+        iterations = [config.niter] * len(config.shapes)
+    if len(iterations) != len(config.shapes):
+        raise SynthsegError(f"give iterations for all {len(config.shapes)} scales")
+    total = int(sum(iterations))
 
     def denorm(t: torch.Tensor) -> np.ndarray:
         return t[0, 0].detach().float().cpu().numpy() * norm[1] + norm[0]
 
-    tr = _Trainer(config, dev, seed, progress, cancel, preview, preview_every, total)
+    tr = _Trainer(config, dev, seed, progress, cancel, preview, preview_every, total, iterations)
     report(progress, 0, total, f"training {arch} on {h}x{w} px, {len(config.shapes)} scales")
     t0 = time.perf_counter()
     if arch == "singan":
