@@ -3,8 +3,9 @@
 Speed-ups over the reference loops, none of which changes what is optimised:
 
 * The fake image is computed once per iteration and shared by the critic steps (the reference
-  recomputes the identical tensor ``d_steps`` times); later generator steps recompute it with
-  the updated weights (the reference re-uses a stale graph).
+  recomputes the identical tensor ``d_steps`` times). SinGAN's later generator steps recompute
+  it with the updated weights (the reference back-propagates a stale graph); ConSinGAN, like its
+  reference, takes ``g_steps`` optimiser steps with one gradient.
 * Without batch norm, fake and reconstruction go through the generator as one batch of two,
   and real and fake through the critic as one batch.
 * The critic's parameters are frozen during generator steps (no unused weight gradients).
