@@ -34,13 +34,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from napari_synthseg.harmonize import (
-    blend_weights,
-    harmonize,
-    preset,
-    pyramid_shapes,
-    train_harmonizer,
-)
+from napari_synthseg.harmonize import harmonize, preset, pyramid_shapes, train_harmonizer
 from napari_synthseg.harmonize.networks import singan_nfc
 from napari_synthseg.io import read_image
 
