@@ -394,6 +394,9 @@ def test_cli_train_and_harmonize_a_scene(tmp_path, capsys):
     assert np.array_equal(after.image[far], before[far])
     assert not np.array_equal(after.image[labels], before[labels])
     np.testing.assert_array_equal(render_scene(scene).image, after.image)  # deterministic re-render
+    # What the scene renders on the lesion is the accepted sample, not a re-weighted mix of it.
+    accepted = read_image(out_dir / "sample_1.mha").array.astype(np.float32)
+    np.testing.assert_allclose(after.image[labels], accepted[labels], atol=0.5)
 
     # a model trained on another image is refused with one line
     other = tmp_path / "other.mha"

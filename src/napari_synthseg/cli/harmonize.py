@@ -103,17 +103,8 @@ def _naive_render(scene, record):
     """The scene rendered with ``record`` placed but without its stored harmonization."""
     from ..render import SceneRenderer
 
-    renderer = SceneRenderer(scene, follow=False)
-    placed = renderer.placed(record)
-    if placed.overlay is not None:
-        # Re-harmonizing starts again from the naive placement, not from the last result.
-        renderer._placed[record.id] = (record, dataclasses.replace(placed, overlay=None))
-        renderer.render_all()
-    mask = np.zeros(renderer.base.shape, bool)
-    box = tuple(slice(max(o, 0), min(o + n, size)) for o, n, size in zip(placed.offset, placed.mask.shape, mask.shape))
-    sub = tuple(slice(b.start - o, b.stop - o) for b, o in zip(box, placed.offset))
-    mask[box] = placed.mask[sub]
-    return renderer.source, np.array(renderer.image), mask
+    renderer = SceneRenderer(scene, follow=False, without_overlay={record.id})
+    return renderer.source, np.array(renderer.image), renderer.lesion_mask(record.id)
 
 
 def run_harmonize(args) -> int:
@@ -151,8 +142,10 @@ def run_harmonize(args) -> int:
         weight = blend_weights(mask, args.margin)
         rows, cols = np.nonzero(weight > 0)
         box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+        # The sample already holds the margin blend; the overlay replaces its box as shown.
         attach_overlay(
-            scene, args.lesion, samples[k][box], weight[box], [box[0].start, box[1].start],
+            scene, args.lesion, samples[k][box], np.ones(samples[k][box].shape, np.float32),
+            [box[0].start, box[1].start],
             provenance={
                 "engine": model.architecture, "model_sha256": model.sha256, "injection_scale": args.scale,
                 "seed": args.seed, "sample": k, "blend_margin_px": args.margin,

@@ -31,6 +31,7 @@ inside the mask only).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,7 @@ import numpy as np
 from ..errors import SynthsegError
 from ..io import MedicalImage
 from ..scene import Change, LesionRecord, Scene
-from .placement import SHARED_CACHE, Box, PatchCache, PlacedLesion, place
+from .placement import SHARED_CACHE, Box, PatchCache, PlacedLesion, place, place_box
 from .poisson import poisson_blend_region
 
 NO_LABEL_KINDS = ("removal",)
@@ -138,9 +139,18 @@ class SceneRenderer:
         Subscribe to the scene so every change re-renders its region at once.
     cache : PatchCache, optional
         Transformed patches; default the process-wide shared cache.
+    without_overlay : set of str
+        Lesion ids rendered without their stored overlay (re-harmonizing starts again from the
+        naive placement, not from the last result).
     """
 
-    def __init__(self, scene: Scene, follow: bool = True, cache: PatchCache | None = None) -> None:
+    def __init__(
+        self,
+        scene: Scene,
+        follow: bool = True,
+        cache: PatchCache | None = None,
+        without_overlay: frozenset[str] | set[str] = frozenset(),
+    ) -> None:
         self.scene = scene
         self.source = scene.load_image()
         self.spacing = self.source.scale
@@ -151,6 +161,7 @@ class SceneRenderer:
         self.image = np.array(self.base, copy=True)
         self.labels = np.zeros(self.base.shape, LABEL_DTYPE)
         self.cache = SHARED_CACHE if cache is None else cache
+        self.without_overlay = frozenset(without_overlay)
         self._placed: dict[str, tuple[LesionRecord, PlacedLesion]] = {}
         self.last_region: Box | None = None
         self._listeners = []
@@ -171,8 +182,19 @@ class SceneRenderer:
         if hit is not None and hit[0] is record:
             return hit[1]
         placed = place(self.scene, record, self.source, self.cache)
+        if record.id in self.without_overlay and placed.overlay is not None:
+            placed = dataclasses.replace(placed, overlay=None, box=place_box(placed, self.source.shape))
         self._placed[record.id] = (record, placed)
         return placed
+
+    def lesion_mask(self, lesion_id: str) -> np.ndarray:
+        """Full-image boolean label mask of one lesion as currently placed."""
+        placed = self.placed(self.scene.lesion(lesion_id))
+        mask = np.zeros(self.base.shape, bool)
+        overlap = _patch_in(tuple(slice(0, n) for n in mask.shape), placed)
+        if overlap is not None:
+            mask[overlap[0]] = placed.label[overlap[1]]
+        return mask
 
     # -- rendering ----------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ class PlacedLesion:
     alpha: np.ndarray | None = None  # feathered opacity for alpha blending (patch grid)
     overlay: tuple[Box, np.ndarray, np.ndarray] | None = None  # (image box, values, weight)
     label_mask: np.ndarray | None = None  # what the label paints, if not the blend mask
+    spacing: tuple[float, ...] = ()  # image spacing (numpy order) the lesion is placed on
 
     @property
     def label(self) -> np.ndarray:
@@ -167,15 +168,7 @@ def place(
         # The lesion with its own recorded background; contrast scales only the lesion part.
         absolute = patch.absolute - patch.intensity + residual
     mode = blend.get("mode", "alpha")
-    if mode == "poisson":
-        box = blend_roi(image.shape, patch.mask, offset=offset, margin=1)
-    elif mode == "alpha":
-        feather_px = float(blend.get("feather_mm", 0.0)) / min(spacing)
-        grown = ndi.binary_dilation(patch.mask, iterations=int(np.ceil(feather_px / 2)) + 1) if feather_px > 0 else patch.mask
-        found = ndi.find_objects(grown.astype(np.uint8))[0]
-        box = _clip_box([o + s.start for o, s in zip(offset, found)], [s.stop - s.start for s in found], image.shape)
-    else:
-        box = _clip_box(offset, patch.shape, image.shape)
+    box = _blend_box(mode, blend, patch.mask, offset, spacing, image.shape)
     if box is None:
         raise SynthsegError(f"lesion {record.id} lies entirely outside the image")
     alpha = feather_alpha(patch.mask, spacing, float(blend.get("feather_mm", 0.0))) if mode == "alpha" else None
@@ -195,7 +188,25 @@ def place(
         if label_mask.shape != patch.mask.shape:
             raise SynthsegError(f"lesion {record.id}: its label mask does not match its patch")
     return PlacedLesion(record=record, residual=residual, absolute=absolute, mask=patch.mask, offset=offset,
-                        box=box, alpha=alpha, overlay=overlay, label_mask=label_mask)
+                        box=box, alpha=alpha, overlay=overlay, label_mask=label_mask, spacing=tuple(spacing))
+
+
+def _blend_box(mode: str, blend: dict, mask: np.ndarray, offset, spacing, image_shape) -> Box | None:
+    """The image box a lesion's blend may change (before any overlay)."""
+    if mode == "poisson":
+        return blend_roi(image_shape, mask, offset=offset, margin=1)
+    if mode == "alpha":
+        feather_px = float(blend.get("feather_mm", 0.0)) / min(spacing)
+        grown = ndi.binary_dilation(mask, iterations=int(np.ceil(feather_px / 2)) + 1) if feather_px > 0 else mask
+        found = ndi.find_objects(grown.astype(np.uint8))[0]
+        return _clip_box([o + s.start for o, s in zip(offset, found)], [s.stop - s.start for s in found], image_shape)
+    return _clip_box(offset, mask.shape, image_shape)
+
+
+def place_box(placed: PlacedLesion, image_shape) -> Box:
+    """The blend box of a placed lesion, without its overlay."""
+    blend = placed.record.blend or {}
+    return _blend_box(blend.get("mode", "alpha"), blend, placed.mask, placed.offset, placed.spacing, image_shape)
 
 
 def footprint_check(
