@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable
 
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -36,4 +37,26 @@ def run_in_thread(
     return worker
 
 
-__all__ = ["report_error", "run_in_thread", "show_error", "show_info", "show_warning"]
+# The lesion editor that owns the scene of a viewer: other widgets (inpainting, harmonization)
+# put accepted results into that scene instead of keeping a second one.
+_SCENE_EDITORS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def register_scene_editor(viewer, editor) -> None:
+    _SCENE_EDITORS[viewer] = editor
+
+
+def scene_editor(viewer):
+    """The lesion editor docked in ``viewer`` (or None); its ``.scene`` may be None."""
+    return _SCENE_EDITORS.get(viewer)
+
+
+__all__ = [
+    "register_scene_editor",
+    "report_error",
+    "run_in_thread",
+    "scene_editor",
+    "show_error",
+    "show_info",
+    "show_warning",
+]

@@ -40,7 +40,7 @@ from ..io import read_image, window_limits
 from ..lesions.place import edit_lesion, place_lesion, remove_real_lesion
 from ..render import SceneRenderer
 from ..scene import BLEND_MODES, Scene
-from ._common import report_error, run_in_thread, show_info
+from ._common import register_scene_editor, report_error, run_in_thread, show_info
 
 PROCEDURAL = ("solid", "part-solid", "ground-glass")
 
@@ -81,6 +81,7 @@ class LesionEditorWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
         self.viewer = napari_viewer
+        register_scene_editor(napari_viewer, self)
         self.scene: Scene | None = None
         self.renderer: SceneRenderer | None = None
         self.image_layer = self.labels_layer = self.points_layer = None
