@@ -34,6 +34,8 @@ def test_inpaint_widget_samples_side_by_side(make_napari_viewer, qtbot, shared_d
     assert len(widget.samples) == 3 and len(widget.sample_layers) == 3
     for arr in widget.samples:
         np.testing.assert_array_equal(arr[~mask], img[~mask].astype(np.float32))
+    # the widget's default texture makes the seeded samples differ visibly
+    assert np.abs(widget.samples[0] - widget.samples[1])[mask].mean() > 0.5
     # side by side: each sample shifted right by at least one image width
     xs = [layer.translate[-1] for layer in widget.sample_layers]
     assert all(b - a >= img.shape[1] for a, b in zip([0.0] + xs[:-1], xs))

@@ -37,6 +37,10 @@ def register(subparsers) -> None:
     t.add_argument("--fm-weight", type=float, default=0.0, help="feature-matching loss weight")
     t.add_argument("--adv-start", type=int, default=0, help="step at which adversarial terms start")
     t.add_argument("--grad-weight", type=float, default=0.5, help="gradient L1 weight")
+    t.add_argument("--lesion-prob", type=float, default=0.5,
+                   help="fraction of lesion-fill samples when the model has that mode")
+    t.add_argument("--outpaint-prob", type=float, default=0.1,
+                   help="fraction of outpaint samples when the model has that mode")
     t.add_argument("--modes", default=None,
                    help="comma list of healthy,lesion,outpaint (default: healthy,outpaint; "
                         "plus lesion when --masks is given)")
@@ -69,6 +73,11 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True,
                    help="output file (one sample), a pattern with {i} (e.g. fill_{i}.nii.gz) "
                         "or an existing folder (written as <image>_<mode>_<i>.nii.gz)")
+    p.add_argument("--texture", type=float, default=0.0,
+                   help="seeded grain strength for learned fills (0 = smooth best-PSNR fill, "
+                        "1 = grain like the surroundings; makes samples differ)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for the network (default: torch's; 1 is faster on busy machines)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, mps")
     add_read_options(p)
@@ -100,6 +109,7 @@ def run_train(args) -> int:
     tc = TrainConfig(steps=args.steps, batch=args.batch, crop=args.size, lr=args.lr,
                      adv_weight=args.adv_weight, fm_weight=args.fm_weight,
                      adv_start=args.adv_start, grad_weight=args.grad_weight, seed=args.seed,
+                     lesion_prob=args.lesion_prob, outpaint_prob=args.outpaint_prob,
                      checkpoint_every=args.checkpoint_every, threads=args.threads)
     out = train_inpainter(args.images, args.out, masks_dir=args.masks, organ_dir=args.organ_masks,
                           exclude=args.exclude, model_config=mc, train_config=tc,
@@ -142,6 +152,7 @@ def run_inpaint(args) -> int:
     samples = inpaint_samples(image.array, mask, model=args.model, mode=args.mode,
                               n_samples=args.samples, seed=args.seed, margin=args.margin,
                               spacing=tuple(reversed(image.spacing)), device=args.device,
+                              texture=args.texture, threads=args.threads,
                               progress=ConsoleProgress())
     from ..io import write_image
 

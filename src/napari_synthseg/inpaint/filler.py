@@ -32,6 +32,11 @@ class LearnedFiller(Filler):
         ``auto``, ``cpu``, ``cuda``...
     tile, overlap : int
         Tiling of crops larger than ``tile`` pixels.
+    threads : int, optional
+        CPU threads for the forward pass (None: torch's setting).
+    texture : float
+        Seeded grain strength (:func:`~napari_synthseg.inpaint.infer.texture_noise`); 0 keeps
+        the smooth best-PSNR fill.
     """
 
     name = "learned"
@@ -42,15 +47,18 @@ class LearnedFiller(Filler):
 
     def __init__(self, model_path: Union[str, Path, Inpainter] = "builtin:cxr_inpainter_small",
                  mode: str = "healthy", device: Optional[str] = None, tile: int = 512,
-                 overlap: int = 64) -> None:
+                 overlap: int = 64, texture: float = 0.0, threads: Optional[int] = None) -> None:
         self.inpainter = (model_path if isinstance(model_path, Inpainter)
-                          else Inpainter(model_path, device=device, tile=tile, overlap=overlap))
+                          else Inpainter(model_path, device=device, tile=tile, overlap=overlap,
+                                         threads=threads))
         self.mode = str(mode).strip().lower()
+        self.texture = float(texture)
         self.inpainter.check_mode(self.mode)
         self._cancel: Optional[CancelToken] = None
 
     def fill_region(self, image, mask, spacing, rng):
-        return self.inpainter.predict(image, mask, self.mode, rng=rng, cancel=self._cancel)
+        return self.inpainter.predict(image, mask, self.mode, rng=rng, cancel=self._cancel,
+                                      texture=self.texture)
 
     def fill(self, image, mask, *, spacing: Optional[Sequence[float]] = None,
              seed: Optional[int] = None, progress: Optional[ProgressCallback] = None,
@@ -85,7 +93,8 @@ class LearnedFiller(Filler):
                     raise SynthsegError(f"slice {z} is entirely masked; leave some context")
                 nb = np.stack([img[j][box] for j in idx])
                 res = self.inpainter.predict(img[z][box], sub_m, self.mode, rng=rng,
-                                             neighbours=nb, cancel=cancel)
+                                             neighbours=nb, cancel=cancel,
+                                             texture=self.texture)
                 region = out[z][box]
                 region[sub_m] = res[sub_m]
         report(progress, len(zs), len(zs), "learned: done")

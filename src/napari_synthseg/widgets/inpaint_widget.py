@@ -17,6 +17,7 @@ import numpy as np
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -86,6 +87,12 @@ class InpaintWidget(QWidget):
         self.margin_spin.setRange(0, 512)
         self.margin_spin.setValue(8)
         self.margin_spin.setToolTip("outpaint: pixels kept around the lesion's box")
+        self.texture_spin = QDoubleSpinBox()
+        self.texture_spin.setRange(0.0, 3.0)
+        self.texture_spin.setSingleStep(0.25)
+        self.texture_spin.setValue(1.0)
+        self.texture_spin.setToolTip("learned fills: seeded grain like the surroundings "
+                                     "(0 = smooth fill, best for lesion extraction)")
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
@@ -96,6 +103,7 @@ class InpaintWidget(QWidget):
         form.addRow("Samples", self.samples_spin)
         form.addRow("Seed", self.seed_spin)
         form.addRow("Outpaint margin (px)", self.margin_spin)
+        form.addRow("Texture", self.texture_spin)
 
         self.run_button = QPushButton("Inpaint")
         self.run_button.clicked.connect(self.run)
@@ -196,7 +204,8 @@ class InpaintWidget(QWidget):
 
         request = dict(image_layer=image_layer.name, mask_layer=mask_layer.name, model=model,
                        mode=self.mode_combo.currentText(), n_samples=self.samples_spin.value(),
-                       seed=self.seed_spin.value(), margin=self.margin_spin.value(), mask=mask)
+                       seed=self.seed_spin.value(), margin=self.margin_spin.value(),
+                       texture=self.texture_spin.value(), mask=mask)
         self._cancel = CancelToken()
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -219,6 +228,7 @@ class InpaintWidget(QWidget):
         self._worker = run_in_thread(
             inpaint_samples, image, mask, model=model, mode=request["mode"],
             n_samples=request["n_samples"], seed=request["seed"], margin=request["margin"],
+            texture=request["texture"] if model not in ("biharmonic", "telea") else 0.0,
             spacing=spacing, progress=self._relay.progress.emit, cancel=self._cancel,
             on_done=done, on_error=failed)
         return self._worker
