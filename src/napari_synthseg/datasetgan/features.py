@@ -153,7 +153,7 @@ class FeatureStore:
         y = np.memmap(self._y_path, dtype=np.uint8, mode="r", shape=(self.rows,))
         return x, y
 
-    def channel_stats(self, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    def channel_stats(self, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel mean and std (float32), streamed over the stored rows."""
         x, _ = self.arrays()
         total = np.zeros(self.channels, np.float64)
@@ -161,7 +161,7 @@ class FeatureStore:
         for i in range(0, self.rows, chunk):
             block = np.asarray(x[i : i + chunk], dtype=np.float32)
             total += block.sum(0)
-            total_sq += np.square(block, dtype=np.float64).sum(0)
+            total_sq += np.square(block.astype(np.float64)).sum(0)
         n = max(self.rows, 1)
         mean = total / n
         std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0))
