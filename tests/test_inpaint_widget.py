@@ -54,3 +54,28 @@ def test_inpaint_widget_samples_side_by_side(make_napari_viewer, qtbot, shared_d
     viewer.add_labels(np.zeros((10, 10), np.uint8), name="wrong")
     widget.mask_combo.setCurrentText("wrong")
     assert widget.run() is None
+
+
+@pytest.mark.gui
+def test_inpaint_widget_trains_a_model(make_napari_viewer, qtbot, tmp_path):
+    import SimpleITK as sitk
+
+    from napari_synthseg.models import read_model_info
+    from napari_synthseg.widgets.inpaint_widget import InpaintWidget
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(2):
+        sitk.WriteImage(sitk.GetImageFromArray(rng.normal(100, 10, (48, 48)).astype(np.float32)),
+                        str(tmp_path / "imgs" / f"i{i}.mha"))
+    widget = InpaintWidget(make_napari_viewer())
+    widget.train_images_edit.setText(str(tmp_path / "imgs"))
+    widget.train_out_edit.setText(str(tmp_path / "m.safetensors"))
+    widget.train_steps_spin.setValue(2)
+    widget.train_size_spin.setValue(32)
+    widget.train_batch_spin.setValue(1)
+    assert widget.train() is not None
+    qtbot.waitUntil(lambda: widget.train_button.isEnabled(), timeout=120_000)
+    assert read_model_info(tmp_path / "m.safetensors")["provenance"]["steps"] == 2
+    assert widget.method_combo.currentData() == "file"
+    assert widget.model_edit.text() == str(tmp_path / "m.safetensors")

@@ -5,6 +5,8 @@ progress and cancel. The samples appear side by side (each shifted right by one 
 as image layers; their arrays stay in :attr:`InpaintWidget.samples` with the request that made
 them in :attr:`InpaintWidget.last_request`, so a caller (the scene) can turn the accepted one into
 a lesion record: set :attr:`InpaintWidget.on_accept` to ``callback(index, array, request)``.
+The "Train a model" group runs :func:`napari_synthseg.inpaint.train_inpainter` in a worker with
+the same progress bar and Cancel button (cancel keeps a resumable checkpoint).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from typing import Any, Callable, Dict, List, Optional
 
 import napari
 import numpy as np
-from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -32,7 +34,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import SynthsegError
 from ..utils.progress import CancelToken
-from ._common import report_error, run_in_thread, show_info
+from ._common import ProgressRelay, report_error, run_in_thread, show_info
 
 METHODS = [
     ("learned: built-in CXR model", "builtin:cxr_inpainter_small"),
@@ -40,12 +42,6 @@ METHODS = [
     ("classical: biharmonic", "biharmonic"),
     ("classical: Telea", "telea"),
 ]
-
-
-class _Relay(QObject):
-    """Carries progress from the worker thread to the UI thread (queued signal)."""
-
-    progress = Signal(int, int, str)
 
 
 class InpaintWidget(QWidget):
@@ -60,7 +56,7 @@ class InpaintWidget(QWidget):
         self.on_accept: Optional[Callable[[int, np.ndarray, Dict[str, Any]], None]] = None
         self._worker = None
         self._cancel: Optional[CancelToken] = None
-        self._relay = _Relay()
+        self._relay = ProgressRelay()
         self._relay.progress.connect(self._on_progress)
 
         self.image_combo = QComboBox()
@@ -129,12 +125,42 @@ class InpaintWidget(QWidget):
         accept_row.addWidget(self.accept_spin)
         accept_row.addWidget(self.accept_button)
 
+        # -- training (a model from a folder of images, with progress and cancel)
+        self.train_images_edit = QLineEdit()
+        self.train_images_edit.setPlaceholderText("folder of training images")
+        self.train_masks_edit = QLineEdit()
+        self.train_masks_edit.setPlaceholderText("optional: lesion masks (enables lesion mode)")
+        self.train_out_edit = QLineEdit()
+        self.train_out_edit.setPlaceholderText("output MODEL.safetensors")
+        self.train_steps_spin = QSpinBox()
+        self.train_steps_spin.setRange(1, 1_000_000)
+        self.train_steps_spin.setValue(2000)
+        self.train_size_spin = QSpinBox()
+        self.train_size_spin.setRange(16, 1024)
+        self.train_size_spin.setSingleStep(8)
+        self.train_size_spin.setValue(128)
+        self.train_batch_spin = QSpinBox()
+        self.train_batch_spin.setRange(1, 256)
+        self.train_batch_spin.setValue(8)
+        self.train_button = QPushButton("Train")
+        self.train_button.clicked.connect(self.train)
+        train_box = QGroupBox("Train a model")
+        train_form = QFormLayout(train_box)
+        train_form.addRow("Images", self.train_images_edit)
+        train_form.addRow("Lesion masks", self.train_masks_edit)
+        train_form.addRow("Output", self.train_out_edit)
+        train_form.addRow("Steps", self.train_steps_spin)
+        train_form.addRow("Crop (px)", self.train_size_spin)
+        train_form.addRow("Batch", self.train_batch_spin)
+        train_form.addRow(self.train_button)
+
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status)
         layout.addLayout(accept_row)
+        layout.addWidget(train_box)
         layout.addStretch(1)
 
         self.method_combo.currentIndexChanged.connect(lambda _: self._method_changed())
@@ -231,6 +257,47 @@ class InpaintWidget(QWidget):
             texture=request["texture"] if model not in ("biharmonic", "telea") else 0.0,
             spacing=spacing, progress=self._relay.progress.emit, cancel=self._cancel,
             on_done=done, on_error=failed)
+        return self._worker
+
+    def train(self):
+        """Train a model in a worker thread (Cancel keeps a resumable checkpoint)."""
+        images = self.train_images_edit.text().strip()
+        out = self.train_out_edit.text().strip()
+        if not images or not Path(images).is_dir():
+            report_error(SynthsegError("choose a folder of training images"))
+            return None
+        if not out.endswith(".safetensors"):
+            report_error(SynthsegError("the output model file must end in .safetensors"))
+            return None
+        masks = self.train_masks_edit.text().strip() or None
+        from ..inpaint import InpainterConfig, TrainConfig, train_inpainter
+
+        modes = ("healthy", "lesion", "outpaint") if masks else ("healthy", "outpaint")
+        mc = InpainterConfig(modes=modes, prior="biharmonic")
+        tc = TrainConfig(steps=self.train_steps_spin.value(), crop=self.train_size_spin.value() // 8 * 8,
+                         batch=self.train_batch_spin.value(), checkpoint_every=500)
+        self._cancel = CancelToken()
+        self.run_button.setEnabled(False)
+        self.train_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText("training…")
+
+        def done(path):
+            self._finish()
+            self.train_button.setEnabled(True)
+            self.model_edit.setText(str(path))
+            self.method_combo.setCurrentIndex(1)
+            self.status.setText(f"trained {Path(path).name}; selected as the model file")
+
+        def failed(exc):
+            self._finish()
+            self.train_button.setEnabled(True)
+            self.status.setText(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            report_error(exc)
+
+        self._worker = run_in_thread(
+            train_inpainter, [images], out, masks_dir=masks, model_config=mc, train_config=tc,
+            progress=self._relay.progress.emit, cancel=self._cancel, on_done=done, on_error=failed)
         return self._worker
 
     def cancel(self) -> None:
