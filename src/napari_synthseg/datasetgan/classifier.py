@@ -9,9 +9,8 @@ unsure about, so those can be dropped from a generated data set.
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

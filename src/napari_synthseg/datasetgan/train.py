@@ -10,7 +10,6 @@ Two files are written: ``G.safetensors`` (the EMA generator, all a user needs to
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import hashlib
 import math
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CancelledError, SynthsegError
+from ..errors import SynthsegError
 from ..io import read_image
 from ..io.read import IMAGE_EXTENSIONS, file_extension
 from ..models import (
