@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from _render_stub import lesion_mask, make_cxr_scenes, render_disks
+from _disk_renderer import lesion_mask, make_cxr_scenes, render_disks
 from napari_synthseg.cli import main
 from napari_synthseg.errors import SynthsegError
 from napari_synthseg.export import export_dataset, plan_export
@@ -25,7 +25,7 @@ from napari_synthseg.io import read_image
 from napari_synthseg.scene import LesionRecord, Scene
 
 TESTS = Path(__file__).resolve().parent
-RENDERER = "_render_stub:render_disks"
+RENDERER = "_disk_renderer:render_disks"
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +200,7 @@ def test_kill_9_leaves_no_dataset_and_rerun_resumes(tmp_path, cxr_files):
     out = tmp_path / "raw"
     out.mkdir()
     args = ["export", str(tmp_path / "scenes"), "--format", "nnunet", "--out", str(out),
-            "--renderer", "_render_stub:render_slow", "--workers", "2"]
+            "--renderer", "_disk_renderer:render_slow", "--workers", "2"]
     proc = _cli(*args, env={"SYNTHSEG_TEST_RENDER_SLEEP": "0.4"})
     partial = out / ".Dataset501_Synthseg.partial"
     deadline = time.time() + 60

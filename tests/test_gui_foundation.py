@@ -119,7 +119,16 @@ def test_samples_open_and_write_back(make_napari_viewer, tmp_path, artifacts_dir
         _shot(viewer, artifacts_dir / f"foundation_sample_{shown.name.split()[0].lower()}.png")
 
 
-def test_cli_view_builds_viewer(capsys):
-    from napari_synthseg.cli import main
+def test_cli_view_builds_viewer(tmp_path):
+    """The real command in its own process (a second napari.Viewer() in the test process would
+    re-register the plugin's commands)."""
+    import subprocess
+    import sys
 
-    assert main(["view", "--sample", "cxr", "--no-block"]) == 0
+    shot = tmp_path / "view.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "napari_synthseg.cli", "view", "--sample", "cxr", "--sample", "ct", "--no-block",
+         "--screenshot", str(shot)], capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert shot.stat().st_size > 10_000

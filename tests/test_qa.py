@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from _render_stub import make_cxr_scenes, render_disks
+from _disk_renderer import make_cxr_scenes, render_disks
 from napari_synthseg.cli import main
 from napari_synthseg.errors import SynthsegError
 from napari_synthseg.qa import (
@@ -150,7 +150,7 @@ def test_review_cli_rules_and_accept_all(cxr_scenes, tmp_path, capsys):
     rules.write_text(RULES)
     sheet = tmp_path / "sheet.png"
     scenes_dir = str(cxr_scenes[0].parent)
-    code = main(["review", scenes_dir, "--rules", str(rules), "--renderer", "_render_stub:render_disks",
+    code = main(["review", scenes_dir, "--rules", str(rules), "--renderer", "_disk_renderer:render_disks",
                  "--sheet", str(sheet)])
     assert code == 0
     out = capsys.readouterr().out

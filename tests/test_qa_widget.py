@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from _render_stub import make_cxr_scenes, render_disks
+from _disk_renderer import make_cxr_scenes, render_disks
 
 pytestmark = pytest.mark.gui
 
@@ -83,8 +84,19 @@ def test_qa_widget_keyboard_review_and_export(make_napari_viewer, qtbot, tmp_pat
 
 
 def test_synthseg_qa_opens_the_widget(tmp_path, shared_data, qtbot):
-    from napari_synthseg.cli import main
 
     files = sorted((shared_data / "cxr" / "nih_nodule").glob("*.png"))[:1]
     make_cxr_scenes(tmp_path / "scenes", files, per_source=1)
-    assert main(["qa", str(tmp_path / "scenes"), "--renderer", "_render_stub:render_disks", "--no-block"]) == 0
+    # The real command in its own process: a second napari.Viewer() in the test process would
+    # re-register the plugin's commands.
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-m", "napari_synthseg.cli", "qa", str(tmp_path / "scenes"), "--renderer",
+         "_disk_renderer:render_disks", "--no-block"], capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 scenes loaded" in result.stderr

@@ -1,6 +1,7 @@
-"""A stand-in renderer for QA/export tests until napari_synthseg.render.render_scene exists.
+"""A renderer with known geometry for QA/export unit tests (the product's is render.render_scene).
 
-Each lesion becomes a smooth disk (ball in 3D) of ``size_mm`` at ``center_mm`` with peak
+QA numbers and export bookkeeping are checked against lesions whose pixels the test can compute
+exactly; test_export.py also exports through the real renderer. Each lesion becomes a smooth disk (ball in 3D) of ``size_mm`` at ``center_mm`` with peak
 ``params["contrast"]`` (native units, default +40) added to the source; its label value is the
 record's ``label``. Deliberately simple so tests know exactly which pixels a lesion covers.
 """
