@@ -6,6 +6,7 @@ import weakref
 from typing import Any, Callable
 
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QObject, Signal
 
 from ..errors import CancelledError, SynthsegError
 
@@ -30,11 +31,32 @@ def run_in_thread(
     """Run ``func`` in a napari worker thread and call back on the UI thread."""
     from napari.qt.threading import create_worker
 
-    worker = create_worker(func, *args, **kwargs, _start_thread=False)
-    worker.returned.connect(on_done)
-    worker.errored.connect(on_error)
+    # Connecting "errored" through _connect stops superqt from also re-raising every error in
+    # the event loop; napari's own relay would show user errors with a traceback, so it goes
+    # too: ``on_error`` shows them as one line and re-raises real bugs (report_error).
+    worker = create_worker(
+        func, *args, **kwargs, _start_thread=False, _connect={"returned": on_done, "errored": on_error}
+    )
+    relay = getattr(worker, "_relay_error", None)
+    if relay is not None:
+        try:
+            worker.errored.disconnect(relay)
+        except (TypeError, RuntimeError):  # not connected in this napari version
+            pass
     worker.start()
     return worker
+
+
+class ProgressRelay(QObject):
+    """Carries progress (and previews) from a worker thread to the UI thread.
+
+    Emitting from the worker and connecting to a bound method of a widget makes Qt queue the
+    call onto the widget's (UI) thread; a lambda would run in the worker thread.
+    ``progress(step, total, message)``; ``preview(index, array)`` for live images.
+    """
+
+    progress = Signal(int, int, str)
+    preview = Signal(int, object)
 
 
 # The lesion editor that owns the scene of a viewer: other widgets (inpainting, harmonization)
@@ -52,6 +74,7 @@ def scene_editor(viewer):
 
 
 __all__ = [
+    "ProgressRelay",
     "register_scene_editor",
     "report_error",
     "run_in_thread",

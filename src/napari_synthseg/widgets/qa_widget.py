@@ -17,7 +17,6 @@ from pathlib import Path
 import napari
 import numpy as np
 from napari.utils.colormaps import Colormap, DirectLabelColormap
-from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -43,7 +42,7 @@ from ..qa import STATUS_COLORS, find_scenes, qa_scene
 from ..qa.review import IMAGE_QA_KEY
 from ..scene import Scene
 from ..utils.progress import CancelToken
-from ._common import report_error, run_in_thread, show_info
+from ._common import ProgressRelay, report_error, run_in_thread, show_info
 
 LAYER_NAMES = ("QA original", "QA synthetic", "QA difference")
 OUTLINE_NAMES = ("QA outlines (original)", "QA outlines (synthetic)", "QA outlines (difference)")
@@ -51,12 +50,6 @@ OUTLINE_NAMES = ("QA outlines (original)", "QA outlines (synthetic)", "QA outlin
 # the synthetic view's carries the numbers, the others stay empty.
 TEXT_NAMES = ("QA numbers (original)", "QA numbers (synthetic)", "QA numbers (difference)")
 KEYS = {"a": "accepted", "r": "rejected", "f": "flagged"}
-
-
-class _ProgressRelay(QObject):
-    """Carries progress from the export thread to the UI thread (queued signal)."""
-
-    progressed = Signal(int, int, str)
 
 
 class QAWidget(QWidget):
@@ -160,8 +153,8 @@ class QAWidget(QWidget):
         layout.addWidget(review, 1)
         layout.addWidget(export)
 
-        self._relay = _ProgressRelay()
-        self._relay.progressed.connect(self._on_progress)
+        self._relay = ProgressRelay()
+        self._relay.progress.connect(self._on_progress)
         self._bind_keys()
 
     # ---- keys --------------------------------------------------------------------------------
@@ -457,7 +450,7 @@ class QAWidget(QWidget):
             export_dataset, list(self.folders), out, fmt=self.format_combo.currentText(),
             name=self.name_edit.text().strip() or "Synthseg", renderer=self.renderer,
             split=self.split_edit.text().strip() or None, real_fraction=self.real_spin.value(),
-            synthetic_ratio=ratio, workers=self.workers_spin.value(), progress=self._relay.progressed.emit,
+            synthetic_ratio=ratio, workers=self.workers_spin.value(), progress=self._relay.progress.emit,
             cancel=self._cancel,
             on_done=self._export_done, on_error=self._export_failed,
         )
