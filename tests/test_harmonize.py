@@ -419,3 +419,71 @@ def test_cli_refuses_3d_images(tmp_path, capsys):
     assert main(["train-harmonizer", str(path), "--out", str(tmp_path / "m.safetensors")]) == 2
     err = capsys.readouterr().err.strip()
     assert "2D" in err and "\n" not in err
+
+
+# --------------------------------------------------------------------------------------------
+# NODE21 pipeline end to end on the shared data
+# --------------------------------------------------------------------------------------------
+
+
+def test_node21_pipeline_end_to_end(shared_data, tmp_path):
+    """CT nodule patch -> projection -> NODE21 contrast -> paste -> SinGAN -> accept -> render;
+    and the Poisson baseline on the same lesion."""
+    from napari_synthseg.harmonize import blend_weights
+    from napari_synthseg.io import read_image
+    from napari_synthseg.lesions import load_ct_patch
+    from napari_synthseg.lesions.place import attach_overlay, edit_lesion, place_lesion
+    from napari_synthseg.render import SceneRenderer, render_scene
+    from napari_synthseg.scene import Scene
+
+    image = read_image(shared_data / "cxr/node21/c3883.mha")
+    source = np.asarray(image.array)
+    scene = Scene.create(image, tmp_path / "scene")
+    nodule = load_ct_patch(shared_data / "ct/nodule_patches/nodule_05_ct.mha")
+    assert nodule.units == "HU" and nodule.mask.ndim == 3
+    record = place_lesion(scene, nodule, at_xyz=(300, 600), size_mm=12.0, contrast="node21", blend="alpha")
+    assert record.blend["contrast_mode"] == "node21" and record.blend["contrast"] >= 0.6
+
+    naive_renderer = SceneRenderer(scene, follow=False, without_overlay={record.id})
+    naive = np.array(naive_renderer.image)
+    mask = naive_renderer.lesion_mask(record.id)
+    labels_naive = naive_renderer.labels.copy()
+    assert mask.any() and np.array_equal(labels_naive > 0, mask)
+    # The projected CT nodule attenuates: the paste is brighter than the clean CXR on its mask.
+    assert naive[mask].mean() > source[mask].mean() + 1.0
+
+    margin = 8
+    model = train_harmonizer(
+        source, config=preset("singan", "fast", niter=2, region_size=192), lesion_mask=mask, seed=0,
+    )
+    r, c, h, w = model.roi
+    rows, cols = np.nonzero(mask)
+    assert (h, w) == (192, 192) and r <= rows.min() and rows.max() < r + h and c <= cols.min() and cols.max() < c + w
+    path = model.save(tmp_path / "node21.safetensors")
+    model = Harmonizer.load(path)
+    scale = model.n_scales - 2
+    sample, = harmonize(model, naive, mask, scale, 1, seed=4, blend_margin_px=margin, reference_image=source)
+
+    weight = blend_weights(mask, margin)
+    wr, wc = np.nonzero(weight > 0)
+    box = (slice(wr.min(), wr.max() + 1), slice(wc.min(), wc.max() + 1))
+    attach_overlay(
+        scene, record.id, sample[box], np.ones(sample[box].shape, np.float32), [box[0].start, box[1].start],
+        provenance={"engine": model.architecture, "model_sha256": model.sha256, "injection_scale": scale,
+                    "seed": 4, "sample": 0, "blend_margin_px": margin},
+    )
+    reopened = Scene.open(scene.folder)
+    assert reopened.lesion(record.id).params["overlay"]["model_sha256"] == model.sha256 != ""
+    out = render_scene(reopened)
+    np.testing.assert_array_equal(out.labels, labels_naive)  # labels exact
+    far = ndimage.distance_transform_edt(~mask) >= margin
+    np.testing.assert_array_equal(out.image[far], naive[far])  # nothing changes beyond the margin
+    assert not np.array_equal(out.image[mask], naive[mask])
+    np.testing.assert_allclose(out.image[mask], sample[mask], atol=1e-3)
+
+    # Poisson baseline, per lesion: re-blending drops the harmonization, labels stay.
+    edit_lesion(reopened, record.id, blend={"mode": "poisson"})
+    assert "overlay" not in reopened.lesion(record.id).params
+    poisson = render_scene(reopened)
+    np.testing.assert_array_equal(poisson.labels, labels_naive)
+    assert not np.array_equal(poisson.image[mask], naive[mask])

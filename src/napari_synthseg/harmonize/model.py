@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SynthsegError
-from ..models import load_extra_tensors, load_model, save_model
+from ..models import file_sha256, load_extra_tensors, load_model, save_model
 from .config import ConSinGANConfig, SinGANConfig
 from .networks import ConSinGAN, SinGAN
 
@@ -110,6 +110,8 @@ class Harmonizer:
         )
         path = save_model(self.module, self.config, path, provenance=provenance, extra_tensors=extra)
         self.provenance = provenance
+        # What a lesion record cites: the same hash :meth:`load` reports for this file.
+        self.sha256 = file_sha256(path)
         return path
 
     @classmethod
