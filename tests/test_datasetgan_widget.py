@@ -106,3 +106,31 @@ def test_labelling_flow(make_napari_viewer, qtbot, tiny_generator, tmp_path, art
     assert prov["classifier_sha256"] == widget.classifier.sha256
     assert widget.last_result["seeds"] == prov["seeds"]
     viewer.window._qt_window.grab().save(str(artifacts_dir / "datasetgan_generated.png"))
+
+
+def test_train_generator_in_widget_shows_previews(make_napari_viewer, qtbot, tmp_path, artifacts_dir):
+    import SimpleITK as sitk
+
+    from napari_synthseg.widgets.datasetgan_widget import TRAINING, DatasetGanWidget
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 255, (40, 40), dtype=np.uint8)), str(folder / f"{i}.png"))
+    viewer = make_napari_viewer()
+    viewer.window._qt_window.resize(1400, 1000)
+    widget = DatasetGanWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="DatasetGAN", area="right")
+    assert widget.train("", "") is None  # nothing chosen: one-line error
+    widget.train_size_combo.setCurrentText("32")
+    widget.train_steps_spin.setValue(2)
+    widget.train_width_spin.setValue(4)
+    out = tmp_path / "G.safetensors"
+    assert widget.train(str(folder), str(out)) is not None
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert out.exists() and widget.generator is not None
+    assert "2 steps" in widget.generator_info.text()
+    preview = viewer.layers[TRAINING]
+    assert preview.data.shape == (64, 128) and preview.metadata["step"] == 2
+    viewer.window._qt_window.grab().save(str(artifacts_dir / "datasetgan_training_preview.png"))

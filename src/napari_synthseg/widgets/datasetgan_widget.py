@@ -16,7 +16,6 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -28,6 +27,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -35,18 +35,22 @@ from qtpy.QtWidgets import (
 
 from ..errors import SynthsegError
 from ..utils.progress import CancelToken
-from ._common import report_error, run_in_thread, show_info
+from ._common import ProgressRelay, report_error, run_in_thread, show_info
 
 SAMPLES = "DatasetGAN samples"
 LABELS = "DatasetGAN labels"
 PREDICTION = "DatasetGAN prediction"
 UNCERTAINTY = "DatasetGAN uncertainty (JSD)"
+TRAINING = "DatasetGAN training preview"
 
 
-class _ProgressBridge(QObject):
-    """Carries progress from the worker thread to the UI thread (queued signal)."""
-
-    changed = Signal(int, int, str)
+def _pair(a: QWidget, b: QWidget) -> QWidget:
+    box = QWidget()
+    row = QHBoxLayout(box)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(a)
+    row.addWidget(b)
+    return box
 
 
 class DatasetGanWidget(QWidget):
@@ -64,8 +68,9 @@ class DatasetGanWidget(QWidget):
         self._worker = None
         self.busy = False
         self.last_result = None
-        self._bridge = _ProgressBridge()
-        self._bridge.changed.connect(self._on_progress)
+        self._bridge = ProgressRelay()
+        self._bridge.progress.connect(self._on_progress)
+        self._bridge.preview.connect(self._on_preview)
 
         # generator
         self.generator_edit = QLineEdit()
@@ -85,13 +90,36 @@ class DatasetGanWidget(QWidget):
         row.addWidget(load)
         gl.addLayout(row)
         gl.addWidget(self.generator_info)
+        # Training a generator here is for small runs and previews; long runs belong in the CLI.
+        self.train_images_edit = QLineEdit()
+        self.train_images_edit.setPlaceholderText("folder of training images (same size)")
+        self.train_out_edit = QLineEdit()
+        self.train_out_edit.setPlaceholderText("new generator .safetensors")
+        self.train_size_combo = QComboBox()
+        self.train_size_combo.addItems(["32", "64", "128", "256"])
+        self.train_size_combo.setCurrentText("64")
+        self.train_steps_spin = QSpinBox()
+        self.train_steps_spin.setRange(1, 1_000_000)
+        self.train_steps_spin.setValue(2000)
+        self.train_width_spin = QSpinBox()
+        self.train_width_spin.setRange(4, 512)
+        self.train_width_spin.setValue(32)
+        train_btn = QPushButton("Train generator (previews as it goes)")
+        train_btn.clicked.connect(lambda: self.train(self.train_images_edit.text(), self.train_out_edit.text()))
+        tf = QFormLayout()
+        tf.addRow("Images", self.train_images_edit)
+        tf.addRow("Size / steps", _pair(self.train_size_combo, self.train_steps_spin))
+        tf.addRow("Widest layer", self.train_width_spin)
+        tf.addRow("Save as", self.train_out_edit)
+        tf.addRow(train_btn)
+        gl.addLayout(tf)
 
         # samples and classes
         self.n_spin = QSpinBox()
         self.n_spin.setRange(1, 256)
         self.n_spin.setValue(8)
         self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin.setRange(0, 99_999_999)
         self.trunc_spin = QDoubleSpinBox()
         self.trunc_spin.setRange(0.0, 1.5)
         self.trunc_spin.setSingleStep(0.05)
@@ -167,7 +195,15 @@ class DatasetGanWidget(QWidget):
         self.cancel_btn.setEnabled(False)
         self.cancel_btn.clicked.connect(self.cancel)
 
-        layout = QVBoxLayout(self)
+        # A scroll area, so a short viewer window scrolls the controls instead of squashing them.
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
         for box in (gbox, sbox, fbox, obox):
             layout.addWidget(box)
         row = QHBoxLayout()
@@ -224,7 +260,7 @@ class DatasetGanWidget(QWidget):
 
         self._worker = run_in_thread(
             func, *args, on_done=finish, on_error=fail,
-            progress=self._bridge.changed.emit, cancel=self._cancel, **kwargs,
+            progress=self._bridge.progress.emit, cancel=self._cancel, **kwargs,
         )
         return self._worker
 
@@ -239,6 +275,50 @@ class DatasetGanWidget(QWidget):
             self.load_generator(path)
 
     # ----------------------------------------------------------------------------- generator
+    def train(self, images: str, out: str):
+        """Train a generator off the UI thread; previews (fixed seeds) update an image layer."""
+        from ..datasetgan.generator import GanConfig
+        from ..datasetgan.train import TrainConfig, load_image_folder, train_generator
+
+        try:
+            if not images.strip() or not out.strip():
+                raise SynthsegError("choose a folder of training images and a file to save the generator to")
+            size = int(self.train_size_combo.currentText())
+            gan = GanConfig(size=size, z_dim=64, w_dim=64, channel_max=self.train_width_spin.value())
+            tc = TrainConfig(steps=self.train_steps_spin.value(), batch_size=8, preview_every=50,
+                             checkpoint_every=250)
+        except SynthsegError as exc:
+            report_error(exc)
+            return None
+        preview = self._bridge.preview.emit
+
+        def work(progress=None, cancel=None):
+            data = load_image_folder(images, size, cancel=cancel)
+            return train_generator(data, out, gan, tc, progress=progress, cancel=cancel, preview=preview)
+
+        def done(result):
+            self.status.setText(f"trained {result.steps} steps ({result.images_per_second:.1f} images/s)")
+            self.load_generator(str(result.generator_path))
+
+        try:
+            return self._start(work, done)
+        except SynthsegError as exc:
+            report_error(exc)
+            return None
+
+    def _on_preview(self, step: int, images) -> None:
+        n, h, w = images.shape
+        cols = min(n, 4)
+        rows = (n + cols - 1) // cols
+        grid = np.zeros((rows * h, cols * w), np.uint8)
+        for i, img in enumerate(images):
+            grid[(i // cols) * h : (i // cols + 1) * h, (i % cols) * w : (i % cols + 1) * w] = img
+        if TRAINING in self.viewer.layers:
+            self.viewer.layers[TRAINING].data = grid
+        else:
+            self.viewer.add_image(grid, name=TRAINING, colormap="gray", contrast_limits=(0, 255))
+        self.viewer.layers[TRAINING].metadata["step"] = step
+
     def load_generator(self, path: str) -> None:
         from ..datasetgan.train import load_generator
 
