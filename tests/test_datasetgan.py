@@ -311,6 +311,20 @@ def test_sample_and_generate_folders(trained, tmp_path):
         assert lab.shape == img.shape == (32, 32) and set(np.unique(lab)) <= {0, 1}
     assert len(list((tmp_path / "pairs" / "images").iterdir())) == 4
 
+    # A labelled folder written in one go (what the widget saves) reads back the same.
+    from napari_synthseg.datasetgan.sampling import write_labelled_samples
+
+    lab = np.zeros((32, 32), np.int64)
+    lab[3:9, 4:20] = 2
+    folder = write_labelled_samples(gen, [5, 6, 7], {6: lab}, tmp_path / "lab", 0.9, ("bg", "a", "b"))
+    back = read_labelled_samples(folder, gen)
+    assert back.seeds == [6] and back.class_names == ("bg", "a", "b") and back.truncation_psi == 0.9
+    np.testing.assert_array_equal(back.labels[0], lab)
+    png = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "sample_000007.png")))
+    np.testing.assert_array_equal(png, sample_images(gen.module, [7], truncation_psi=0.9)[0])
+    with pytest.raises(SynthsegError, match="not among the samples"):
+        write_labelled_samples(gen, [5], {9: lab}, tmp_path / "lab2", 0.9)
+
     # Samples from another generator are refused.
     other = tmp_path / "G2.safetensors"
     train_generator(images_from_array(_toy_images(seed=2)), other, GanConfig(**TINY),

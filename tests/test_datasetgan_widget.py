@@ -91,6 +91,15 @@ def test_labelling_flow(make_napari_viewer, qtbot, tiny_generator, tmp_path, art
     viewer.reset_view()
     viewer.window._qt_window.grab().save(str(artifacts_dir / "datasetgan_labelling.png"))
 
+    # The labelled stack round-trips into the CLI's sample-folder format.
+    from napari_synthseg.datasetgan import read_labelled_samples
+
+    folder = widget.save_labelled(tmp_path / "labelled")
+    back = read_labelled_samples(folder, widget.generator)
+    assert back.seeds == [7, 8, 10] and back.class_names == ("background", "bright")
+    for seed, lab in zip(back.seeds, back.labels):
+        np.testing.assert_array_equal(lab, labels.data[widget.seeds.index(seed)])
+
     saved = widget.save_classifier(tmp_path / "C.safetensors")
     from napari_synthseg.models import file_sha256
 

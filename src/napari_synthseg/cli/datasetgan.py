@@ -52,7 +52,8 @@ def register(subparsers) -> None:
     f.add_argument("--generator", required=True)
     f.add_argument("--labels", required=True, help="sample folder holding <sample>_label.png maps")
     f.add_argument("--out", required=True, help="classifier file to write (.safetensors)")
-    f.add_argument("--classes", default="background,lung,heart,nodule", help="class names, value 0 first")
+    f.add_argument("--classes", default=None,
+                   help="class names, value 0 first (default: from samples.json, else background,lung,heart,nodule)")
     f.add_argument("--ensemble", type=int, default=5, help="ensemble members (default 5)")
     f.add_argument("--epochs", type=int, default=3)
     f.add_argument("--max-per-class", type=int, default=2000, help="pixels per class per image")
@@ -139,7 +140,13 @@ def run_sample(args) -> int:
 
 
 def run_fit(args) -> int:
-    from ..datasetgan.classifier import FitConfig, PixelClassifierConfig, fit_ensemble, save_classifier
+    from ..datasetgan.classifier import (
+        DEFAULT_CLASSES,
+        FitConfig,
+        PixelClassifierConfig,
+        fit_ensemble,
+        save_classifier,
+    )
     from ..datasetgan.features import feature_channels
     from ..datasetgan.sampling import read_labelled_samples
     from ..datasetgan.train import load_generator
@@ -147,11 +154,14 @@ def run_fit(args) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise SynthsegError(f"output folder does not exist: {out.parent}")
-    classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
-    if len(classes) < 2:
-        raise SynthsegError("--classes needs at least two names (background first)")
     gen = load_generator(args.generator)
     labelled = read_labelled_samples(args.labels, gen)
+    if args.classes:
+        classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
+    else:
+        classes = labelled.class_names or DEFAULT_CLASSES
+    if len(classes) < 2:
+        raise SynthsegError("--classes needs at least two names (background first)")
     ensemble, provenance = fit_ensemble(
         gen.module,
         labelled.seeds,

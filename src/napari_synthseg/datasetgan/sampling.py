@@ -108,6 +108,51 @@ def write_samples(
     return Path(out)
 
 
+def write_labelled_samples(
+    generator: LoadedModel,
+    seeds: list[int],
+    labels: dict[int, np.ndarray],
+    out: str | Path,
+    truncation_psi: float,
+    class_names=None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a sample folder with label maps for some seeds (what the widget's labels hold).
+
+    Same layout as :func:`write_samples` plus ``sample_<seed>_label.png``, so
+    ``synthseg datasetgan fit --labels`` reproduces a fit done in napari.
+    """
+    G: Generator = generator.module  # type: ignore[assignment]
+    seeds = [int(s) for s in seeds]
+    unknown = sorted(set(labels) - set(seeds))
+    if unknown:
+        raise SynthsegError(f"labels for seeds {unknown} that are not among the samples")
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        files = []
+        for seed in seeds:
+            name = f"sample_{seed:06d}.png"
+            _write_2d(sample_images(G, [seed], truncation_psi)[0], tmp / name)
+            files.append(name)
+            if seed in labels:
+                lab = np.asarray(labels[seed])
+                if lab.max(initial=0) > 255:
+                    raise SynthsegError(f"label value {int(lab.max())} does not fit an 8-bit PNG label map")
+                _write_2d(lab.astype(np.uint8), tmp / f"sample_{seed:06d}_label.png")
+        manifest = {
+            "kind": "datasetgan samples for labelling",
+            "generator_sha256": generator.sha256,
+            "image_size": G.config.size,
+            "truncation_psi": truncation_psi,
+            "seeds": seeds,
+            "files": files,
+            "class_names": list(class_names) if class_names else None,
+            "time": _now(),
+            "labels": "full label maps <image stem>_label.png (value k = class k, 0 = background)",
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return Path(out)
+
+
 @dataclass
 class LabelledSamples:
     seeds: list[int]
@@ -115,6 +160,7 @@ class LabelledSamples:
     names: list[str]
     truncation_psi: float
     generator_sha256: str
+    class_names: tuple | None = None
 
 
 def _find_label(folder: Path, stem: str) -> Path | None:
@@ -155,8 +201,10 @@ def read_labelled_samples(folder: str | Path, generator: LoadedModel | None = No
         seeds.append(int(seed))
         labels.append(arr.astype(np.int64))
         names.append(path.name)
+    classes = manifest.get("class_names")
     return LabelledSamples(
-        seeds, labels, names, float(manifest.get("truncation_psi", 1.0)), manifest.get("generator_sha256", "")
+        seeds, labels, names, float(manifest.get("truncation_psi", 1.0)), manifest.get("generator_sha256", ""),
+        tuple(classes) if classes else None,
     )
 
 
@@ -246,5 +294,6 @@ __all__ = [
     "predict_seed",
     "read_labelled_samples",
     "sample_images",
+    "write_labelled_samples",
     "write_samples",
 ]

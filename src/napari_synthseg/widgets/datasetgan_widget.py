@@ -157,6 +157,8 @@ class DatasetGanWidget(QWidget):
         accept_btn.clicked.connect(lambda: self.accept_prediction())
         save_btn = QPushButton("Save classifier…")
         save_btn.clicked.connect(self._save_classifier_dialog)
+        save_labels_btn = QPushButton("Save labelled samples…")
+        save_labels_btn.clicked.connect(self._save_labelled_dialog)
         fbox = QGroupBox("3. Classifier ensemble")
         ff = QFormLayout(fbox)
         ff.addRow("Members", self.ensemble_spin)
@@ -164,6 +166,7 @@ class DatasetGanWidget(QWidget):
         ff.addRow(self.fit_btn)
         ff.addRow(accept_btn)
         ff.addRow(save_btn)
+        ff.addRow(save_labels_btn)
 
         # generate
         self.m_spin = QSpinBox()
@@ -484,6 +487,27 @@ class DatasetGanWidget(QWidget):
         # Copy the very file that was hashed, so generated data's provenance names this file.
         shutil.copyfile(self._classifier_file, path)
         return Path(path)
+
+    def save_labelled(self, folder: str | Path) -> Path:
+        """Write the stack and its labelled slices as a sample folder (``datasetgan fit --labels``)."""
+        from ..datasetgan.sampling import write_labelled_samples
+
+        gen = self._need_generator()
+        labels = self._layer(LABELS)
+        if labels is None:
+            raise SynthsegError("sample images first")
+        maps = {self.seeds[i]: np.asarray(labels.data[i]) for i in self.labelled_indices()}
+        psi = float(labels.metadata.get("truncation_psi", 1.0))
+        return write_labelled_samples(gen, self.seeds, maps, folder, psi, self.class_names())
+
+    def _save_labelled_dialog(self) -> None:
+        folder = QFileDialog.getSaveFileName(self, "New folder for the labelled samples", "labelled_samples")[0]
+        if folder:
+            try:
+                self.save_labelled(folder)
+                show_info(f"saved {len(self.labelled_indices())} labelled samples to {Path(folder).name}")
+            except SynthsegError as exc:
+                report_error(exc)
 
     def _save_classifier_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save classifier", "classifier.safetensors", "safetensors (*.safetensors)")
