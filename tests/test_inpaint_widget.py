@@ -79,3 +79,37 @@ def test_inpaint_widget_trains_a_model(make_napari_viewer, qtbot, tmp_path):
     assert read_model_info(tmp_path / "m.safetensors")["provenance"]["steps"] == 2
     assert widget.method_combo.currentData() == "file"
     assert widget.model_edit.text() == str(tmp_path / "m.safetensors")
+
+
+@pytest.mark.gui
+def test_accepted_sample_becomes_a_scene_record(make_napari_viewer, qtbot, shared_data, tmp_path, artifacts_dir):
+    from napari_synthseg.render import render_scene
+    from napari_synthseg.scene import Scene
+    from napari_synthseg.widgets.inpaint_widget import InpaintWidget
+    from napari_synthseg.widgets.lesion_editor import LesionEditorWidget
+
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(shared_data / "cxr/node21/c3883.mha"), plugin="napari-synthseg")
+    editor = LesionEditorWidget(viewer)
+    editor.folder_edit.setText(str(tmp_path / "scene"))
+    editor.new_scene_from_layer()
+    layer.visible = False
+    mask = np.zeros(editor.mask_layer.data.shape, np.uint8)
+    mask[500:540, 300:340] = 1
+    editor.mask_layer.data = mask
+    widget = InpaintWidget(viewer)
+    widget.image_combo.setCurrentText("synthetic")
+    widget.mask_combo.setCurrentText("lesion mask")
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("biharmonic"))
+    widget.samples_spin.setValue(1)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.samples is not None, timeout=120_000)
+    sample = widget.samples[0]
+    assert widget.accept(0) is not None
+    [record] = editor.scene.lesions
+    assert record.kind == "removal" and record.source["type"] == "inpaint"
+    np.testing.assert_array_equal(editor.renderer.image, sample)
+    np.testing.assert_array_equal(render_scene(Scene.open(tmp_path / "scene")).image, sample)
+    assert editor.renderer.labels.max() == 0
+    editor.undo()
+    assert editor.scene.lesions == []

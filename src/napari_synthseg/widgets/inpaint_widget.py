@@ -3,8 +3,9 @@
 Thin: all work is :func:`napari_synthseg.inpaint.inpaint_samples`, run off the UI thread with
 progress and cancel. The samples appear side by side (each shifted right by one image width)
 as image layers; their arrays stay in :attr:`InpaintWidget.samples` with the request that made
-them in :attr:`InpaintWidget.last_request`, so a caller (the scene) can turn the accepted one into
-a lesion record: set :attr:`InpaintWidget.on_accept` to ``callback(index, array, request)``.
+them in :attr:`InpaintWidget.last_request`. "Accept" stores the chosen one as a record of the
+Lesion editor's scene (``lesions.accept``); a caller can instead set
+:attr:`InpaintWidget.on_accept` to ``callback(index, array, request)``.
 The "Train a model" group runs :func:`napari_synthseg.inpaint.train_inpainter` in a worker with
 the same progress bar and Cancel button (cancel keeps a resumable checkpoint).
 """
@@ -350,8 +351,47 @@ class InpaintWidget(QWidget):
             report_error(SynthsegError("run the inpainting first, then pick a sample to accept"))
             return None
         arr = self.samples[index]
-        if self.on_accept is None:
-            show_info(f"sample {index} selected; accepting into a scene is not wired here yet")
-        else:
-            self.on_accept(index, arr, dict(self.last_request, seed=self.last_request["seed"] + index))
+        request = dict(self.last_request, seed=self.last_request["seed"] + index)
+        if self.on_accept is not None:
+            self.on_accept(index, arr, request)
+            return arr
+        try:
+            record = self._accept_into_scene(index, arr, request)
+        except SynthsegError as exc:
+            report_error(exc)
+            return None
+        show_info(f"sample {index} stored in the scene as {record.id} ({record.kind})")
         return arr
+
+    def _accept_into_scene(self, index: int, sample: np.ndarray, request: Dict[str, Any]):
+        """Default accept: a record in the lesion editor's scene (see lesions.accept)."""
+        from ..lesions.accept import accept_fill_sample
+        from ..models import file_sha256
+        from ._common import scene_editor
+
+        editor = scene_editor(self.viewer)
+        if editor is None or editor.scene is None:
+            raise SynthsegError("open a scene in the Lesion editor first: accepted samples become scene records")
+        scene = editor.scene
+        layer = self.viewer.layers[request["image_layer"]] if request["image_layer"] in self.viewer.layers else None
+        source = ((layer.metadata or {}).get("synthseg") or {}).get("source_paths") if layer is not None else None
+        same_image = layer is editor.image_layer or (
+            source is not None and [str(Path(p).resolve()) for p in source] == scene.source.paths
+        )
+        if not same_image:
+            raise SynthsegError(
+                f"the samples were made on '{request['image_layer']}', not on the scene's image; "
+                "inpaint the editor's 'synthetic' layer (or the scene's source image)"
+            )
+        mask = np.asarray(request["mask"], bool)
+        fill_mask = None
+        if request["mode"] == "outpaint":
+            from ..inpaint.masks import mask_bbox, outpaint_mask
+
+            fill_mask = outpaint_mask(mask.shape, mask_bbox(mask), request["margin"])
+        model = str(request["model"])
+        provenance = {"model": model, "seed": int(request["seed"]), "sample": int(index),
+                      "texture": float(request.get("texture", 0.0))}
+        if Path(model).is_file():
+            provenance["model_sha256"] = file_sha256(model)
+        return accept_fill_sample(scene, sample, mask, request["mode"], provenance, fill_mask=fill_mask)
