@@ -10,6 +10,7 @@ fit      peak RSS and wall time of fitting the classifier ensemble on 16 labelle
          128 and 256 px, each in a fresh subprocess; reference: the official DatasetGAN's
          layout (all pixels' features of all labelled images in RAM as float32), measured at
          128 px and computed at 256 px.
+fewshot  train on k = 2, 4, 8 labelled samples, test on 8 other labelled samples (both methods).
 quality  leave-one-out mIoU per class over N labelled generator samples: DatasetGAN ensemble
          vs a small U-Net trained on the same labelled images in the same run. The "hand"
          labels are a classical proxy, NOT a radiologist's: lung = the project's CXR lung-field
@@ -206,16 +207,13 @@ def fit_unet(images: np.ndarray, labels: np.ndarray, n_classes: int, iters: int,
     return net.eval()
 
 
-def bench_quality(generator_path: Path, n: int, epochs: int, ensemble: int, unet_iters: int,
-                  max_per_class: int = 2000, truncation: float = 0.7) -> dict:
-    from napari_synthseg.datasetgan import FitConfig, PixelClassifierConfig, fit_ensemble, load_generator
-    from napari_synthseg.datasetgan.classifier import predict_features
-    from napari_synthseg.datasetgan.features import image_and_features
+NAMES = ("background", "lung", "nodule-proxy")
+
+
+def labelled_samples(G, n: int, truncation: float):
+    """The first n seeds whose samples get proxy labels with all classes present."""
     from napari_synthseg.datasetgan.sampling import sample_images
 
-    gen = load_generator(generator_path)
-    G = gen.module
-    names = ("background", "lung", "nodule-proxy")
     seeds, images, labels, rejected = [], [], [], 0
     seed = 0
     while len(seeds) < n and seed < 20 * n:
@@ -230,7 +228,56 @@ def bench_quality(generator_path: Path, n: int, epochs: int, ensemble: int, unet
         seed += 1
     if len(seeds) < n:
         raise SystemExit(f"only {len(seeds)} generator samples gave proxy labels")
-    images, labels = np.stack(images), np.stack(labels)
+    return seeds, np.stack(images), np.stack(labels), rejected
+
+
+def bench_fewshot(generator_path: Path, train_sizes=(2, 4, 8), n_test: int = 8, epochs: int = 3,
+                  ensemble: int = 5, unet_iters: int = 400, truncation: float = 0.7) -> dict:
+    """Train on the first k labelled samples, test on n_test fixed other ones."""
+    from napari_synthseg.datasetgan import FitConfig, PixelClassifierConfig, fit_ensemble, load_generator
+    from napari_synthseg.datasetgan.classifier import predict_features
+    from napari_synthseg.datasetgan.features import image_and_features
+
+    G = load_generator(generator_path).module
+    kmax = max(train_sizes)
+    seeds, images, labels, _ = labelled_samples(G, kmax + n_test, truncation)
+    test = list(range(kmax, kmax + n_test))
+    K = len(NAMES)
+    out = {}
+    for k in train_sizes:
+        train = list(range(k))
+        ens, _ = fit_ensemble(G, [seeds[j] for j in train], [labels[j] for j in train], NAMES,
+                              truncation_psi=truncation,
+                              config=PixelClassifierConfig(in_features=0, ensemble_size=ensemble),
+                              fit=FitConfig(epochs=epochs, seed=k))
+        net = fit_unet(images[train], labels[train], K, unet_iters, seed=k)
+        inter = {m: np.zeros(K) for m in ("datasetgan", "unet")}
+        union = {m: np.zeros(K) for m in ("datasetgan", "unet")}
+        for i in test:
+            _, feats = image_and_features(G, seeds[i], truncation)
+            pred_dg = predict_features(ens, feats).labels
+            with torch.no_grad():
+                x = torch.from_numpy(images[i : i + 1]).float().div(127.5).sub(1).unsqueeze(1)
+                pred_un = net(x).argmax(1)[0].numpy()
+            for m, pred in (("datasetgan", pred_dg), ("unet", pred_un)):
+                for c in range(K):
+                    inter[m][c] += np.sum((pred == c) & (labels[i] == c))
+                    union[m][c] += np.sum((pred == c) | (labels[i] == c))
+        out[k] = {m: (inter[m] / np.maximum(union[m], 1)).tolist() for m in inter}
+        print(f"  few-shot k={k}: " + ", ".join(f"{m} {np.round(v, 3).tolist()}" for m, v in out[k].items()), flush=True)
+    return {"classes": NAMES, "n_test": n_test, "iou": out}
+
+
+def bench_quality(generator_path: Path, n: int, epochs: int, ensemble: int, unet_iters: int,
+                  max_per_class: int = 2000, truncation: float = 0.7) -> dict:
+    from napari_synthseg.datasetgan import FitConfig, PixelClassifierConfig, fit_ensemble, load_generator
+    from napari_synthseg.datasetgan.classifier import predict_features
+    from napari_synthseg.datasetgan.features import image_and_features
+
+    gen = load_generator(generator_path)
+    G = gen.module
+    names = NAMES
+    seeds, images, labels, rejected = labelled_samples(G, n, truncation)
     K = len(names)
     inter = {m: np.zeros(K) for m in ("datasetgan", "unet")}
     union = {m: np.zeros(K) for m in ("datasetgan", "unet")}
@@ -267,7 +314,7 @@ def bench_quality(generator_path: Path, n: int, epochs: int, ensemble: int, unet
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--parts", default="speed,fit,quality")
+    ap.add_argument("--parts", default="speed,fit,fewshot,quality")
     ap.add_argument("--generator", type=Path)
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=3)
@@ -315,6 +362,15 @@ def main() -> None:
         ma, mb = np.mean(q["iou"]["datasetgan"]), np.mean(q["iou"]["unet"])
         print(f"| mean | | {ma:.3f} | {mb:.3f} | {ma / max(mb, 1e-9):.2f} |")
         print(f"time for all folds: DatasetGAN {q['seconds']['datasetgan']:.0f} s, U-Net {q['seconds']['unet']:.0f} s")
+    if "fewshot" in parts and args.generator:
+        fs = bench_fewshot(args.generator, unet_iters=args.unet_iters, epochs=args.epochs, ensemble=args.ensemble)
+        results["fewshot"] = fs
+        print(f"\ntrain on k labelled samples, test on {fs['n_test']} other labelled samples (IoU)")
+        print("| k | " + " | ".join(f"{c} DatasetGAN | {c} U-Net" for c in fs["classes"]) + " |")
+        print("|---|" + "---|---|" * len(fs["classes"]))
+        for k, r in fs["iou"].items():
+            cells = " | ".join(f"{a:.3f} | {b:.3f}" for a, b in zip(r["datasetgan"], r["unet"]))
+            print(f"| {k} | {cells} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=float))
 
