@@ -311,6 +311,17 @@ def test_sample_and_generate_folders(trained, tmp_path):
         assert lab.shape == img.shape == (32, 32) and set(np.unique(lab)) <= {0, 1}
     assert len(list((tmp_path / "pairs" / "images").iterdir())) == 4
 
+    # The same pairs as an nnU-Net v2 raw dataset.
+    root = tmp_path / "Dataset501_Gen"
+    prov_nn = generate_pairs(gen, clf, 4, root, start_seed=100, drop_fraction=0.5, fmt="png", layout="nnunet")
+    assert prov_nn["seeds"] == prov["seeds"]
+    dataset = json.loads((root / "dataset.json").read_text())
+    assert dataset["labels"] == {"dark": 0, "bright": 1} and dataset["numTraining"] == 4
+    assert dataset["file_ending"] == ".png" and dataset["channel_names"] == {"0": "CXR"}
+    cases = sorted(p.name[: -len(".png")] for p in (root / "labelsTr").iterdir())
+    assert sorted(p.name for p in (root / "imagesTr").iterdir()) == [f"{c}_0000.png" for c in cases]
+    assert [f"gen_{s:07d}" for s in prov["seeds"]] == cases
+
     # A labelled folder written in one go (what the widget saves) reads back the same.
     from napari_synthseg.datasetgan.sampling import write_labelled_samples
 

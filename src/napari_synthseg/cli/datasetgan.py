@@ -66,6 +66,8 @@ def register(subparsers) -> None:
     g.add_argument("--n", type=int, required=True)
     g.add_argument("--out", required=True, help="folder to create")
     g.add_argument("--format", choices=["png", "nifti"], default="png")
+    g.add_argument("--layout", choices=["plain", "nnunet"], default="plain",
+                   help="plain: images/ + labels/; nnunet: an nnU-Net v2 raw dataset (name --out DatasetXXX_Name)")
     g.add_argument("--drop", type=float, default=0.1, help="fraction of most uncertain candidates to drop")
     g.add_argument("--start-seed", type=int, default=1_000_000)
     g.add_argument("--truncation", type=float, default=None, help="default: as the labelled samples")
@@ -197,6 +199,7 @@ def run_generate(args) -> int:
         fmt=args.format,
         overwrite=args.force,
         progress=ConsoleProgress(),
+        layout=args.layout,
     )
     print(
         f"wrote {len(prov['seeds'])} pairs to {args.out} (dropped {len(prov['dropped_seeds'])} most uncertain); "

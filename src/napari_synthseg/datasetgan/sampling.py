@@ -227,8 +227,14 @@ def generate_pairs(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    layout: str = "plain",
+    channel_name: str = "CXR",
 ) -> dict:
     """Generate ``n`` labelled pairs, dropping the most uncertain candidates.
+
+    ``layout="plain"`` writes ``images/`` and ``labels/``; ``layout="nnunet"`` makes ``out`` an
+    nnU-Net v2 raw dataset (``imagesTr/<case>_0000<ext>``, ``labelsTr/<case><ext>``,
+    ``dataset.json`` with the classifier's classes), ready for ``nnUNetv2_plan_and_preprocess``.
 
     ``ceil(n / (1 - drop_fraction))`` candidates are drawn; the ``drop_fraction`` with the
     highest mean Jensen-Shannon divergence across the ensemble are discarded (DatasetGAN keeps
@@ -241,6 +247,8 @@ def generate_pairs(
         raise SynthsegError(f"drop fraction must be in [0, 1), got {drop_fraction}")
     if fmt not in FORMATS:
         raise SynthsegError(f"unknown format {fmt!r}; use {' or '.join(FORMATS)}")
+    if layout not in ("plain", "nnunet"):
+        raise SynthsegError(f"unknown layout {layout!r}; use plain or nnunet")
     check_pair(generator, classifier)
     G: Generator = generator.module  # type: ignore[assignment]
     ens: PixelEnsemble = classifier.module  # type: ignore[assignment]
@@ -284,8 +292,35 @@ def generate_pairs(
             "classifier_training_seeds": classifier.provenance.get("seeds", []),
             "time": _now(),
         }
+        if layout == "nnunet":
+            _to_nnunet_layout(tmp, kept, ext, cfg.class_names, channel_name, provenance)
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2))
     return provenance
+
+
+def _to_nnunet_layout(root: Path, seeds: list[int], ext: str, class_names, channel_name: str, provenance: dict) -> None:
+    """Move plain pairs into nnU-Net v2's raw layout and write its dataset.json."""
+    (root / "imagesTr").mkdir()
+    (root / "labelsTr").mkdir()
+    pairs = []
+    for seed in seeds:
+        case = f"gen_{seed:07d}"
+        (root / "images" / f"{case}{ext}").rename(root / "imagesTr" / f"{case}_0000{ext}")
+        (root / "labels" / f"{case}{ext}").rename(root / "labelsTr" / f"{case}{ext}")
+        pairs.append({"image": f"imagesTr/{case}_0000{ext}", "label": f"labelsTr/{case}{ext}"})
+    (root / "images").rmdir()
+    (root / "labels").rmdir()
+    dataset = {
+        "channel_names": {"0": channel_name},
+        "labels": {name: k for k, name in enumerate(class_names)},
+        "numTraining": len(seeds),
+        "file_ending": ext,
+        "name": root.name,
+        "description": "DatasetGAN generated pairs (napari-synthseg); provenance in provenance.json",
+    }
+    (root / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    provenance["pairs"] = pairs
+    provenance["layout"] = "nnunet"
 
 
 __all__ = [
