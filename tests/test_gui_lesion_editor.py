@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("napari")
+
+from napari_synthseg.widgets._common import viewer_camera  # noqa: E402
+
 pytestmark = pytest.mark.gui
 
 
@@ -135,6 +138,6 @@ def test_ct_scene_in_3d(make_napari_viewer, shared_data, tmp_path, artifacts_dir
     assert widget.scene.lesion_ids == ["L0001"]
     assert (widget.renderer.labels[40] == 1).any()
     viewer.dims.set_point(0, float(widget.image_layer.data_to_world((40, 0, 0))[0]))
-    viewer.camera.center = tuple(widget.image_layer.data_to_world((40, 250, 150))[1:])
-    viewer.camera.zoom = 4
+    viewer_camera(viewer).center = tuple(widget.image_layer.data_to_world((40, 250, 150))[1:])
+    viewer_camera(viewer).zoom = 4
     _shot(viewer, artifacts_dir / "editor_ct_nodule.png")

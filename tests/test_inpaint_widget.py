@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_synthseg.widgets._common import viewer_camera
+
 from napari_synthseg.inpaint.masks import blob_mask
 from napari_synthseg.io import read_image
 
@@ -44,10 +46,10 @@ def test_inpaint_widget_samples_side_by_side(make_napari_viewer, qtbot, shared_d
     # look at the filled nodule region in the image and the three samples
     viewer.layers["lesion mask"].visible = False
     viewer.reset_view()
-    viewer.camera.center = (250, 4 * (img.shape[1] * 1.02) / 2)
+    viewer_camera(viewer).center = (250, 4 * (img.shape[1] * 1.02) / 2)
     qtbot.wait(200)
     canvas_w = viewer.window._qt_viewer.canvas.size[1] if hasattr(viewer.window._qt_viewer.canvas, "size") else 740
-    viewer.camera.zoom = 0.95 * canvas_w / (4 * img.shape[1] * 1.02)
+    viewer_camera(viewer).zoom = 0.95 * canvas_w / (4 * img.shape[1] * 1.02)
     viewer.window._qt_window.grab().save(str(artifacts_dir / "inpaint_widget.png"))
 
     # a user error (mask of another shape) is reported, not raised

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_synthseg.widgets._common import viewer_camera, viewer_grid
+
 from _disk_renderer import make_cxr_scenes, render_disks
 
 pytestmark = pytest.mark.gui
@@ -36,7 +38,7 @@ def test_qa_widget_keyboard_review_and_export(make_napari_viewer, qtbot, tmp_pat
 
     assert [layer.name for layer in viewer.layers] == [
         n for group in zip(LAYER_NAMES, OUTLINE_NAMES, TEXT_NAMES) for n in group]
-    assert viewer.grid.enabled and viewer.grid.stride == 3
+    assert viewer_grid(viewer).enabled and viewer_grid(viewer).stride == 3
     captions = list(viewer.layers["QA numbers (synthetic)"].features["text"])
     assert len(captions) == 3 and captions[0].startswith("L0001 placed\nCNR")
     expected_image, expected_labels = render_disks(Scene.open(folders[0]))
@@ -46,7 +48,7 @@ def test_qa_widget_keyboard_review_and_export(make_napari_viewer, qtbot, tmp_pat
     assert widget.lesion_list.count() == 3 and "CNR" in widget.lesion_list.item(0).text()
     # Jumping to a lesion centres the camera on it (world coordinates are mm).
     rec = Scene.open(folders[0]).lesions[0]
-    assert np.allclose(viewer.camera.center[-2:], rec.center_mm[::-1], atol=1.0)
+    assert np.allclose(viewer_camera(viewer).center[-2:], rec.center_mm[::-1], atol=1.0)
     qtbot.wait(200)
     viewer.window._qt_window.grab().save(str(artifacts_dir / "qa_widget_start.png"))
 

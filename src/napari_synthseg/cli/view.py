@@ -48,8 +48,9 @@ def run(args) -> int:
         viewer.add_layer(Layer.create(data, kwargs, kind))
     if len(layer_data) > 1:
         # Images from different patients live in unrelated mm spaces: show them side by side.
-        canvas = getattr(viewer, "canvas", None)  # napari >= 0.9 moved grid to the canvas
-        (canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid).enabled = True
+        from ..widgets._common import viewer_grid
+
+        viewer_grid(viewer).enabled = True
         viewer.reset_view()
     if viewer.dims.ndim == 3:  # start in the middle of the volume, not on its last slice
         viewer.dims.set_current_step(0, viewer.dims.nsteps[0] // 2)

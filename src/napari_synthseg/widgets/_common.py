@@ -59,6 +59,18 @@ class ProgressRelay(QObject):
     preview = Signal(int, object)
 
 
+def viewer_camera(viewer):
+    """The camera (napari >= 0.9 moved it to ``viewer.scene.camera``)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def viewer_grid(viewer):
+    """The grid settings (napari >= 0.9 moved them to ``viewer.canvas.grid``)."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
+
+
 # The lesion editor that owns the scene of a viewer: other widgets (inpainting, harmonization)
 # put accepted results into that scene instead of keeping a second one.
 _SCENE_EDITORS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
@@ -82,4 +94,6 @@ __all__ = [
     "show_error",
     "show_info",
     "show_warning",
+    "viewer_camera",
+    "viewer_grid",
 ]

@@ -41,7 +41,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import SynthsegError
 from ..utils.progress import CancelToken
-from ._common import ProgressRelay, report_error, run_in_thread, scene_editor, show_info
+from ._common import ProgressRelay, report_error, run_in_thread, scene_editor, show_info, viewer_camera
 
 PREVIEW = "harmonizer preview"
 REGION = "harmonizer region"
@@ -527,7 +527,7 @@ class HarmonizeWidget(QWidget):
         except (AttributeError, TypeError):  # napari < 0.6: no fit_to_view(layers=)
             extent = np.array([layer.extent.world for layer in layers])
             lo, hi = extent[:, 0].min(axis=0), extent[:, 1].max(axis=0)
-            self.viewer.camera.center = tuple((lo + hi) / 2)
+            viewer_camera(self.viewer).center = tuple((lo + hi) / 2)
 
     def accept(self, index: int):
         """Store sample ``index`` in the lesion record (the editor's render shows it)."""

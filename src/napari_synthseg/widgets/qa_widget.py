@@ -42,7 +42,7 @@ from ..qa import STATUS_COLORS, find_scenes, qa_scene
 from ..qa.review import IMAGE_QA_KEY
 from ..scene import Scene
 from ..utils.progress import CancelToken
-from ._common import ProgressRelay, report_error, run_in_thread, show_info
+from ._common import ProgressRelay, report_error, run_in_thread, show_info, viewer_camera, viewer_grid
 
 LAYER_NAMES = ("QA original", "QA synthetic", "QA difference")
 OUTLINE_NAMES = ("QA outlines (original)", "QA outlines (synthetic)", "QA outlines (difference)")
@@ -262,9 +262,9 @@ class QAWidget(QWidget):
             j = self.viewer.layers.index(name)
             if j != i:
                 self.viewer.layers.move(j, i)
-        self.viewer.grid.stride = 3
-        self.viewer.grid.shape = (1, 3)
-        self.viewer.grid.enabled = True
+        viewer_grid(self.viewer).stride = 3
+        viewer_grid(self.viewer).shape = (1, 3)
+        viewer_grid(self.viewer).enabled = True
         self._recolor()
         self.viewer.layers.selection.active = self.viewer.layers[LAYER_NAMES[1]]
         self.viewer.reset_view()
@@ -364,12 +364,12 @@ class QAWidget(QWidget):
             world = centre * np.asarray(img.scale) + np.asarray(img.translate)
             if labels.ndim == 3:
                 self.viewer.dims.set_point(0, world[0])
-            self.viewer.camera.center = tuple(world[-2:])
+            viewer_camera(self.viewer).center = tuple(world[-2:])
             # About five lesion diameters across one grid cell.
             size = max(float(extent[-2:].max()) * 5.0, 10.0)
             canvas = self.viewer.window._qt_viewer.canvas.size if hasattr(self.viewer, "window") else (600, 600)
             cell_px = max(50.0, min(canvas[0], canvas[1] / 3.0))
-            self.viewer.camera.zoom = cell_px / size
+            viewer_camera(self.viewer).zoom = cell_px / size
         m = self.qa.metrics.get(rec.id)
         size_txt = ""
         if m is not None:
