@@ -290,33 +290,30 @@ class Scene:
         for op in reversed(ops):
             self._apply_inverse(op)
 
-    def _apply_inverse(self, op: tuple) -> None:
+    def _apply(self, op: tuple, forward: bool = True) -> None:
+        """Apply a primitive op or its inverse.
+
+        Ops: ``("lesion", before, after, index)``, ``("mask", name, before, after)``,
+        ``("meta", key, before, after)``; ``None`` means absent.
+        """
         if op[0] == "lesion":
             _, before, after, index = op
-            self._apply_lesion(after, before, index)
-        elif op[0] == "mask":
-            _, name, before, _after = op
-            self._apply_mask(name, before)
-        elif op[0] == "meta":
-            _, key, before, _after = op
-            if before is None:
-                self.meta.pop(key, None)
-            else:
-                self.meta[key] = before
+            self._apply_lesion(*((before, after) if forward else (after, before)), index)
+            return
+        kind, key, before, after = op
+        value = after if forward else before
+        if kind == "mask":
+            self._apply_mask(key, value)
+        elif value is None:
+            self.meta.pop(key, None)
+        else:
+            self.meta[key] = value
+
+    def _apply_inverse(self, op: tuple) -> None:
+        self._apply(op, forward=False)
 
     def _apply_forward(self, op: tuple) -> None:
-        if op[0] == "lesion":
-            _, before, after, index = op
-            self._apply_lesion(before, after, index)
-        elif op[0] == "mask":
-            _, name, _before, after = op
-            self._apply_mask(name, after)
-        elif op[0] == "meta":
-            _, key, _before, after = op
-            if after is None:
-                self.meta.pop(key, None)
-            else:
-                self.meta[key] = after
+        self._apply(op, forward=True)
 
     def _commit_step(self, label: str, ops: list[tuple]) -> None:
         self.revision += 1
