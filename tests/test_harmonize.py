@@ -194,6 +194,33 @@ def test_harmonize_is_deterministic_per_seed(trained, arch):
     assert not np.array_equal(a[0], c[0])  # and across seeds
 
 
+@pytest.mark.parametrize("arch", ["singan", "consingan"])
+def test_add_back_bands_sum_to_the_replacement(trained, arch):
+    """coarse (GAN low band + input detail) and detail (input low band + GAN detail) split the
+    replacement's change between them: coarse + detail - input == replace, and nothing moves
+    beyond the margin."""
+    image, models = trained
+    mask = lesion(image.shape)
+    paste = image.copy()
+    paste[mask] += 300.0
+    scale = 0 if arch == "consingan" else 1
+    kw = dict(n_samples=1, seed=5, blend_margin_px=4)
+    (rep,) = harmonize(models[arch], paste, mask, scale, add_back="replace", **kw)
+    (default,) = harmonize(models[arch], paste, mask, scale, **kw)
+    (coarse,) = harmonize(models[arch], paste, mask, scale, add_back="coarse", **kw)
+    (detail,) = harmonize(models[arch], paste, mask, scale, add_back="detail", **kw)
+    # ConSinGAN keeps the input's fine detail by default (benchmarked), SinGAN replaces
+    assert np.array_equal(default, coarse if arch == "consingan" else rep)
+    p64 = paste.astype(np.float64)
+    np.testing.assert_allclose(coarse + detail.astype(np.float64) - p64, rep, atol=0.05)
+    far = ndimage.distance_transform_edt(~mask) >= 4
+    for out in (coarse, detail):
+        assert np.array_equal(out[far], paste[far])
+        assert not np.array_equal(out[mask], paste[mask])
+    with pytest.raises(SynthsegError, match="add-back"):
+        harmonize(models[arch], paste, mask, scale, add_back="paste", **kw)
+
+
 def test_training_is_deterministic_per_seed():
     image = tissue((40, 40), seed=2)
     cfg = tiny("consingan", niter=2, max_size=40)

@@ -532,6 +532,7 @@ class HarmonizeWidget(QWidget):
     def accept(self, index: int):
         """Store sample ``index`` in the lesion record (the editor's render shows it)."""
         from ..harmonize import blend_weights
+        from ..harmonize.apply import default_add_back
         from ..lesions.place import attach_overlay
 
         try:
@@ -561,7 +562,7 @@ class HarmonizeWidget(QWidget):
                 provenance={
                     "engine": model.architecture, "model_sha256": model.sha256,
                     "injection_scale": req["injection_scale"], "seed": req["seed"], "sample": int(index),
-                    "blend_margin_px": margin,
+                    "blend_margin_px": margin, "add_back": default_add_back(model),
                 },
             )
         except SynthsegError as exc:
