@@ -410,11 +410,12 @@ def test_cli_train_and_harmonize_a_scene(tmp_path, capsys):
     out_dir = tmp_path / "samples"
     assert main(["harmonize", str(scene.folder), "--lesion", record.id, "--model", str(model_path),
                  "--scale", "0", "--samples", "2", "--margin", "3", "--out-dir", str(out_dir),
-                 "--accept", "1", "--threads", "1"]) == 0
+                 "--accept", "1", "--threads", "1", "--add-back", "detail"]) == 0
     assert sorted(p.name for p in out_dir.iterdir()) == ["naive.mha", "sample_0.mha", "sample_1.mha"]
     scene = Scene.open(scene.folder)
     stored = scene.lesion(record.id)
     assert stored.params["overlay"]["injection_scale"] == 0 and stored.params["overlay"]["sample"] == 1
+    assert stored.params["overlay"]["add_back"] == "detail"
     after = render_scene(scene)
     labels = after.labels == stored.label
     far = ndimage.distance_transform_edt(~labels) >= 3
