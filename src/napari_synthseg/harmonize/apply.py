@@ -40,7 +40,7 @@ DETAIL_SIGMA_PX = 2.0
 def default_add_back(model: Harmonizer) -> str:
     """``coarse`` for ConSinGAN, ``replace`` for SinGAN.
 
-    Why (docs/benchmarks.md, "Harmonization", 4 training seeds x 10 nodules): ConSinGAN `fast`
+    Why (docs/benchmarks.md, "Harmonization", 6 training seeds x 10 nodules): ConSinGAN `fast`
     regenerates the region from its coarsest stage and its fine detail is blurred, so keeping
     the input's fine detail cuts its patch distance from 1.5x to about 1.1x the naive paste;
     for SinGAN injected near the finest scale ``replace`` is as good or better.
