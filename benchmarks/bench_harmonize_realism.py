@@ -13,7 +13,14 @@ Blend variants are computed here from the raw GAN output (no retraining):
 - ``detail``: keep the naive image and swap only its fine detail (image minus Gaussian, sigma
   2 px) for the GAN's inside the same ramp;
 - ``coarse``: keep the naive image's fine detail and take only the GAN's coarse part
-  (sigma 2 px unless a sigma is named).
+  (sigma 2 px);
+- ``original``: NODE21's add-back of the original image for radiographs: the GAN's coarse part
+  plus the fine detail of the image without the lesion (the anatomy behind it), what
+  ``harmonize(..., add_back="original")`` does and the default on CXR scenes.
+
+Also scored once per case: Poisson blending and the ablation "original add-back without a GAN"
+(the naive paste's coarse part plus the original's fine detail), which tells how much of the
+``original`` rows is the GAN's doing.
 
 Run: .venv/bin/python benchmarks/bench_harmonize_realism.py --train-seeds 0 --json out.json
      (one process per seed in parallel; then --combine a.json b.json prints the table)
@@ -35,9 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_harmonize as bh  # noqa: E402
 
 from napari_synthseg.harmonize import preset, train_harmonizer  # noqa: E402
-from napari_synthseg.harmonize.apply import _generate, _sample_seed, blend_weights  # noqa: E402
+from napari_synthseg.harmonize.apply import DETAIL_SIGMA_PX, _generate, _sample_seed, blend_weights  # noqa: E402
 from napari_synthseg.harmonize.networks import ConSinGAN, resize  # noqa: E402
 from napari_synthseg.io import read_image  # noqa: E402
+from napari_synthseg.render.poisson import poisson_blend  # noqa: E402
 
 import os
 NITER = int(os.environ.get("BENCH_NITER", "0"))  # smoke tests only
@@ -58,26 +66,41 @@ def raw_samples(model, naive_img, scale, n, seed):
     return outs
 
 
-def blends(naive_img, mask, raw):
+def blends(naive_img, mask, raw, clean):
     r, c, h, w = bh.ROI
     base = naive_img[r : r + h, c : c + w].astype(np.float64)
+    behind = clean[r : r + h, c : c + w].astype(np.float64)
     m = mask[r : r + h, c : c + w]
+    hp = lambda a: a - ndimage.gaussian_filter(a, DETAIL_SIGMA_PX)  # noqa: E731
     out = {}
-    for name, margin, how, sigma in (("replace 12", 12, "replace", 2), ("replace 6", 6, "replace", 2),
-                                     ("detail 12", 12, "detail", 2), ("coarse 12", 12, "coarse", 2),
-                                     ("coarse 12, sigma 4", 12, "coarse", 4), ("coarse 6", 6, "coarse", 2)):
-        hp = lambda a: a - ndimage.gaussian_filter(a, sigma)  # noqa: E731
+    for name, margin, how in (("replace 12", 12, "replace"), ("replace 6", 6, "replace"),
+                              ("detail 12", 12, "detail"), ("coarse 12", 12, "coarse"),
+                              ("original 12", 12, "original"), ("original 6", 6, "original")):
         wgt = blend_weights(m, margin)
         if how == "replace":
-            reg = base + wgt * (raw - base)
+            target = raw
         elif how == "detail":
-            reg = base + wgt * (hp(raw) - hp(base))
-        else:
-            reg = base + wgt * ((raw - hp(raw)) - (base - hp(base)))
+            target = base - hp(base) + hp(raw)
+        elif how == "coarse":
+            target = raw - hp(raw) + hp(base)
+        else:  # NODE21: add back the original image (the anatomy behind the lesion)
+            target = raw - hp(raw) + hp(behind)
         img = naive_img.astype(np.float64).copy()
-        img[r : r + h, c : c + w] = reg
+        img[r : r + h, c : c + w] = base + wgt * (target - base)
         out[name] = img
     return out
+
+
+def original_without_gan(naive_img, mask, clean, margin):
+    """Ablation: the naive paste's coarse part plus the original's fine detail, no GAN."""
+    r, c, h, w = bh.ROI
+    base = naive_img[r : r + h, c : c + w].astype(np.float64)
+    behind = clean[r : r + h, c : c + w].astype(np.float64)
+    hp = lambda a: a - ndimage.gaussian_filter(a, DETAIL_SIGMA_PX)  # noqa: E731
+    wgt = blend_weights(mask[r : r + h, c : c + w], margin)
+    img = naive_img.astype(np.float64).copy()
+    img[r : r + h, c : c + w] = base + wgt * (hp(behind) - hp(base))
+    return img
 
 
 def cases(clean, pixel_mm):
@@ -97,9 +120,10 @@ def cases(clean, pixel_mm):
         mask[top : top + ph, left : left + pw] = pmask
         tumour = np.zeros(clean.shape)
         tumour[top : top + ph, left : left + pw] = proj
+        source = smooth + gain * tumour
         naive = clean.astype(np.float64).copy()
-        naive[mask] = (smooth + gain * tumour)[mask]
-        out.append((f"{name}@{cy},{cx}", naive, mask))
+        naive[mask] = source[mask]
+        out.append((f"{name}@{cy},{cx}", naive, mask, source))
         if len(out) == MAX_CASES:
             break
     return out
@@ -112,9 +136,15 @@ def run(seeds, samples, out_json, archs=("singan", "consingan"), changes=None, g
     std = float(clean[r0 : r0 + h, c0 : c0 + w].std())
     cs = cases(clean, float(cxr.spacing[0]))
     rows = []  # (method, seed, case, ratio)
-    for name, naive, mask in cs:
+    for name, naive, mask, source in cs:
         base = bh.realism(naive, mask, std)
         rows.append(("clean (floor)", -1, name, bh.realism(clean, mask, std) / base))
+        poisson = poisson_blend(clean.astype(np.float64), source, mask)
+        rows.append(("Poisson (render.poisson)", -1, name, bh.realism(poisson, mask, std) / base))
+        for margin in (12, 6):
+            abl = original_without_gan(naive, mask, clean, margin)
+            rows.append((f"ablation: original add-back {margin} without a GAN", -1, name,
+                         bh.realism(abl, mask, std) / base))
     for seed in seeds:
         for arch in archs:
             t0 = time.perf_counter()
@@ -126,14 +156,14 @@ def run(seeds, samples, out_json, archs=("singan", "consingan"), changes=None, g
             print(f"trained {arch} seed {seed} in {time.perf_counter() - t0:.0f} s", flush=True)
             n = model.n_scales
             scales = [0] if isinstance(model.module, ConSinGAN) else [n - 3, n - 2, n - 1]
-            for name, naive, mask in cs:
+            for name, naive, mask, _ in cs:
                 base = bh.realism(naive, mask, std)
                 for gain, s in [(g, s) for g in gains for s in scales]:
                     # noise gain: scale every stage's noise amplitude except the coarsest input
                     model.noise_amp = [amps0[0]] + [a * gain for a in amps0[1:]]
                     vals: dict[str, list[float]] = {}
                     for raw in raw_samples(model, naive, s, samples, 1 + seed):
-                        for bname, img in blends(naive, mask, raw).items():
+                        for bname, img in blends(naive, mask, raw, clean).items():
                             vals.setdefault(bname, []).append(bh.realism(img, mask, std))
                     label = "SinGAN fast" if arch == "singan" else "ConSinGAN fast"
                     sc = f", scale {s}/{n - 1}" if arch == "singan" else ""
@@ -186,7 +216,10 @@ def main(argv=None):
     changes = {}
     for kv in filter(None, args.changes.split(",")):
         k, v = kv.split("=")
-        changes[k] = float(v) if "." in v else int(v)
+        try:
+            changes[k] = float(v) if "." in v else int(v)
+        except ValueError:
+            changes[k] = v
     rows = run([int(s) for s in args.train_seeds.split(",")], args.samples, args.json,
                args.archs.split(","), changes, [float(g) for g in args.noise_gains.split(",")])
     table(rows)

@@ -221,6 +221,49 @@ def test_add_back_bands_sum_to_the_replacement(trained, arch):
         harmonize(models[arch], paste, mask, scale, add_back="paste", **kw)
 
 
+@pytest.mark.parametrize("arch", ["singan", "consingan"])
+def test_original_add_back_shows_the_anatomy_behind_the_lesion(trained, arch):
+    """NODE21's add-back for radiographs: the GAN's coarse part plus the fine detail of the image
+    without the lesion. It differs from ``coarse`` (input detail) by exactly the ramp times the
+    difference of the two fine bands, whatever the GAN drew; and where the naive paste wiped the
+    texture out, the original's texture comes back through the lesion."""
+    from napari_synthseg.harmonize import blend_weights
+    from napari_synthseg.harmonize.apply import DETAIL_SIGMA_PX, default_add_back
+
+    image, models = trained
+    model = models[arch]
+    mask = lesion(image.shape, radius=7)
+    paste = image.copy()
+    paste[mask] = float(image[mask].mean()) + 300.0  # a flat, textureless naive paste
+    scale = 0 if arch == "consingan" else 1
+    kw = dict(n_samples=1, seed=5, blend_margin_px=4)
+    (orig,) = harmonize(model, paste, mask, scale, add_back="original", original_image=image, **kw)
+    (coarse,) = harmonize(model, paste, mask, scale, add_back="coarse", **kw)
+    (via_ref,) = harmonize(model, paste, mask, scale, add_back="original", reference_image=image, **kw)
+    np.testing.assert_array_equal(orig, via_ref)  # the clean image is the default original
+
+    r, c, h, w = model.roi
+    sl = (slice(r, r + h), slice(c, c + w))
+    detail = lambda a: a - ndimage.gaussian_filter(a, DETAIL_SIGMA_PX)  # noqa: E731
+    weight = blend_weights(mask[sl], 4)
+    expected = weight * (detail(image[sl].astype(np.float64)) - detail(paste[sl].astype(np.float64)))
+    np.testing.assert_allclose(orig[sl].astype(np.float64) - coarse[sl], expected, atol=0.05)
+    far = ndimage.distance_transform_edt(~mask) >= 4
+    assert np.array_equal(orig[far], paste[far])
+
+    inner = ndimage.binary_erosion(mask, iterations=2)
+    true_texture = detail(image.astype(np.float64))[inner]
+    corr = lambda a: np.corrcoef(detail(a.astype(np.float64))[inner], true_texture)[0, 1]  # noqa: E731
+    assert corr(orig) > 0.8 > corr(coarse)
+
+    assert default_add_back(model, "CXR") == "original"
+    assert default_add_back(model, "MR") == ("coarse" if arch == "consingan" else "replace")
+    with pytest.raises(SynthsegError, match="image without the lesion"):
+        harmonize(model, paste, mask, scale, add_back="original", **kw)
+    with pytest.raises(SynthsegError, match="does not match"):
+        harmonize(model, paste, mask, scale, add_back="original", original_image=image[:10], **kw)
+
+
 def test_training_is_deterministic_per_seed():
     image = tissue((40, 40), seed=2)
     cfg = tiny("consingan", niter=2, max_size=40)
@@ -425,6 +468,16 @@ def test_cli_train_and_harmonize_a_scene(tmp_path, capsys):
     # What the scene renders on the lesion is the accepted sample, not a re-weighted mix of it.
     accepted = read_image(out_dir / "sample_1.mha").array.astype(np.float32)
     np.testing.assert_allclose(after.image[labels], accepted[labels], atol=0.5)
+
+    # On a radiograph the default add-back is NODE21's: the original image (the scene rendered
+    # without this lesion) is added back, and the record says so.
+    assert main(["harmonize", str(scene.folder), "--lesion", record.id, "--model", str(model_path),
+                 "--scale", "0", "--samples", "1", "--margin", "3", "--accept", "0", "--threads", "1"]) == 0
+    stored = Scene.open(scene.folder).lesion(record.id)
+    assert stored.params["overlay"]["add_back"] == "original"
+    again = render_scene(Scene.open(scene.folder)).image
+    assert np.array_equal(again[far], before[far])
+    assert not np.array_equal(again[labels], after.image[labels])
 
     # a model trained on another image is refused with one line
     other = tmp_path / "other.mha"

@@ -134,6 +134,8 @@ def test_train_harmonize_accept(setup, qtbot, artifacts_dir, monkeypatch, shared
     overlay = record.params["overlay"]
     assert overlay["engine"] == "singan" and overlay["sample"] == 1 and overlay["seed"] == 11
     assert overlay["injection_scale"] == n - 2 and overlay["blend_margin_px"] == 6
+    # "auto" on a radiograph: NODE21's add-back of the original image behind the lesion
+    assert widget.add_back_combo.currentText() == "auto" and overlay["add_back"] == "original"
     saved = list((editor.scene.folder / "harmonizers").glob("*.safetensors"))
     assert len(saved) == 1
     assert overlay["model_sha256"] == file_sha256(saved[0]) == widget.model.sha256
@@ -161,6 +163,14 @@ def test_train_harmonize_accept(setup, qtbot, artifacts_dir, monkeypatch, shared
     qtbot.waitUntil(lambda: not widget.busy, timeout=5000)
     assert widget.accept(0) is not None and not errors
     assert editor.scene.lesion(lesion_id).params["overlay"]["sample"] == 0
+
+    # A chosen add-back is used and recorded.
+    widget.add_back_combo.setCurrentText("replace")
+    worker = widget.harmonize_selected()
+    _wait(qtbot, worker)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=5000)
+    assert widget.accept(0) is not None and not errors
+    assert editor.scene.lesion(lesion_id).params["overlay"]["add_back"] == "replace"
 
 
 def test_save_load_and_clear_errors(setup, qtbot, tmp_path, shared_data, monkeypatch):

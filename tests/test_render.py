@@ -353,3 +353,19 @@ def test_accepted_fill_sample_becomes_a_record(cxr_scene, mode):
         edit_lesion(cxr_scene, record.id, size_mm=12.0)
     cxr_scene.undo()
     np.testing.assert_array_equal(renderer.image, source)
+
+
+def test_render_without_a_lesion_is_the_scene_after_deleting_it(cxr_scene, ct_nodule):
+    """What lies behind a lesion (harmonization's add-back of the original image): the scene
+    rendered without it equals the scene with it deleted, overlapping neighbours included."""
+    from napari_synthseg.render import render_without
+
+    image = cxr_scene.load_image()
+    solid = procedural_cxr_nodule(14.0, "solid", target_spacing=image.scale, seed=3)
+    keep = place_lesion(cxr_scene, solid, at_xyz=(400, 420), blend="alpha")
+    drop = place_lesion(cxr_scene, ct_nodule, at_xyz=(412, 430), blend="additive")
+    behind = render_without(cxr_scene, drop.id)
+    assert not np.array_equal(behind, render_scene(cxr_scene).image)
+    cxr_scene.remove_lesion(drop.id)
+    np.testing.assert_array_equal(behind, render_scene(cxr_scene).image)
+    assert keep.id in cxr_scene.lesion_ids

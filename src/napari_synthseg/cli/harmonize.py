@@ -47,8 +47,10 @@ def register(subparsers) -> None:
     h.add_argument("--samples", type=int, default=4)
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--margin", type=int, default=8, help="blend margin around the lesion, px")
-    h.add_argument("--add-back", choices=["replace", "coarse", "detail"], default=None,
-                   help="how the GAN output enters the blend (default: coarse for ConSinGAN, replace for SinGAN)")
+    h.add_argument("--add-back", choices=["replace", "coarse", "detail", "original"], default=None,
+                   help="how the GAN output enters the blend (default: original for radiographs, "
+                        "i.e. the GAN's coarse part plus the fine detail of the image without the "
+                        "lesion; else coarse for ConSinGAN, replace for SinGAN)")
     h.add_argument("--out-dir", help="write the samples here (sample_<k>.mha) to compare them")
     h.add_argument("--accept", type=int, help="store sample k (0-based) in the lesion record")
     h.add_argument("--threads", type=int)
@@ -114,6 +116,7 @@ def run_harmonize(args) -> int:
     from ..harmonize.apply import default_add_back
     from ..io import write_image
     from ..lesions.place import attach_overlay
+    from ..render import render_without
     from ..scene import Scene
 
     _threads(args.threads)
@@ -127,9 +130,11 @@ def run_harmonize(args) -> int:
         raise SynthsegError("harmonization works on 2D scenes")
     if not mask.any():
         raise SynthsegError(f"lesion {args.lesion} has no pixels inside the image")
+    add_back = args.add_back or default_add_back(model, source.modality)
+    original = render_without(scene, args.lesion) if add_back == "original" else None
     samples = harmonize(
         model, naive, mask, args.scale, args.samples, args.seed, args.margin,
-        reference_image=source.array, add_back=args.add_back,
+        reference_image=source.array, add_back=add_back, original_image=original,
     )
     if args.out_dir:
         out_dir = Path(args.out_dir)
@@ -152,7 +157,7 @@ def run_harmonize(args) -> int:
             provenance={
                 "engine": model.architecture, "model_sha256": model.sha256, "injection_scale": args.scale,
                 "seed": args.seed, "sample": k, "blend_margin_px": args.margin,
-                "add_back": args.add_back or default_add_back(model),
+                "add_back": add_back,
             },
         )
         print(f"lesion {args.lesion}: stored sample {k} ({model.architecture}, scale {args.scale}, seed {args.seed})")

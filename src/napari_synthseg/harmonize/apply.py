@@ -31,20 +31,28 @@ __all__ = [
 ]
 
 
-ADD_BACK = ("replace", "coarse", "detail")
+ADD_BACK = ("replace", "coarse", "detail", "original")
 # px; the split between "coarse" and "fine detail" for add_back (the paste edge and the lung
 # texture of a 0.13 mm/px CXR live below it)
 DETAIL_SIGMA_PX = 2.0
 
 
-def default_add_back(model: Harmonizer) -> str:
-    """``coarse`` for ConSinGAN, ``replace`` for SinGAN.
+def default_add_back(model: Harmonizer, modality: Optional[str] = None) -> str:
+    """``original`` for radiographs, else ``coarse`` for ConSinGAN and ``replace`` for SinGAN.
 
-    Why (docs/benchmarks.md, "Harmonization", 6 training seeds x 10 nodules): ConSinGAN `fast`
-    regenerates the region from its coarsest stage and its fine detail is blurred, so keeping
-    the input's fine detail cuts its patch distance from 1.5x to about 1.1x the naive paste;
-    for SinGAN injected near the finest scale ``replace`` is as good or better.
+    Why (docs/benchmarks.md, "Harmonization", several training seeds x 10 nodules): a
+    radiograph is a projection, so a real nodule adds its attenuation to the anatomy along the
+    beam and that anatomy's fine texture stays visible through it; NODE21 therefore adds the
+    original image back after harmonizing. With ``original`` both engines beat the naive paste
+    for every trained model. Elsewhere (an MR or CT slice, where a lesion displaces tissue, or
+    a removal, where the original holds the lesion) there is no such add-back: ConSinGAN
+    `fast` regenerates the region from its coarsest stage and its fine detail is blurred, so
+    keeping the input's fine detail (``coarse``) cuts its patch distance from 1.5x to about
+    1.1x the naive paste; for SinGAN injected near the finest scale ``replace`` is as good or
+    better.
     """
+    if modality is not None and str(modality).upper() in ("CXR", "CR", "DX", "XR"):
+        return "original"
     return "coarse" if isinstance(model.module, ConSinGAN) else "replace"
 
 
@@ -136,6 +144,7 @@ def harmonize(
     blend_margin_px: int = 8,
     reference_image: Optional[np.ndarray] = None,
     add_back: Optional[str] = None,
+    original_image: Optional[np.ndarray] = None,
 ) -> list[np.ndarray]:
     """Harmonize a naively pasted lesion; the image changes only inside the blend margin.
 
@@ -159,13 +168,19 @@ def harmonize(
     reference_image : ndarray, optional
         The clean training image; when given, it must hash to the model's training image.
         Otherwise the region outside the lesion is compared with the model's fingerprint.
-    add_back : {"replace", "coarse", "detail"}, optional
+    add_back : {"replace", "coarse", "detail", "original"}, optional
         How the GAN output enters, always weighted by the blend ramp; default
         ``default_add_back(model)``. ``replace``: the GAN
-        image replaces the input (NODE21). ``coarse``: only the GAN's coarse part (Gaussian,
+        image replaces the input. ``coarse``: only the GAN's coarse part (Gaussian,
         sigma ``DETAIL_SIGMA_PX``) replaces the input's, the input's fine detail (the real
         tissue texture in the margin) is added back. ``detail``: the reverse, only the GAN's
-        fine detail replaces the input's.
+        fine detail replaces the input's. ``original`` (NODE21's add-back of the original
+        image, for radiographs): the GAN's coarse part plus the fine detail of
+        ``original_image``, the image without this lesion, so the anatomy behind the lesion
+        shows through it as it does on a real projection radiograph.
+    original_image : ndarray, optional
+        The image without this lesion (other lesions in place), for ``add_back="original"``;
+        default ``reference_image``.
 
     Returns
     -------
@@ -184,6 +199,19 @@ def harmonize(
     if add_back not in ADD_BACK:
         raise SynthsegError(f"unknown add-back {add_back!r}; use one of {', '.join(ADD_BACK)}")
     _check(model, image, mask, margin, reference_image)
+    original = None
+    if add_back == "original":
+        original = original_image if original_image is not None else reference_image
+        if original is None:
+            raise SynthsegError(
+                "add-back 'original' needs the image without the lesion; pass original_image "
+                "(or reference_image) or choose another add-back"
+            )
+        original = np.asarray(original)
+        if original.shape != image.shape:
+            raise SynthsegError(
+                f"the original image {original.shape} does not match the image {image.shape}"
+            )
     n = model.n_scales
     if isinstance(model.module, ConSinGAN):
         if injection_scale != 0:
@@ -200,6 +228,8 @@ def harmonize(
     weights = blend_weights(mask[r : r + h, c : c + w], margin)
     inside = weights > 0
     base = region.astype(np.float64)
+    if original is not None:
+        original_detail = _detail(original[r : r + h, c : c + w].astype(np.float64))
     outputs = []
     for k in range(int(n_samples)):
         g = torch.Generator(device=dev).manual_seed(_sample_seed(seed, k))
@@ -207,7 +237,9 @@ def harmonize(
             out = _generate(model, naive, injection_scale, g).float()
             out = resize(out, (h, w))
         out = model.denormalize(out[0, 0].cpu().numpy()).astype(np.float64)
-        if add_back != "replace":
+        if add_back == "original":
+            out = out - _detail(out) + original_detail
+        elif add_back != "replace":
             out = _mix_bands(out, base, coarse_from_gan=add_back == "coarse")
         blended = base[inside] + weights[inside] * (out[inside] - base[inside])
         result = image.copy()
@@ -215,6 +247,11 @@ def harmonize(
         sub[inside] = _cast(blended, image.dtype)
         outputs.append(result)
     return outputs
+
+
+def _detail(image: np.ndarray) -> np.ndarray:
+    """The fine band: the image minus its Gaussian (sigma ``DETAIL_SIGMA_PX``)."""
+    return image - ndimage.gaussian_filter(image, DETAIL_SIGMA_PX)
 
 
 def _mix_bands(gan: np.ndarray, base: np.ndarray, coarse_from_gan: bool) -> np.ndarray:

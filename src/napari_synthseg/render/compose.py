@@ -142,6 +142,9 @@ class SceneRenderer:
     without_overlay : set of str
         Lesion ids rendered without their stored overlay (re-harmonizing starts again from the
         naive placement, not from the last result).
+    without_lesions : set of str
+        Lesion ids left out of the render (the image "behind" a lesion, for harmonization's
+        add-back of the original image).
     """
 
     def __init__(
@@ -150,8 +153,10 @@ class SceneRenderer:
         follow: bool = True,
         cache: PatchCache | None = None,
         without_overlay: frozenset[str] | set[str] = frozenset(),
+        without_lesions: frozenset[str] | set[str] = frozenset(),
     ) -> None:
         self.scene = scene
+        self.without_lesions = frozenset(without_lesions)
         self.source = scene.load_image()
         self.spacing = self.source.scale
         self.base = np.asarray(self.source.array, dtype=np.float32)
@@ -202,13 +207,16 @@ class SceneRenderer:
         np.copyto(self.image, self.base)
         self.labels[...] = 0
         full = tuple(slice(0, n) for n in self.base.shape)
-        for record in self.scene.lesions:
+        for record in self._rendered():
             composite(self.image, self.labels, full, self.placed(record), self.spacing)
         self.last_region = full
 
+    def _rendered(self) -> list[LesionRecord]:
+        return [rec for rec in self.scene.lesions if rec.id not in self.without_lesions]
+
     def render_region(self, region: Box) -> Box:
         """Recompute ``region`` (grown to a closed set of lesion boxes); returns the final box."""
-        boxes = [(rec, self.placed(rec)) for rec in self.scene.lesions]
+        boxes = [(rec, self.placed(rec)) for rec in self._rendered()]
         grown = True
         while grown:
             grown = False
@@ -256,6 +264,11 @@ class SceneRenderer:
 
     def result(self) -> RenderResult:
         return RenderResult(image=self.image, labels=self.labels, source=self.source)
+
+
+def render_without(scene: Scene, lesion_id: str) -> np.ndarray:
+    """The scene's image (float32) rendered without lesion ``lesion_id``: what lies behind it."""
+    return np.array(SceneRenderer(scene, follow=False, without_lesions={lesion_id}).image)
 
 
 def render_scene(scene: Scene) -> RenderResult:

@@ -48,6 +48,7 @@ REGION = "harmonizer region"
 NAIVE = "harmonize naive"
 OUTLINE = "harmonize lesion outline"
 REGIONS = ("around selected lesion", "whole image")
+ADD_BACK_CHOICES = ("auto", "original", "coarse", "replace", "detail")
 
 
 def _spin(lo: int, hi: int, value: int, tip: str = "", suffix: str = "") -> QSpinBox:
@@ -149,6 +150,13 @@ class HarmonizeWidget(QWidget):
         self.samples_spin = _spin(1, 16, 4)
         self.seed_spin = _spin(0, 2**31 - 1, 0)
         self.margin_spin = _spin(0, 128, 8, "ramp around the lesion where the result is blended in", " px")
+        self.add_back_combo = QComboBox()
+        self.add_back_combo.addItems(ADD_BACK_CHOICES)
+        self.add_back_combo.setToolTip(
+            "how the GAN output enters the blend. auto: 'original' on radiographs (the GAN's coarse "
+            "part plus the fine detail of the image without the lesion, NODE21's add-back), else "
+            "'coarse' for ConSinGAN and 'replace' for SinGAN"
+        )
         self.harmonize_button = QPushButton("Harmonize selected lesion")
         self.harmonize_button.clicked.connect(self.harmonize_selected)
         self.accept_spin = _spin(0, 0, 0)
@@ -164,6 +172,7 @@ class HarmonizeWidget(QWidget):
         form.addRow("Samples", self.samples_spin)
         form.addRow("Seed", self.seed_spin)
         form.addRow("Blend margin", self.margin_spin)
+        form.addRow("Add-back", self.add_back_combo)
         form.addRow(self.harmonize_button)
         row = QHBoxLayout()
         row.addWidget(self.accept_spin)
@@ -424,6 +433,8 @@ class HarmonizeWidget(QWidget):
     def harmonize_selected(self):
         """Harmonize the editor's selected lesion in a worker thread (None on a user error)."""
         from ..harmonize import harmonize
+        from ..harmonize.apply import default_add_back
+        from ..render import render_without
 
         if self.busy:
             return None
@@ -437,10 +448,14 @@ class HarmonizeWidget(QWidget):
             naive, mask = self._naive(editor.scene, lesion_id)
             if not mask.any():
                 raise SynthsegError(f"lesion {lesion_id} has no pixels inside the image")
+            add_back = self.add_back_combo.currentText()
+            if add_back == "auto":
+                add_back = default_add_back(self.model, editor.renderer.source.modality)
+            original = render_without(editor.scene, lesion_id) if add_back == "original" else None
         except SynthsegError as exc:
             report_error(exc)
             return None
-        request = dict(scene=editor.scene, lesion_id=lesion_id, model=self.model,
+        request = dict(scene=editor.scene, lesion_id=lesion_id, model=self.model, add_back=add_back,
                        injection_scale=self.scale_spin.value(), n_samples=self.samples_spin.value(),
                        seed=self.seed_spin.value(), margin=self.margin_spin.value(), naive=naive,
                        mask=mask, image_layer=editor.image_layer)
@@ -458,7 +473,8 @@ class HarmonizeWidget(QWidget):
 
         self._worker = run_in_thread(
             harmonize, self.model, naive, mask, request["injection_scale"], request["n_samples"],
-            request["seed"], request["margin"], reference_image=source, on_done=done, on_error=failed,
+            request["seed"], request["margin"], reference_image=source, add_back=add_back,
+            original_image=original, on_done=done, on_error=failed,
         )
         return self._worker
 
@@ -532,7 +548,6 @@ class HarmonizeWidget(QWidget):
     def accept(self, index: int):
         """Store sample ``index`` in the lesion record (the editor's render shows it)."""
         from ..harmonize import blend_weights
-        from ..harmonize.apply import default_add_back
         from ..lesions.place import attach_overlay
 
         try:
@@ -562,7 +577,7 @@ class HarmonizeWidget(QWidget):
                 provenance={
                     "engine": model.architecture, "model_sha256": model.sha256,
                     "injection_scale": req["injection_scale"], "seed": req["seed"], "sample": int(index),
-                    "blend_margin_px": margin, "add_back": default_add_back(model),
+                    "blend_margin_px": margin, "add_back": req["add_back"],
                 },
             )
         except SynthsegError as exc:
