@@ -257,6 +257,7 @@ def test_original_add_back_shows_the_anatomy_behind_the_lesion(trained, arch):
     assert corr(orig) > 0.8 > corr(coarse)
 
     assert default_add_back(model, "CXR") == "original"
+    assert default_add_back(model, "CXR", "removal") == default_add_back(model, "MR") != "original"
     assert default_add_back(model, "MR") == ("coarse" if arch == "consingan" else "replace")
     with pytest.raises(SynthsegError, match="image without the lesion"):
         harmonize(model, paste, mask, scale, add_back="original", **kw)

@@ -130,7 +130,7 @@ def run_harmonize(args) -> int:
         raise SynthsegError("harmonization works on 2D scenes")
     if not mask.any():
         raise SynthsegError(f"lesion {args.lesion} has no pixels inside the image")
-    add_back = args.add_back or default_add_back(model, source.modality)
+    add_back = args.add_back or default_add_back(model, source.modality, record.kind)
     original = render_without(scene, args.lesion) if add_back == "original" else None
     samples = harmonize(
         model, naive, mask, args.scale, args.samples, args.seed, args.margin,

@@ -37,8 +37,11 @@ ADD_BACK = ("replace", "coarse", "detail", "original")
 DETAIL_SIGMA_PX = 2.0
 
 
-def default_add_back(model: Harmonizer, modality: Optional[str] = None) -> str:
-    """``original`` for radiographs, else ``coarse`` for ConSinGAN and ``replace`` for SinGAN.
+def default_add_back(model: Harmonizer, modality: Optional[str] = None, kind: Optional[str] = None) -> str:
+    """``original`` for lesions added to radiographs, else ``coarse`` (ConSinGAN) or ``replace``.
+
+    ``modality`` is the image's (``CXR`` ...); ``kind`` the lesion record's (a ``removal`` never
+    adds the original back: the original holds the lesion being removed).
 
     Why (docs/benchmarks.md, "Harmonization", several training seeds x 10 nodules): a
     radiograph is a projection, so a real nodule adds its attenuation to the anatomy along the
@@ -51,7 +54,7 @@ def default_add_back(model: Harmonizer, modality: Optional[str] = None) -> str:
     1.1x the naive paste; for SinGAN injected near the finest scale ``replace`` is as good or
     better.
     """
-    if modality is not None and str(modality).upper() in ("CXR", "CR", "DX", "XR"):
+    if kind != "removal" and modality is not None and str(modality).upper() in ("CXR", "CR", "DX", "XR"):
         return "original"
     return "coarse" if isinstance(model.module, ConSinGAN) else "replace"
 

@@ -450,7 +450,8 @@ class HarmonizeWidget(QWidget):
                 raise SynthsegError(f"lesion {lesion_id} has no pixels inside the image")
             add_back = self.add_back_combo.currentText()
             if add_back == "auto":
-                add_back = default_add_back(self.model, editor.renderer.source.modality)
+                kind = editor.scene.lesion(lesion_id).kind
+                add_back = default_add_back(self.model, editor.renderer.source.modality, kind)
             original = render_without(editor.scene, lesion_id) if add_back == "original" else None
         except SynthsegError as exc:
             report_error(exc)
