@@ -151,6 +151,80 @@ def test_lesion_mode_needs_masks(train_dir, tmp_path):
                         train_config=TrainConfig(steps=1, batch=1, crop=32))
 
 
+def test_hole_losses_match_numpy_references():
+    from napari_synthseg.inpaint.train import hole_loss
+
+    rng = np.random.default_rng(11)
+    pred = rng.normal(size=(3, 1, 16, 16)).astype(np.float32)
+    target = rng.normal(size=(3, 1, 16, 16)).astype(np.float32)
+    hole = np.zeros((3, 1, 16, 16), np.float32)
+    hole[0, 0, 2:6, 2:6] = 1
+    hole[1, 0, 4:14, 3:9] = 1
+    hole[2, 0, 0:2, 0:16] = 1
+    h = hole > 0
+    d = pred - target
+    t = [torch.from_numpy(a) for a in (pred, target, hole)]
+    assert float(hole_loss("l1", *t)) == pytest.approx(np.abs(d[h]).mean(), rel=1e-5)
+    assert float(hole_loss("mse", *t)) == pytest.approx((d[h] ** 2).mean(), rel=1e-5)
+    # psnr: every crop counts by its own relative error, not by its share of the pixels
+    per = [np.mean(d[i][h[i]] ** 2) for i in range(3)]
+    assert float(hole_loss("psnr", *t)) == pytest.approx(np.mean(np.log(np.array(per) + 1e-6)),
+                                                          rel=1e-5)
+    with pytest.raises(SynthsegError, match="unknown hole loss"):
+        hole_loss("ssim", *t)
+
+
+def test_nodule_samples_are_centred_blobs_in_the_lung(tmp_path):
+    """Nodule-shaped holes: radius range per 1024 px, centred in the allowed region."""
+    from napari_synthseg.inpaint.data import CropSampler, load_training_images
+
+    rng = np.random.default_rng(2)
+    arr = (100 + 20 * rng.standard_normal((512, 512))).astype(np.float32)
+    organ = np.zeros(arr.shape, np.uint8)
+    organ[100:400, 60:200] = 1  # the only region where centres may fall (after erosion)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "org").mkdir()
+    _write(arr, tmp_path / "img" / "a.mha")
+    _write(organ, tmp_path / "org" / "a.mha")
+    items = load_training_images([tmp_path / "img"], organ_dir=tmp_path / "org",
+                                 nodule_centres=True)
+    c = items[0].centres[0]
+    assert c.any() and not (c & (organ == 0)).any()
+    s = CropSampler(items, 64, ("healthy",), nodule_prob=1.0, nodule_radius=(10.0, 20.0),
+                    outpaint_prob=0.0, seed=3)
+    for _ in range(10):
+        smp = s.sample()
+        hole = smp.hole > 0
+        assert smp.mode == 0 and smp.image.shape == (64, 64)
+        # 512-px image: 10-20 px per 1024 -> 5-10 px radius; lobulation changes the area a bit
+        r_eq = np.sqrt(hole.sum() / np.pi)
+        assert 3.5 < r_eq < 12.0
+        cy, cx = np.argwhere(hole).mean(axis=0)
+        assert abs(cy - 32) < 24 and abs(cx - 32) < 24
+        ys, xs = np.nonzero(hole)
+        # one connected blob, not strokes or a box
+        assert (ys.max() - ys.min()) < 30 and (xs.max() - xs.min()) < 30
+
+
+def test_cli_train_records_new_options(train_dir, tmp_path):
+    model = tmp_path / "n.safetensors"
+    rc = cli_main(["train-inpainter", "--images", str(train_dir / "images"), "--out", str(model),
+                   "--steps", "2", "--size", "32", "--batch", "2", "--channels", "8",
+                   "--bottleneck", "16", "--blocks", "1", "--hole-loss", "psnr",
+                   "--nodule-prob", "1", "--nodule-radius", "30", "60", "--grad-weight", "0",
+                   "--ring-weight", "0", "--intensity-jitter", "0.2",
+                   "--val-images", str(train_dir / "images" / "img0.mha")])
+    assert rc == 0
+    prov = read_model_info(model)["provenance"]
+    tc = prov["train_config"]
+    assert tc["hole_loss"] == "psnr" and tc["nodule_prob"] == 1.0
+    assert list(tc["nodule_radius"]) == [30.0, 60.0] and tc["intensity_jitter"] == 0.2
+    assert "val_nodule_psnr_db" in prov["metrics"]
+    assert cli_main(["train-inpainter", "--images", str(train_dir / "images"), "--out",
+                     str(tmp_path / "bad.safetensors"), "--steps", "1", "--size", "32",
+                     "--nodule-prob", "1.5"]) == 2
+
+
 # ---------------------------------------------------------------- inference contract
 def test_outside_mask_unchanged_native_range(tiny_model):
     rng = np.random.default_rng(1)

@@ -37,6 +37,21 @@ def register(subparsers) -> None:
     t.add_argument("--fm-weight", type=float, default=0.0, help="feature-matching loss weight")
     t.add_argument("--adv-start", type=int, default=0, help="step at which adversarial terms start")
     t.add_argument("--grad-weight", type=float, default=0.5, help="gradient L1 weight")
+    t.add_argument("--ring-weight", type=float, default=0.1,
+                   help="L1 weight on a 4-px ring around the hole (default 0.1)")
+    t.add_argument("--hole-loss", default="l1", choices=["l1", "mse", "psnr"],
+                   help="loss in the hole: l1 (default), mse, or psnr (mean per-crop log MSE, "
+                        "what a PSNR benchmark rewards)")
+    t.add_argument("--nodule-prob", type=float, default=0.0,
+                   help="fraction of healthy samples with a nodule-sized blob hole centred in "
+                        "the crop, in aerated lung on 2D CXRs (default 0)")
+    t.add_argument("--nodule-radius", type=float, nargs=2, default=(6.0, 25.0),
+                   metavar=("MIN", "MAX"),
+                   help="radius range of those blobs, px per 1024 px of image height (default 6 25)")
+    t.add_argument("--half-scale-prob", type=float, default=0.0,
+                   help="fraction of nodule samples from the image averaged 2x2 (default 0)")
+    t.add_argument("--intensity-jitter", type=float, default=0.0,
+                   help="random gamma exp(U(-j, j)) per crop (default 0 = off)")
     t.add_argument("--lesion-prob", type=float, default=0.5,
                    help="fraction of lesion-fill samples when the model has that mode")
     t.add_argument("--outpaint-prob", type=float, default=0.1,
@@ -109,6 +124,10 @@ def run_train(args) -> int:
     tc = TrainConfig(steps=args.steps, batch=args.batch, crop=args.size, lr=args.lr,
                      adv_weight=args.adv_weight, fm_weight=args.fm_weight,
                      adv_start=args.adv_start, grad_weight=args.grad_weight, seed=args.seed,
+                     ring_weight=args.ring_weight, hole_loss=args.hole_loss,
+                     nodule_prob=args.nodule_prob, nodule_radius=tuple(args.nodule_radius),
+                     half_scale_prob=args.half_scale_prob,
+                     intensity_jitter=args.intensity_jitter,
                      lesion_prob=args.lesion_prob, outpaint_prob=args.outpaint_prob,
                      checkpoint_every=args.checkpoint_every, threads=args.threads)
     out = train_inpainter(args.images, args.out, masks_dir=args.masks, organ_dir=args.organ_masks,

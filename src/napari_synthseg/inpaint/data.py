@@ -18,7 +18,7 @@ from scipy import ndimage as ndi
 
 from ..errors import SynthsegError
 from ..io import is_supported_path, read_image
-from .masks import box_mask, dilate, random_training_mask
+from .masks import blob_mask, box_mask, dilate, random_training_mask
 from .network import MODES
 from .normalize import Normalizer
 from .prior import prior_fill
@@ -36,6 +36,8 @@ class TrainImage:
     organ: Optional[np.ndarray] = None
     sha256: str = ""
     lesion_slices: List[int] = field(default_factory=list)
+    #: (z, y, x) where nodule-shaped training holes may be centred (None: anywhere)
+    centres: Optional[np.ndarray] = None
 
 
 def _stem(p: Path) -> str:
@@ -77,16 +79,43 @@ def list_image_files(folder: str | Path, exclude: Sequence[str] = ()) -> List[Pa
     return files
 
 
+def aerated_lung_centres(image: np.ndarray, organ: Optional[np.ndarray] = None) -> np.ndarray:
+    """Pixels of a 2D CXR where a nodule-sized healthy-lung hole may be centred.
+
+    The lung fields (``organ`` if given, else the package's classical CXR lung mask) eroded by
+    30 px per 1024 px of height, keeping pixels whose 41-px local mean is darker than the lung
+    median: aerated lung rather than hila, heart border or rib crossings. This is the rule
+    benchmarks/bench_inpaint.py uses to place its test holes, so the training holes come from the
+    same distribution (on other images). Falls back to the whole image if the mask fails.
+    """
+    from ..constraints.cxr_lungs import cxr_lung_mask
+
+    img = np.asarray(image, np.float32)
+    f = img.shape[0] / 1024.0
+    try:
+        lungs = organ.astype(bool) if organ is not None else cxr_lung_mask(img)
+        lungs = ndi.binary_erosion(lungs, iterations=max(1, int(30 * f)))
+    except (SynthsegError, ValueError):
+        lungs = np.zeros(img.shape, bool)
+    if lungs.sum() < 0.02 * lungs.size:
+        return np.ones(img.shape, bool)
+    local = ndi.uniform_filter(img, max(3, int(41 * f)))
+    dark = lungs & (local <= np.median(img[lungs]))
+    return dark if dark.any() else lungs
+
+
 def load_training_images(
     images: Sequence[str | Path],
     masks_dir: Optional[str | Path] = None,
     organ_dir: Optional[str | Path] = None,
     exclude: Sequence[str] = (),
+    nodule_centres: bool = False,
 ) -> List[TrainImage]:
     """Read every image in the given folders/files, with lesion and organ masks matched by name.
 
     A mask matches ``NAME.ext`` if it is called ``NAME[_mask|_seg|_label|_lesion].*`` in
-    ``masks_dir`` (lesions) or ``organ_dir`` (allowed region for holes).
+    ``masks_dir`` (lesions) or ``organ_dir`` (allowed region for holes). With
+    ``nodule_centres``, 2D images also get :func:`aerated_lung_centres` (CXR only).
     """
     files: List[Path] = []
     for item in images:
@@ -115,6 +144,11 @@ def load_training_images(
             setattr(item, attr, m)
         if item.lesion is not None:
             item.lesion_slices = [int(z) for z in np.flatnonzero(item.lesion.any(axis=(1, 2)))]
+        if nodule_centres and arr.shape[0] == 1:
+            c = aerated_lung_centres(arr[0], None if item.organ is None else item.organ[0])
+            if item.lesion is not None:
+                c &= ~dilate(item.lesion[0], 30)
+            item.centres = c[None] if c.any() else None
         out.append(item)
     return out
 
@@ -134,7 +168,9 @@ class CropSampler:
     def __init__(self, items: List[TrainImage], crop: int, modes: Sequence[str],
                  context_slices: int = 0, lesion_prob: float = 0.5, outpaint_prob: float = 0.15,
                  percentiles=(1.0, 99.0), seed: int = 0, config=None,
-                 pushpull_mix: float = 0.2) -> None:
+                 pushpull_mix: float = 0.2, nodule_prob: float = 0.0,
+                 nodule_radius=(6.0, 25.0), half_scale_prob: float = 0.0,
+                 intensity_jitter: float = 0.0) -> None:
         self.items = [it for it in items if min(it.array.shape[1:]) >= 16]
         if not self.items:
             raise SynthsegError("all training images are smaller than 16 pixels")
@@ -148,6 +184,12 @@ class CropSampler:
         self.config = config
         self.pushpull_mix = pushpull_mix
         self.lesion_items = [i for i, it in enumerate(self.items) if it.lesion_slices]
+        self.nodule_prob = float(nodule_prob)
+        self.nodule_radius = tuple(float(r) for r in nodule_radius)
+        self.half_scale_prob = float(half_scale_prob)
+        self.intensity_jitter = float(intensity_jitter)
+        self._centre_idx = [None if it.centres is None else np.flatnonzero(it.centres.ravel())
+                            for it in self.items]
 
     def _crop_at(self, item: TrainImage, z: int, r0: int, c0: int, s: int):
         nz = item.array.shape[0]
@@ -171,6 +213,9 @@ class CropSampler:
         u = rng.uniform()
         if self.lesion_items and u < self.lesion_prob:
             return self._lesion_sample()
+        if (self.nodule_prob > 0 and u >= self.lesion_prob + self.outpaint_prob
+                and rng.uniform() < self.nodule_prob):
+            return self._nodule_sample()
         item = self.items[int(rng.integers(len(self.items)))]
         nz, h, w = item.array.shape
         s = min(self.crop, h, w)
@@ -192,6 +237,40 @@ class CropSampler:
                     allowed = None
             hole = random_training_mask((s, s), rng, allowed=allowed)
         return self._finish(img, nb, hole, mode, rng)
+
+    def _nodule_sample(self) -> Sample:
+        """A healthy hole shaped and sized like a nodule, centred (with jitter) in the crop.
+
+        Radii are ``nodule_radius`` pixels per 1024 px of image height; with probability
+        ``half_scale_prob`` the crop is taken from the image averaged 2 x 2 (a 512-px radiograph
+        of the same anatomy, hole radii halved).
+        """
+        rng = self.rng
+        i = int(rng.integers(len(self.items)))
+        item = self.items[i]
+        nz, h, w = item.array.shape
+        f = 2 if (self.half_scale_prob > 0 and rng.uniform() < self.half_scale_prob
+                  and min(h, w) >= 2 * self.crop) else 1
+        s = min(self.crop, h // f, w // f)
+        idx = self._centre_idx[i]
+        if idx is not None:
+            z, cy, cx = np.unravel_index(int(idx[int(rng.integers(len(idx)))]), item.centres.shape)
+        else:
+            z, cy, cx = int(rng.integers(nz)), int(rng.integers(h)), int(rng.integers(w))
+        radius = rng.uniform(*self.nodule_radius) * (h / 1024.0) / f
+        radius = float(min(max(radius, 2.0), 0.3 * s))
+        span = s * f
+        jy, jx = rng.normal(0, s / 10, 2) * f
+        r0 = int(np.clip(round(cy + jy - span / 2), 0, h - span))
+        c0 = int(np.clip(round(cx + jx - span / 2), 0, w - span))
+        img, nb, _, _ = self._crop_at(item, int(z), r0, c0, span)
+        if f > 1:
+            img = img.reshape(s, f, s, f).mean(axis=(1, 3))
+            nb = [n.reshape(s, f, s, f).mean(axis=(1, 3)) for n in nb]
+        centre = (float(np.clip((cy - r0) / f, radius, s - radius)),
+                  float(np.clip((cx - c0) / f, radius, s - radius)))
+        hole = blob_mask((s, s), rng, radius=radius, centre=centre)
+        return self._finish(img, nb, hole, 0, rng)
 
     def _lesion_sample(self) -> Sample:
         rng = self.rng
@@ -215,6 +294,9 @@ class CropSampler:
     def _finish(self, img, nb, hole, mode, rng) -> Sample:
         if rng.uniform() < 0.5:  # left-right flip: anatomy is roughly mirror-symmetric
             img, hole, nb = img[:, ::-1], hole[:, ::-1], [n[:, ::-1] for n in nb]
+        if self.intensity_jitter > 0:
+            # a monotone gamma on the crop's own range: other exposures and detector curves
+            img, nb = self._gamma(img, nb, rng)
         norm = Normalizer.from_context(img, hole, self.percentiles)
         x = np.clip(norm.forward(self._pad(np.ascontiguousarray(img))), -6, 6)
         nbs = [np.clip(norm.forward(self._pad(np.ascontiguousarray(n))), -6, 6) for n in nb]
@@ -225,6 +307,17 @@ class CropSampler:
         if self.config is not None and rng.uniform() >= self.pushpull_mix:
             coarse = prior_fill(x, hole_p, mode, self.config)
         return Sample(x, hole_p.astype(np.float32), mode, nb_arr, coarse)
+
+    def _gamma(self, img, nb, rng):
+        lo, hi = float(img.min()), float(img.max())
+        if not hi > lo:
+            return img, nb
+        g = float(np.exp(rng.uniform(-1, 1) * self.intensity_jitter))
+
+        def tf(a):
+            return (lo + (hi - lo) * np.clip((a - lo) / (hi - lo), 0, 1) ** g).astype(np.float32)
+
+        return tf(img), [tf(n) for n in nb]
 
     def batch(self, n: int):
         """(image, hole, mode, neighbours, coarse, has_coarse) as arrays with a batch axis.

@@ -48,9 +48,15 @@ class TrainConfig:
     lr : float
         Adam learning rate of the generator (the discriminator uses the same); cosine decay to
         10 % over ``steps``.
+    hole_loss : str
+        Reconstruction loss in the hole: ``l1`` (pooled over the batch; converges to the
+        conditional median), ``mse`` (pooled; the conditional mean, what PSNR rewards) or
+        ``psnr`` (the mean over samples of the log of each sample's hole MSE: exactly the
+        benchmark's mean per-case PSNR, independent of each crop's intensity scale).
     hole_weight, ring_weight, grad_weight : float
-        Weights of L1 in the hole, L1 on the hole's 4-pixel ring (only matters for the
-        push-pull seam; the composite copies known pixels) and gradient L1 in the hole.
+        Weights of the hole loss, L1 on the hole's 4-pixel ring (identically zero with
+        :class:`InpaintNet`, whose output copies the known pixels; kept for networks that do
+        not) and gradient L1 in the hole.
     adv_weight, fm_weight : float
         PatchGAN hinge generator loss and feature-matching weights; 0 disables the
         discriminator (faster, higher PSNR, less diverse samples).
@@ -58,6 +64,17 @@ class TrainConfig:
         Step at which the adversarial terms switch on (reconstruction first).
     lesion_prob, outpaint_prob : float
         Fractions of lesion-fill and outpaint samples (when the model has those modes).
+    nodule_prob : float
+        Fraction of the remaining (healthy) samples whose hole is a nodule-sized blob centred
+        in the crop, in aerated lung on 2D CXRs (see :func:`.data.aerated_lung_centres`);
+        the rest get random strokes, boxes and blobs anywhere.
+    nodule_radius : (float, float)
+        Radius range of those blobs, pixels per 1024 px of image height.
+    half_scale_prob : float
+        Fraction of nodule samples taken from the image averaged 2 x 2 (lower-resolution
+        radiographs).
+    intensity_jitter : float
+        Random gamma ``exp(U(-j, j))`` on each crop (0 = off).
     seed : int
         Seeds the crops, holes, noise and initial weights.
     checkpoint_every : int
@@ -70,6 +87,7 @@ class TrainConfig:
     batch: int = 8
     crop: int = 128
     lr: float = 1e-3
+    hole_loss: str = "l1"
     hole_weight: float = 1.0
     ring_weight: float = 0.1
     grad_weight: float = 0.5
@@ -78,6 +96,10 @@ class TrainConfig:
     adv_start: int = 0
     lesion_prob: float = 0.5
     outpaint_prob: float = 0.1
+    nodule_prob: float = 0.0
+    nodule_radius: tuple = (6.0, 25.0)
+    half_scale_prob: float = 0.0
+    intensity_jitter: float = 0.0
     seed: int = 0
     checkpoint_every: int = 500
     threads: int = 0
@@ -85,6 +107,33 @@ class TrainConfig:
 
 def _masked_l1(a, b, w):
     return (torch.abs(a - b) * w).sum() / w.sum().clamp_min(1.0)
+
+
+HOLE_LOSSES = ("l1", "mse", "psnr")
+
+
+def _masked_mse(a, b, w):
+    return (((a - b) ** 2) * w).sum() / w.sum().clamp_min(1.0)
+
+
+def _log_mse_per_sample(a, b, w):
+    """Mean over samples of ln(hole MSE): 10/ln(10) of it is minus the mean per-sample PSNR
+    (up to a constant), so every sample counts by its relative error, as in the benchmark."""
+    se = (((a - b) ** 2) * w).flatten(1).sum(1)
+    n = w.flatten(1).sum(1)
+    keep = n > 0
+    return torch.log(se[keep] / n[keep] + 1e-6).mean()
+
+
+def hole_loss(name: str, pred, target, hole):
+    """The reconstruction term of :class:`TrainConfig` ``hole_loss`` (see there)."""
+    if name == "l1":
+        return _masked_l1(pred, target, hole)
+    if name == "mse":
+        return _masked_mse(pred, target, hole)
+    if name == "psnr":
+        return _log_mse_per_sample(pred, target, hole)
+    raise SynthsegError(f"unknown hole loss {name!r}; choose {', '.join(HOLE_LOSSES)}")
 
 
 def _grad_l1(pred, target, w):
@@ -189,6 +238,13 @@ def train_inpainter(
         ``out``.
     """
     tc = train_config or TrainConfig()
+    if tc.hole_loss not in HOLE_LOSSES:
+        raise SynthsegError(f"unknown hole loss {tc.hole_loss!r}; choose {', '.join(HOLE_LOSSES)}")
+    if not 0.0 <= tc.nodule_prob <= 1.0 or not 0.0 <= tc.half_scale_prob <= 1.0:
+        raise SynthsegError("nodule and half-scale fractions must lie between 0 and 1")
+    lo_r, hi_r = (float(r) for r in tc.nodule_radius)
+    if not 0 < lo_r <= hi_r:
+        raise SynthsegError(f"the nodule radius range must be 0 < min <= max, got {tc.nodule_radius}")
     out = Path(out)
     if out.suffix != ".safetensors":
         raise SynthsegError(f"the model file must end in .safetensors, got {out.name}")
@@ -215,13 +271,16 @@ def train_inpainter(
         mc = model_config or InpainterConfig()
         torch.manual_seed(tc.seed)
         gen = InpaintNet(mc)
-    items = load_training_images(images, masks_dir, organ_dir, exclude)
+    items = load_training_images(images, masks_dir, organ_dir, exclude,
+                                 nodule_centres=tc.nodule_prob > 0)
     if "lesion" in mc.modes and not any(it.lesion_slices for it in items):
         raise SynthsegError("lesion mode needs lesion masks: give --masks DIR with masks named "
                             "like the images, or train without the lesion mode")
     sampler = CropSampler(items, tc.crop, mc.modes, mc.context_slices, tc.lesion_prob,
                           tc.outpaint_prob, mc.norm_percentiles, seed=tc.seed + start_step,
-                          config=mc)
+                          config=mc, nodule_prob=tc.nodule_prob, nodule_radius=tc.nodule_radius,
+                          half_scale_prob=tc.half_scale_prob,
+                          intensity_jitter=tc.intensity_jitter)
     use_d = tc.adv_weight > 0 or tc.fm_weight > 0
     disc = PatchDiscriminator() if use_d else None
     if disc is not None and any(k.startswith("disc/") for k in extra):
@@ -302,8 +361,12 @@ def train_inpainter(
                 scaler.scale(loss_d).backward()
                 scaler.step(opt_d)
             l1 = _masked_l1(pred, img, hole)
-            loss = (tc.hole_weight * l1 + tc.ring_weight * _masked_l1(pred, img, _ring(hole))
-                    + tc.grad_weight * _grad_l1(pred, img, hole))
+            rec = l1 if tc.hole_loss == "l1" else hole_loss(tc.hole_loss, pred, img, hole)
+            loss = tc.hole_weight * rec
+            if tc.ring_weight:
+                loss = loss + tc.ring_weight * _masked_l1(pred, img, _ring(hole))
+            if tc.grad_weight:
+                loss = loss + tc.grad_weight * _grad_l1(pred, img, hole)
             if adv_on:
                 with autocast_context(dev):
                     g_fake, f_fake = disc(pred, hole)
@@ -337,6 +400,9 @@ def train_inpainter(
                                                           / max(time.perf_counter() - t0, 1e-9), 2)}
     if val_images:
         metrics.update(validate(gen, mc, val_images, dev, crop=tc.crop, seed=12345))
+        if tc.nodule_prob > 0:
+            metrics.update(validate(gen, mc, val_images, dev, crop=tc.crop, seed=12345,
+                                    nodule=True, radius=tc.nodule_radius))
     checkpoint(step, seconds, metrics)
     report(progress, tc.steps, tc.steps, f"saved {out.name}")
     return out
@@ -344,16 +410,24 @@ def train_inpainter(
 
 @torch.no_grad()
 def validate(gen: InpaintNet, mc: InpainterConfig, images: Sequence[str | Path], device,
-             crop: int = 128, n: int = 64, seed: int = 12345) -> Dict[str, float]:
-    """Hole PSNR/L1 (normalised units, range 2) of ``gen`` vs its smooth prior fill alone."""
-    items = load_training_images(images)
+             crop: int = 128, n: int = 64, seed: int = 12345, nodule: bool = False,
+             radius=(6.0, 25.0)) -> Dict[str, float]:
+    """Hole PSNR/L1 (normalised units, range 2) of ``gen`` vs its smooth prior fill alone.
+
+    PSNR is pooled over all ``n`` holes. ``nodule=True`` uses nodule-sized blobs in aerated
+    lung (keys ``val_nodule_...``) instead of the random training holes (``val_hole_...``).
+    """
+    items = load_training_images(images, nodule_centres=nodule)
     sampler = CropSampler(items, crop, ("healthy",), mc.context_slices, 0.0, 0.0,
-                          mc.norm_percentiles, seed=seed, config=mc, pushpull_mix=0.0)
+                          mc.norm_percentiles, seed=seed, config=mc, pushpull_mix=0.0,
+                          nodule_prob=1.0 if nodule else 0.0, nodule_radius=radius,
+                          half_scale_prob=0.0)
     img, hole, mode, nb, coarse = _to_device(sampler.batch(n), device, False)
     noise = torch.zeros(n, mc.noise_channels, *img.shape[-2:], device=device) if mc.noise_channels else None
     pred = gen.float()(img, hole, mode, noise=noise, neighbours=nb, coarse=coarse)
     res = {}
-    for name, p in (("val_hole", pred), (f"val_hole_{mc.prior}_prior", coarse)):
+    key = "val_nodule" if nodule else "val_hole"
+    for name, p in ((key, pred), (f"{key}_{mc.prior}_prior", coarse)):
         a, b, h = p.cpu().numpy(), img.cpu().numpy(), hole.cpu().numpy() > 0.5
         res[f"{name}_psnr_db"] = round(hole_psnr(a, b, h, 2.0), 3)
         res[f"{name}_l1_norm"] = round(float(np.abs(a[h] - b[h]).mean()), 5)
