@@ -144,6 +144,25 @@ def test_cancel_saves_checkpoint_and_raises(train_dir, tmp_path):
     assert seen[0] == 0
 
 
+def test_ctrl_c_saves_a_resumable_checkpoint(train_dir, tmp_path):
+    """Ctrl+C in the CLI (KeyboardInterrupt) leaves a checkpoint that --resume continues."""
+    out = tmp_path / "k.safetensors"
+
+    def progress(step, total, msg):
+        if step >= 3:
+            raise KeyboardInterrupt
+
+    tc = dict(batch=2, crop=32, checkpoint_every=0)
+    with pytest.raises(KeyboardInterrupt):
+        train_inpainter([train_dir / "images"], out, model_config=InpainterConfig(**TINY),
+                        train_config=TrainConfig(steps=50, **tc), progress=progress)
+    prov = read_model_info(out)["provenance"]
+    assert prov["steps"] == 3 and prov["metrics"]["cancelled"] is True
+    train_inpainter([train_dir / "images"], out, model_config=InpainterConfig(**TINY),
+                    train_config=TrainConfig(steps=5, **tc), resume=True)
+    assert read_model_info(out)["provenance"]["steps"] == 5
+
+
 def test_lesion_mode_needs_masks(train_dir, tmp_path):
     with pytest.raises(SynthsegError, match="lesion mode needs lesion masks"):
         train_inpainter([train_dir / "images"], tmp_path / "x.safetensors",

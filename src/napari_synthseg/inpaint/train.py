@@ -389,7 +389,8 @@ def train_inpainter(
             if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < tc.steps:
                 checkpoint(step, elapsed_before + time.perf_counter() - t0,
                            {"train_hole_l1_norm": run_l1})
-    except CancelledError:
+    except (CancelledError, KeyboardInterrupt):
+        # Cancel in napari and Ctrl+C in the CLI both leave a file that --resume continues.
         checkpoint(step, elapsed_before + time.perf_counter() - t0,
                    {"train_hole_l1_norm": run_l1, "cancelled": True})
         raise
