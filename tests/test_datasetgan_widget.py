@@ -50,7 +50,10 @@ def test_labelling_flow(make_napari_viewer, qtbot, tiny_generator, tmp_path, art
     widget.classes_edit.setText("background,bright")
     widget._update_legend()
     assert "1 bright" in widget.legend.text()
-    widget.sample()
+    worker = widget.sample()
+    assert worker is not None and widget.busy  # sampled off the UI thread
+    assert widget.sample() is None  # a second click while busy is refused, not queued
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     images, labels = viewer.layers[SAMPLES], viewer.layers[LABELS]
     assert images.data.shape == labels.data.shape == (4, 32, 32)
     assert images.metadata["seeds"] == [7, 8, 9, 10]
@@ -75,11 +78,21 @@ def test_labelling_flow(make_napari_viewer, qtbot, tiny_generator, tmp_path, art
         ref, got = labels.data[i] == 1, pred.data[i] == 1
         assert (ref & got).sum() / max((ref | got).sum(), 1) > 0.7
 
-    # New samples get a prediction at once.
+    # New samples get a prediction as they arrive; the shown prediction of the others (and any
+    # correction made in it) is kept, and equals a fresh prediction of the whole stack.
+    from napari_synthseg.widgets.datasetgan_widget import _predict_stack
+
+    viewer.layers[PREDICTION].data[2, 0, 0] = 1 - viewer.layers[PREDICTION].data[2, 0, 0]
+    corrected = np.array(viewer.layers[PREDICTION].data[:4])
     widget.n_spin.setValue(2)
-    widget.sample(append=True)
+    assert widget.sample(append=True) is not None
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     assert widget.seeds == [7, 8, 9, 10, 11, 12]
     assert viewer.layers[PREDICTION].data.shape == (6, 32, 32)
+    np.testing.assert_array_equal(viewer.layers[PREDICTION].data[:4], corrected)
+    fresh, _ = _predict_stack(widget.generator.module, widget.classifier.module, [11, 12], 0.7)
+    np.testing.assert_array_equal(viewer.layers[PREDICTION].data[4:], fresh)
+    assert labels.data.shape == (6, 32, 32) and not labels.data[4:].any()
 
     # Take the prediction of slice 3 as another labelled example (after a "correction").
     viewer.dims.set_current_step(0, 3)

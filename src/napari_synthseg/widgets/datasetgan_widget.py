@@ -347,26 +347,64 @@ class DatasetGanWidget(QWidget):
         return self.generator
 
     # ------------------------------------------------------------------------------- samples
-    def sample(self, append: bool = False) -> None:
-        """Add N seeded samples as an image stack with a Labels stack of the same shape."""
+    def sample(self, append: bool = False):
+        """Add N seeded samples as an image stack with a Labels stack of the same shape.
+
+        Sampling and, once a classifier is fitted, the prediction of the new samples run off
+        the UI thread; returns the worker (None on a user error).
+        """
         from ..datasetgan.sampling import sample_images
 
         try:
             gen = self._need_generator()
             n, psi = self.n_spin.value(), self.trunc_spin.value()
-            images, labels = self._layer(SAMPLES), self._layer(LABELS)
-            if append and images is not None:
+            images = self._layer(SAMPLES)
+            append = append and images is not None
+            if append:
                 if abs(images.metadata.get("truncation_psi", psi) - psi) > 1e-9:
                     raise SynthsegError("truncation changed; sample a new stack instead of adding to this one")
                 start = max(self.seeds) + 1
             else:
                 start = self.seed_spin.value()
             seeds = list(range(start, start + n))
-            new = sample_images(gen.module, seeds, psi)
         except SynthsegError as exc:
             report_error(exc)
-            return
-        if append and images is not None:
+            return None
+        classifier = self.classifier
+        # Appending keeps the shown prediction (and any correction made in it): predict only
+        # the new samples when the prediction layer still matches the stack.
+        shown = self._layer(PREDICTION)
+        extend = append and shown is not None and shown.data.shape[0] == len(self.seeds)
+        predict_seeds = seeds if (extend or not append) else list(self.seeds) + seeds
+
+        def work(progress=None, cancel=None):
+            new = sample_images(gen.module, seeds, psi)
+            if classifier is None:
+                return new, None
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            return new, _predict_stack(gen.module, classifier.module, predict_seeds, psi)
+
+        def done(result):
+            new, prediction = result
+            self._add_samples(gen, new, seeds, psi, append)
+            if prediction is not None:
+                pred, unc = prediction
+                if extend:
+                    pred = np.concatenate([self._layer(PREDICTION).data, pred])
+                    unc = np.concatenate([self._layer(UNCERTAINTY).data, unc])
+                self._show_prediction(pred, unc)
+
+        try:
+            self.status.setText(f"sampling {n} images…")
+            return self._start(work, done)
+        except SynthsegError as exc:
+            report_error(exc)
+            return None
+
+    def _add_samples(self, gen, new: np.ndarray, seeds: list[int], psi: float, append: bool) -> None:
+        images, labels = self._layer(SAMPLES), self._layer(LABELS)
+        if append and images is not None and labels is not None:
             images.data = np.concatenate([images.data, new])
             labels.data = np.concatenate([labels.data, np.zeros_like(new, dtype=labels.data.dtype)])
             self.seeds += seeds
@@ -383,8 +421,6 @@ class DatasetGanWidget(QWidget):
         labels.metadata["class_names"] = list(self.class_names())
         self.viewer.layers.selection.active = labels
         labels.mode = "paint"
-        if self.classifier is not None:
-            self.predict_unlabelled()
         self.status.setText(f"{len(self.seeds)} samples (seeds {self.seeds[0]}..{self.seeds[-1]})")
 
     def labelled_indices(self) -> list[int]:
@@ -446,13 +482,6 @@ class DatasetGanWidget(QWidget):
         except SynthsegError as exc:
             report_error(exc)
             return None
-
-    def predict_unlabelled(self) -> None:
-        """Prediction and uncertainty layers for the whole stack (labelled slices show the fit)."""
-        if self.classifier is None or self._layer(SAMPLES) is None:
-            return
-        psi = float(self._layer(SAMPLES).metadata.get("truncation_psi", 1.0))
-        self._show_prediction(*_predict_stack(self.generator.module, self.classifier.module, self.seeds, psi))
 
     def _show_prediction(self, pred: np.ndarray, unc: np.ndarray) -> None:
         if PREDICTION in self.viewer.layers:
