@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_harmonize as bh  # noqa: E402
 
 from napari_synthseg.harmonize import preset, train_harmonizer  # noqa: E402
-from napari_synthseg.harmonize.apply import DETAIL_SIGMA_PX, _generate, _sample_seed, blend_weights  # noqa: E402
+from napari_synthseg.harmonize.apply import _detail, _generate, _sample_seed, blend_weights  # noqa: E402
 from napari_synthseg.harmonize.networks import ConSinGAN, resize  # noqa: E402
 from napari_synthseg.io import read_image  # noqa: E402
 from napari_synthseg.render.poisson import poisson_blend  # noqa: E402
@@ -71,7 +71,6 @@ def blends(naive_img, mask, raw, clean):
     base = naive_img[r : r + h, c : c + w].astype(np.float64)
     behind = clean[r : r + h, c : c + w].astype(np.float64)
     m = mask[r : r + h, c : c + w]
-    hp = lambda a: a - ndimage.gaussian_filter(a, DETAIL_SIGMA_PX)  # noqa: E731
     out = {}
     for name, margin, how in (("replace 12", 12, "replace"), ("replace 6", 6, "replace"),
                               ("detail 12", 12, "detail"), ("coarse 12", 12, "coarse"),
@@ -80,11 +79,11 @@ def blends(naive_img, mask, raw, clean):
         if how == "replace":
             target = raw
         elif how == "detail":
-            target = base - hp(base) + hp(raw)
+            target = base - _detail(base) + _detail(raw)
         elif how == "coarse":
-            target = raw - hp(raw) + hp(base)
+            target = raw - _detail(raw) + _detail(base)
         else:  # NODE21: add back the original image (the anatomy behind the lesion)
-            target = raw - hp(raw) + hp(behind)
+            target = raw - _detail(raw) + _detail(behind)
         img = naive_img.astype(np.float64).copy()
         img[r : r + h, c : c + w] = base + wgt * (target - base)
         out[name] = img
@@ -96,10 +95,9 @@ def original_without_gan(naive_img, mask, clean, margin):
     r, c, h, w = bh.ROI
     base = naive_img[r : r + h, c : c + w].astype(np.float64)
     behind = clean[r : r + h, c : c + w].astype(np.float64)
-    hp = lambda a: a - ndimage.gaussian_filter(a, DETAIL_SIGMA_PX)  # noqa: E731
     wgt = blend_weights(mask[r : r + h, c : c + w], margin)
     img = naive_img.astype(np.float64).copy()
-    img[r : r + h, c : c + w] = base + wgt * (hp(behind) - hp(base))
+    img[r : r + h, c : c + w] = base + wgt * (_detail(behind) - _detail(base))
     return img
 
 

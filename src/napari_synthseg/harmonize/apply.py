@@ -231,8 +231,15 @@ def harmonize(
     weights = blend_weights(mask[r : r + h, c : c + w], margin)
     inside = weights > 0
     base = region.astype(np.float64)
-    if original is not None:
-        original_detail = _detail(original[r : r + h, c : c + w].astype(np.float64))
+    # The fine band kept under the GAN's coarse part ("coarse": the input's, "original": the
+    # image without the lesion), or the coarse band kept under the GAN's detail ("detail").
+    # Computed once: it does not depend on the sample.
+    if add_back == "coarse":
+        kept_detail = _detail(base)
+    elif add_back == "original":
+        kept_detail = _detail(original[r : r + h, c : c + w].astype(np.float64))
+    elif add_back == "detail":
+        kept_coarse = base - _detail(base)
     outputs = []
     for k in range(int(n_samples)):
         g = torch.Generator(device=dev).manual_seed(_sample_seed(seed, k))
@@ -240,10 +247,10 @@ def harmonize(
             out = _generate(model, naive, injection_scale, g).float()
             out = resize(out, (h, w))
         out = model.denormalize(out[0, 0].cpu().numpy()).astype(np.float64)
-        if add_back == "original":
-            out = out - _detail(out) + original_detail
-        elif add_back != "replace":
-            out = _mix_bands(out, base, coarse_from_gan=add_back == "coarse")
+        if add_back in ("coarse", "original"):
+            out = out - _detail(out) + kept_detail
+        elif add_back == "detail":
+            out = kept_coarse + _detail(out)
         blended = base[inside] + weights[inside] * (out[inside] - base[inside])
         result = image.copy()
         sub = result[r : r + h, c : c + w]
@@ -255,13 +262,6 @@ def harmonize(
 def _detail(image: np.ndarray) -> np.ndarray:
     """The fine band: the image minus its Gaussian (sigma ``DETAIL_SIGMA_PX``)."""
     return image - ndimage.gaussian_filter(image, DETAIL_SIGMA_PX)
-
-
-def _mix_bands(gan: np.ndarray, base: np.ndarray, coarse_from_gan: bool) -> np.ndarray:
-    """Coarse band of one image plus fine band (minus a Gaussian) of the other."""
-    g_low = ndimage.gaussian_filter(gan, DETAIL_SIGMA_PX)
-    b_low = ndimage.gaussian_filter(base, DETAIL_SIGMA_PX)
-    return g_low + (base - b_low) if coarse_from_gan else b_low + (gan - g_low)
 
 
 def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
