@@ -23,6 +23,10 @@ def _press(qtbot, viewer, key):
     qtbot.keyClick(canvas, getattr(Qt, f"Key_{key}"))
 
 
+def _settled(qtbot, widget):
+    qtbot.waitUntil(lambda: widget.scene is not None and not widget.loading, timeout=60000)
+
+
 def test_qa_widget_keyboard_review_and_export(make_napari_viewer, qtbot, tmp_path, shared_data, artifacts_dir):
     from napari_synthseg.qa import STATUS_COLORS
     from napari_synthseg.scene import Scene
@@ -35,6 +39,7 @@ def test_qa_widget_keyboard_review_and_export(make_napari_viewer, qtbot, tmp_pat
     viewer.window.add_dock_widget(widget, name="Lesion QA", area="right")
     viewer.window._qt_window.resize(1500, 800)
     widget.load_folders(folders)
+    _settled(qtbot, widget)
 
     assert [layer.name for layer in viewer.layers] == [
         n for group in zip(LAYER_NAMES, OUTLINE_NAMES, TEXT_NAMES) for n in group]
@@ -63,8 +68,10 @@ def test_qa_widget_keyboard_review_and_export(make_napari_viewer, qtbot, tmp_pat
     assert [on_disk[i].status for i in ("L0001", "L0002", "L0003")] == ["accepted", "rejected", "flagged"]
     assert on_disk["L0002"].decision["reason"] == "looks pasted"
     assert on_disk["L0001"].decision["by"].startswith("user:")
+    _settled(qtbot, widget)
     assert widget.scene_index == 1 and widget.lesion_index == 0  # F on the last lesion moved on
     _press(qtbot, viewer, "Left")
+    _settled(qtbot, widget)
     assert widget.scene_index == 0 and widget.lesion_index == 2
     assert list(viewer.layers["QA numbers (synthetic)"].features["status"]) == ["accepted", "rejected", "flagged"]
     colors = viewer.layers["QA outlines (original)"].colormap.color_dict
@@ -102,3 +109,51 @@ def test_synthseg_qa_opens_the_widget(tmp_path, shared_data, qtbot):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "1 scenes loaded" in result.stderr
+
+
+def test_qa_widget_loads_scenes_off_the_ui_thread(make_napari_viewer, qtbot, tmp_path, shared_data):
+    """Scenes open and render in a worker; neighbours are prepared, a changed one is re-read."""
+    import threading
+
+    from napari_synthseg.scene import Scene
+    from napari_synthseg.widgets.qa_widget import QAWidget
+
+    files = sorted((shared_data / "cxr" / "nih_nodule").glob("*.png"))[:3]
+    folders = make_cxr_scenes(tmp_path / "scenes", files, per_source=1, decisions=("placed",) * 2)
+    calls = []
+    gate = threading.Event()
+    gate.set()
+
+    def renderer(scene):
+        calls.append((scene.folder.name, threading.current_thread() is threading.main_thread()))
+        gate.wait(30)
+        return render_disks(scene)
+
+    viewer = make_napari_viewer()
+    widget = QAWidget(viewer, renderer=renderer)
+    widget.load_folders(folders)
+    _settled(qtbot, widget)
+    assert calls and not any(on_ui for _, on_ui in calls)  # never rendered on the UI thread
+    qtbot.waitUntil(lambda: not widget._preparing, timeout=60000)
+    assert [name for name, _ in calls] == [folders[0].name, folders[1].name]  # next one prepared
+
+    widget.go_scene(1)  # prepared: shown at once, no new render of it
+    assert not widget.loading and widget.scene_index == 1
+    assert [name for name, _ in calls].count(folders[1].name) == 1
+    qtbot.waitUntil(lambda: not widget._preparing, timeout=60000)
+    assert folders[2] in widget._prepared and folders[0] in widget._prepared
+
+    # Scene 2 changes on disk after it was prepared: it is read again, with the change.
+    other = Scene.open(folders[2])
+    other.set_decision(other.lesions[0].id, "rejected", by="user:other", reason="")
+    gate.clear()  # hold the re-render so the loading state can be checked
+    widget.go_scene(2)
+    assert widget.loading and widget.scene_index == 1 and "loading" in widget.scene_label.text()
+    widget.decide("accepted")  # a key pressed while loading is not applied to the old scene
+    assert Scene.open(folders[1]).lesions[0].status == "placed"
+    gate.set()
+    _settled(qtbot, widget)
+    assert widget.scene_index == 2 and widget.scene.lesions[0].status == "rejected"
+    assert [name for name, _ in calls].count(folders[2].name) == 2
+    widget.wait_idle()
+    widget.unbind_keys()

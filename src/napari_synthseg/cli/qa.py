@@ -87,6 +87,10 @@ def run_qa(args) -> int:
     viewer.window.add_dock_widget(widget, name="Lesion QA", area="right")
     widget.load_folders(folders)
     if args.no_block:
+        widget.wait_idle()
+        if widget.scene is None:
+            viewer.close()
+            raise SynthsegError(str(widget.last_load_error or f"could not show {folders[0]}"))
         print(f"{len(folders)} scenes loaded", file=sys.stderr)
         viewer.close()
         return 0

@@ -64,6 +64,10 @@ class QAWidget(QWidget):
         self.lesion_index = -1
         self.scene: Scene | None = None
         self.qa = None
+        self._wanted: tuple[int, int] | None = None  # (scene, lesion) asked for, still loading
+        self._preparing: dict[Path, object] = {}  # folder -> worker opening and rendering it
+        self._prepared: dict[Path, tuple] = {}  # folder -> (scene.json stamp, Scene, SceneQA)
+        self.last_load_error: BaseException | None = None
         self.user = f"user:{getpass.getuser()}"
         self._worker = None
         self._cancel: CancelToken | None = None
@@ -201,20 +205,65 @@ class QAWidget(QWidget):
 
     def load_folders(self, folders) -> None:
         self.folders = [Path(f) for f in folders]
+        self._prepared.clear()
+        self._wanted = None
         if self.folders and not self.folder_edit.text():
             self.folder_edit.setText(str(self.folders[0].parent))
         self.go_scene(0)
 
+    @property
+    def loading(self) -> bool:
+        """True while the scene the user asked for is still being rendered in a worker."""
+        return self._wanted is not None
+
     def go_scene(self, index: int, lesion: int = 0) -> None:
+        """Show scene ``index`` at ``lesion`` (-1: its last lesion).
+
+        Opening and rendering a scene takes seconds on a large radiograph or CT, so it runs in a
+        worker: the neighbours of the shown scene are prepared in the background, and moving to
+        one that is ready is immediate. A prepared scene is used only if its scene.json has not
+        changed since it was read.
+        """
         if not self.folders:
             return
         index = max(0, min(index, len(self.folders) - 1))
-        try:
-            scene = Scene.open(self.folders[index])
-            qa = qa_scene(scene, self.renderer)
-        except SynthsegError as exc:
-            report_error(exc)
+        folder = self.folders[index]
+        ready = self._prepared.pop(folder, None)
+        if ready is not None and ready[0] == _scene_stamp(folder):
+            self._wanted = None
+            self._show_scene(index, lesion, ready[1], ready[2])
             return
+        self._wanted = (index, lesion)
+        self.scene_label.setText(f"loading {index + 1}/{len(self.folders)}  {folder.name} …")
+        self._prepare(folder)
+
+    def _prepare(self, folder: Path) -> None:
+        if folder in self._preparing:
+            return
+        self._preparing[folder] = run_in_thread(
+            _open_for_qa, folder, self.renderer,
+            on_done=lambda result, f=folder: self._prepared_scene(f, result),
+            on_error=lambda exc, f=folder: self._prepare_failed(f, exc),
+        )
+
+    def _prepared_scene(self, folder: Path, result) -> None:
+        self._preparing.pop(folder, None)
+        self._prepared[folder] = result
+        if self._wanted is not None and self.folders[self._wanted[0]] == folder:
+            self.go_scene(*self._wanted)
+
+    def _prepare_failed(self, folder: Path, exc: BaseException) -> None:
+        self._preparing.pop(folder, None)
+        self.last_load_error = exc
+        # A neighbour prepared in the background reports its error only when the user goes there.
+        if self._wanted is not None and self.folders[self._wanted[0]] == folder:
+            self._wanted = None
+            if self.scene is not None:
+                self.scene_label.setText(
+                    f"{self.scene_index + 1}/{len(self.folders)}  {self.folders[self.scene_index].name}")
+            report_error(exc)
+
+    def _show_scene(self, index: int, lesion: int, scene: Scene, qa) -> None:
         self.scene_index, self.scene, self.qa = index, scene, qa
         self._show_layers()
         self._fill_list()
@@ -223,6 +272,24 @@ class QAWidget(QWidget):
         else:
             self.lesion_index = -1
             self.details.setText("this scene has no lesions")
+        neighbours = [self.folders[j] for j in (index + 1, index - 1) if 0 <= j < len(self.folders)]
+        for folder in list(self._prepared):
+            if folder not in neighbours:
+                del self._prepared[folder]
+        for folder in neighbours:
+            if folder not in self._prepared:
+                self._prepare(folder)
+
+    def wait_idle(self, timeout_s: float = 300.0) -> None:
+        """Process events until no scene is loading or being prepared (CLI ``--no-block``, tests)."""
+        import time
+
+        from qtpy.QtWidgets import QApplication
+
+        end = time.monotonic() + timeout_s
+        while (self._wanted is not None or self._preparing) and time.monotonic() < end:
+            QApplication.processEvents()
+            time.sleep(0.01)
 
     def _show_layers(self) -> None:
         r = self.qa.rendered
@@ -384,7 +451,7 @@ class QAWidget(QWidget):
 
     def step(self, delta: int) -> None:
         """Next/previous lesion, moving to the next/previous scene at the ends."""
-        if self.scene is None:
+        if self.scene is None or self.loading:
             return
         target = self.lesion_index + delta
         if 0 <= target < len(self.scene.lesions):
@@ -398,6 +465,9 @@ class QAWidget(QWidget):
 
     def decide(self, status: str, advance: bool = True) -> None:
         """Record ``status`` for the current lesion (saved at once) and move on."""
+        if self.loading:  # the shown scene is about to be replaced: the key was meant for the next
+            show_info("still loading the scene: decide once it is shown")
+            return
         if self.scene is None or not (0 <= self.lesion_index < len(self.scene.lesions)):
             return
         rec = self.scene.lesions[self.lesion_index]
@@ -418,7 +488,7 @@ class QAWidget(QWidget):
             self.step(+1)
 
     def decide_image(self, status: str) -> None:
-        if self.scene is None:
+        if self.scene is None or self.loading:
             return
         reason = self.reason_edit.text().strip()
         self.scene.set_meta(IMAGE_QA_KEY, {"status": status, "by": self.user, "reason": reason})
@@ -480,6 +550,22 @@ class QAWidget(QWidget):
             report_error(exc)
         else:
             raise exc
+
+
+def _scene_stamp(folder: Path):
+    """Changes whenever the scene is saved (scene.json is rewritten atomically on every save)."""
+    try:
+        st = (Path(folder) / "scene.json").stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _open_for_qa(folder: Path, renderer):
+    """Worker: open and render one scene; the stamp is taken first so a save during it shows."""
+    stamp = _scene_stamp(folder)
+    scene = Scene.open(folder)
+    return stamp, scene, qa_scene(scene, renderer)
 
 
 def _qcolor(rgb):
