@@ -210,8 +210,9 @@ class LesionPatch:
         rotation_deg: float | Sequence[float] = 0.0,
         axes: tuple[int, int] = (-2, -1),
         order: int = 1,
+        spacing: float | Sequence[float] | None = None,
     ) -> "LesionPatch":
-        """Scale (physical size) and rotate about the patch centre; spacing is unchanged.
+        """Scale (physical size) and rotate about the patch centre, optionally onto a new spacing.
 
         Parameters
         ----------
@@ -226,33 +227,49 @@ class LesionPatch:
             axial for 3D).
         order : int
             Spline order for intensities; the mask is thresholded linear.
+        spacing : float or sequence, optional
+            Output pixel spacing (mm). Giving it here instead of calling :meth:`resample_to`
+            afterwards interpolates (and thresholds the mask) once instead of twice, which keeps
+            a resized 3D lesion sharper. Shrinking is anti-aliased as in :meth:`resample_to`.
         """
         if not (math.isfinite(scale) and scale > 0):
             raise SynthsegError(f"scale must be a positive number, got {scale}")
         rot = rotation_matrix(self.ndim, rotation_deg, axes)
         forward = rot * float(scale)  # physical (mm) coordinates about the centre
         sp = np.asarray(self.spacing)
+        sp_out = sp if spacing is None else np.asarray(_as_spacing(spacing, self.ndim, "target spacing"))
         shape_in = np.asarray(self.shape)
         half_in = shape_in * sp / 2.0
         # the output grid covers the transformed corners of the input box
         corners = np.array(np.meshgrid(*[[-h, h] for h in half_in], indexing="ij")).reshape(self.ndim, -1)
         half_out = np.abs(forward @ corners).max(axis=1)
-        shape_out = np.maximum(1, np.ceil(2 * half_out / sp - 1e-6)).astype(int)
-        half_out = shape_out * sp / 2.0
+        shape_out = np.maximum(1, np.ceil(2 * half_out / sp_out - 1e-6)).astype(int)
+        half_out = shape_out * sp_out / 2.0
         inverse = np.linalg.inv(forward)
-        # index_in = (inv @ ((o + .5) * sp - half_out) + half_in) / sp - .5
-        matrix = np.diag(1.0 / sp) @ inverse @ np.diag(sp)
-        offset = (inverse @ (0.5 * sp - half_out) + half_in) / sp - 0.5
+        # index_in = (inv @ ((o + .5) * sp_out - half_out) + half_in) / sp - .5
+        matrix = np.diag(1.0 / sp) @ inverse @ np.diag(sp_out)
+        offset = (inverse @ (0.5 * sp_out - half_out) + half_in) / sp - 0.5
         kw = dict(matrix=matrix, offset=offset, output_shape=tuple(shape_out))
-        intensity = ndi.affine_transform(self.intensity, order=order, mode="constant", cval=0.0, **kw)
-        absolute = None
-        if self.absolute is not None:
-            absolute = ndi.affine_transform(self.absolute, order=order, mode="nearest", **kw)
+        # One output pixel spans |matrix[i, j]| input pixels along input axis i: blur the input
+        # to that footprint before sampling it more coarsely (same rule as resample_array).
+        sigma = np.maximum(0.0, (np.abs(matrix).max(axis=1) - 1.0) / 2.0)
+        smooth = bool(sigma.any())
+
+        def sample(values: np.ndarray, mode: str) -> np.ndarray:
+            src = ndi.gaussian_filter(values, sigma, mode=mode) if smooth else values
+            return ndi.affine_transform(src, order=order, mode=mode, cval=0.0, **kw)
+
+        intensity = sample(self.intensity, "constant")
+        absolute = None if self.absolute is None else sample(self.absolute, "nearest")
         mask_f = ndi.affine_transform(self.mask.astype(np.float32), order=1, mode="constant", cval=0.0, **kw)
         mask = _threshold_mask(mask_f)
         op = {"op": "transform", "scale": float(scale), "rotation_deg": np.atleast_1d(rotation_deg).tolist(),
               "axes": list(axes)}
-        return self._derive(op, intensity=intensity.astype(np.float32), mask=mask, absolute=absolute)
+        changes = dict(intensity=intensity.astype(np.float32), mask=mask, absolute=absolute)
+        if spacing is not None:
+            op["spacing"] = sp_out.tolist()
+            changes["spacing"] = tuple(float(v) for v in sp_out)
+        return self._derive(op, **changes)
 
     def crop_to_mask(self, margin_mm: float = 2.0) -> "LesionPatch":
         """Crop to the mask's bounding box plus ``margin_mm`` on every side."""

@@ -129,8 +129,10 @@ class PatchCache:
         scale = record.size_mm / patch.diameter_mm() if record.size_mm > 0 else 1.0
         rotation = record.rotation_deg
         if abs(scale - 1.0) > 1e-6 or np.any(np.asarray(rotation, dtype=float) != 0):
-            patch = patch.transform(scale=scale, rotation_deg=rotation)
-        if tuple(patch.spacing) != tuple(spacing):
+            # onto the image's spacing in the same interpolation: resampling afterwards would blur
+            # the patch and quantise its mask a second time
+            patch = patch.transform(scale=scale, rotation_deg=rotation, spacing=spacing)
+        elif tuple(patch.spacing) != tuple(spacing):
             patch = patch.resample_to(spacing)
         self._items[key] = patch
         if len(self._items) > self.capacity:
