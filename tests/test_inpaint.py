@@ -116,10 +116,14 @@ def test_resume_continues_and_refuses_when_done(train_dir, tmp_path):
                     train_config=TrainConfig(steps=4, batch=2, crop=32, checkpoint_every=0))
     first = read_model_info(out)["provenance"]
     train_inpainter([train_dir / "images"], out, resume=True,
-                    train_config=TrainConfig(steps=7, batch=2, crop=32, checkpoint_every=0))
+                    train_config=TrainConfig(steps=7, batch=3, crop=32, checkpoint_every=0))
     second = read_model_info(out)["provenance"]
     assert first["steps"] == 4 and second["steps"] == 7
     assert second["train_seconds"] >= first["train_seconds"]
+    # throughput covers both segments (4 x 2 + 3 x 3 crops), not only the last one
+    assert second["crops_seen"] == 17
+    seconds = second["train_seconds"]  # stored rounded to 0.1 s
+    assert 17 / (seconds + 0.06) <= second["metrics"]["images_per_second"] <= 17 / max(seconds - 0.06, 0.01)
     with pytest.raises(SynthsegError, match="already has 7 steps"):
         train_inpainter([train_dir / "images"], out, resume=True,
                         train_config=TrainConfig(steps=7, batch=2, crop=32))

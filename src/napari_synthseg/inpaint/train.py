@@ -251,7 +251,7 @@ def train_inpainter(
     dev = select_device(device)
     if tc.threads and dev.type == "cpu":
         torch.set_num_threads(int(tc.threads))
-    start_step, elapsed_before, history = 0, 0.0, []
+    start_step, elapsed_before, history, crops_before = 0, 0.0, [], 0
     extra: Dict[str, torch.Tensor] = {}
     if resume:
         if not out.exists():
@@ -262,6 +262,8 @@ def train_inpainter(
         prov = loaded.provenance
         start_step = int(prov.get("steps", 0))
         elapsed_before = float(prov.get("train_seconds", 0.0))
+        # files from before crops were counted: assume the batch size did not change
+        crops_before = int(prov.get("crops_seen", start_step * tc.batch))
         history = list(prov.get("history", []))
         extra = load_extra_tensors(out)
         if start_step >= tc.steps:
@@ -312,6 +314,7 @@ def train_inpainter(
         prov = {
             "steps": step,
             "train_seconds": round(seconds, 1),
+            "crops_seen": crops_before + tc.batch * (step - start_step),
             "train_config": dataclasses.asdict(tc),
             "data": {
                 "n_images": len(items),
@@ -396,9 +399,13 @@ def train_inpainter(
         raise
     seconds = elapsed_before + time.perf_counter() - t0
     gen.eval()
-    metrics: Dict[str, Any] = {"train_hole_l1_norm": run_l1,
-                               "images_per_second": round(tc.batch * (step - start_step)
-                                                          / max(time.perf_counter() - t0, 1e-9), 2)}
+    # Throughput over the whole training (every resumed segment), and of this segment alone:
+    # a model trained in stages on a busy machine would otherwise report only its last stage.
+    metrics: Dict[str, Any] = {
+        "train_hole_l1_norm": run_l1,
+        "images_per_second": round((crops_before + tc.batch * (step - start_step)) / max(seconds, 1e-9), 2),
+        "images_per_second_last_segment": round(tc.batch * (step - start_step)
+                                                / max(time.perf_counter() - t0, 1e-9), 2)}
     if val_images:
         metrics.update(validate(gen, mc, val_images, dev, crop=tc.crop, seed=12345))
         if tc.nodule_prob > 0:
