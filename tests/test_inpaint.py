@@ -248,6 +248,50 @@ def test_cli_train_records_new_options(train_dir, tmp_path):
                      "--nodule-prob", "1.5"]) == 2
 
 
+def test_local_body_trains_saves_loads_and_fills(train_dir, tmp_path):
+    """The ``local`` network body: trained by the CLI, stored in the file's config, used on load."""
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+
+    model = tmp_path / "local.safetensors"
+    rc = cli_main(["train-inpainter", "--images", str(train_dir / "images"), "--out", str(model),
+                   "--steps", "25", "--size", "48", "--batch", "4", "--channels", "8", "--lr", "3e-3",
+                   "--body", "local", "--pushpull-mix", "0", "--hole-loss", "mse", "--threads", "1"])
+    assert rc == 0
+    info = read_model_info(model)
+    assert info["config"]["body"] == "local" and info["provenance"]["train_config"]["pushpull_mix"] == 0.0
+    inp = Inpainter(model, device="cpu")
+    assert hasattr(inp.net, "local") and not hasattr(inp.net, "blocks")
+    rng = np.random.default_rng(3)
+    img = _texture(rng, (80, 80))
+    m = blob_mask(img.shape, rng, radius=9.0, centre=(40, 40))
+    out = LearnedFiller(model).fill(img, m, seed=0)
+    assert np.array_equal(out[~m], img[~m])
+    prior = get_filler("biharmonic").fill(img, m)
+    assert np.abs(out[m] - prior[m]).max() > 1e-3  # the trained residual is not zero
+    assert np.abs(out[m] - img[m]).mean() < np.abs(img[~m].mean() - img[m]).mean()
+
+    # a file from before the option existed (no "body" in its config) loads as the FFC body
+    with safe_open(str(model), "np") as f:
+        meta = dict(f.metadata())
+    ffc = tmp_path / "ffc.safetensors"
+    train_inpainter([train_dir / "images"], ffc, model_config=InpainterConfig(**TINY),
+                    train_config=TrainConfig(steps=1, batch=2, crop=32, checkpoint_every=0))
+    with safe_open(str(ffc), "np") as f:
+        ffc_meta = dict(f.metadata())
+    cfg = json.loads(ffc_meta["config"])
+    del cfg["body"]
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(ffc)), str(old), metadata=dict(ffc_meta, config=json.dumps(cfg)))
+    assert hasattr(Inpainter(old, device="cpu").net, "blocks")
+    # an unknown body is refused with the choices, not a traceback
+    bad = tmp_path / "bad_body.safetensors"
+    save_file(load_file(str(model)), str(bad),
+              metadata=dict(meta, config=json.dumps(dict(json.loads(meta["config"]), body="transformer"))))
+    with pytest.raises(SynthsegError, match="body 'transformer'.*ffc, local"):
+        Inpainter(bad, device="cpu")
+
+
 # ---------------------------------------------------------------- inference contract
 def test_outside_mask_unchanged_native_range(tiny_model):
     rng = np.random.default_rng(1)

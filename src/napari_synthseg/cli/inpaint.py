@@ -62,6 +62,12 @@ def register(subparsers) -> None:
     t.add_argument("--channels", type=int, default=16, help="base channels (default 16)")
     t.add_argument("--bottleneck", type=int, default=96, help="FFC bottleneck channels (default 96)")
     t.add_argument("--blocks", type=int, default=3, help="FFC blocks (default 3)")
+    t.add_argument("--body", default="ffc", choices=["ffc", "local"],
+                   help="network body: ffc (global FFC bottleneck, default) or local (plain and "
+                        "dilated convolutions to 1/4 resolution; learns nodule-sized healthy fills)")
+    t.add_argument("--pushpull-mix", type=float, default=0.2,
+                   help="fraction of small holes trained on the push-pull prior instead of "
+                        "biharmonic (inference uses push-pull for large holes; default 0.2)")
     t.add_argument("--context-slices", type=int, default=0,
                    help="neighbouring slices per side as extra channels (volumes)")
     t.add_argument("--prior", default="biharmonic", choices=["biharmonic", "pushpull"],
@@ -120,14 +126,14 @@ def run_train(args) -> int:
     mc = InpainterConfig(base_channels=args.channels, bottleneck_channels=args.bottleneck,
                          n_ffc_blocks=args.blocks, context_slices=args.context_slices,
                          modes=_modes(args.modes, bool(args.masks)), modality=args.modality,
-                         prior=args.prior)
+                         prior=args.prior, body=args.body)
     tc = TrainConfig(steps=args.steps, batch=args.batch, crop=args.size, lr=args.lr,
                      adv_weight=args.adv_weight, fm_weight=args.fm_weight,
                      adv_start=args.adv_start, grad_weight=args.grad_weight, seed=args.seed,
                      ring_weight=args.ring_weight, hole_loss=args.hole_loss,
                      nodule_prob=args.nodule_prob, nodule_radius=tuple(args.nodule_radius),
                      half_scale_prob=args.half_scale_prob,
-                     intensity_jitter=args.intensity_jitter,
+                     intensity_jitter=args.intensity_jitter, pushpull_mix=args.pushpull_mix,
                      lesion_prob=args.lesion_prob, outpaint_prob=args.outpaint_prob,
                      checkpoint_every=args.checkpoint_every, threads=args.threads)
     out = train_inpainter(args.images, args.out, masks_dir=args.masks, organ_dir=args.organ_masks,

@@ -11,6 +11,11 @@ Design (chosen for CPU speed at 512 x 512, see docs/benchmarks.md "Inpainting"):
   valid; the decoder uses plain convolutions (the gate there buys little and costs 2x).
 * **Fast Fourier convolution** residual blocks (LaMa, Suvorov et al. 2022) at 1/8 resolution
   give every output pixel an image-wide receptive field for a few FFTs.
+* ``body="local"`` replaces the FFC bottleneck by a purely local U-Net (plain 3x3 convolutions
+  at 1, 1/2 and 1/4 resolution, dilated convolutions at 1/4, receptive field ~70 px). For
+  nodule-sized holes it learns the biharmonic prior's error where the FFC body, trained the same
+  way, learned almost nothing (docs/model_cards/cxr_inpainter_small.md); outpainting of large
+  regions still wants the FFC body's global view.
 * A **noise channel** makes seeded samples differ; a **mode** one-hot (healthy, lesion,
   outpaint) broadcast as constant channels selects the use with one set of weights.
 
@@ -63,6 +68,10 @@ class InpainterConfig:
         training also mixes in so the network knows both).
     biharmonic_max_pixels : int
         Largest hole (pixels) given the biharmonic prior.
+    body : str
+        ``ffc`` (gated encoder, FFC blocks at 1/8) or ``local`` (plain and dilated
+        convolutions down to 1/4; ``bottleneck_channels``, ``n_ffc_blocks`` and
+        ``global_ratio`` are unused). Files written before this option existed are ``ffc``.
     """
 
     base_channels: int = 16
@@ -76,6 +85,7 @@ class InpainterConfig:
     norm_percentiles: tuple = (1.0, 99.0)
     prior: str = "pushpull"
     biharmonic_max_pixels: int = 12000
+    body: str = "ffc"
 
     @property
     def in_channels(self) -> int:
@@ -173,6 +183,35 @@ class FFCBlock(nn.Module):
         return x + F.silu(torch.cat([loc, glb], dim=1))
 
 
+BODIES = ("ffc", "local")
+
+
+def _conv_act(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation), nn.GELU())
+
+
+class LocalBody(nn.Module):
+    """U-Net of plain convolutions to 1/4 resolution with dilated convolutions there (``local``)."""
+
+    def __init__(self, cin: int, c: int) -> None:
+        super().__init__()
+        self.enc0 = nn.Sequential(_conv_act(cin, c), _conv_act(c, c))
+        self.enc1 = nn.Sequential(_conv_act(c, 2 * c, stride=2), _conv_act(2 * c, 2 * c))
+        self.enc2 = nn.Sequential(_conv_act(2 * c, 4 * c, stride=2), _conv_act(4 * c, 4 * c, dilation=2),
+                                  _conv_act(4 * c, 4 * c, dilation=4), _conv_act(4 * c, 4 * c, dilation=2))
+        self.dec1 = nn.Sequential(_conv_act(6 * c, 2 * c), _conv_act(2 * c, 2 * c))
+        self.dec0 = nn.Sequential(_conv_act(3 * c, c), _conv_act(c, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e0 = self.enc0(x)
+        e1 = self.enc1(e0)
+        e2 = self.enc2(e1)
+        d = F.interpolate(e2, size=e1.shape[-2:], mode="bilinear", align_corners=False)
+        d = self.dec1(torch.cat([d, e1], dim=1))
+        d = F.interpolate(d, size=e0.shape[-2:], mode="bilinear", align_corners=False)
+        return self.dec0(torch.cat([d, e0], dim=1))
+
+
 class UpBlock(nn.Module):
     def __init__(self, cin: int, cskip: int, cout: int) -> None:
         super().__init__()
@@ -200,8 +239,18 @@ class InpaintNet(nn.Module):
     def __init__(self, config: InpainterConfig) -> None:
         super().__init__()
         self.config = config
+        if config.body not in BODIES:
+            from ..errors import SynthsegError
+
+            raise SynthsegError(f"unknown inpainting network body {config.body!r}; choose {', '.join(BODIES)}")
         c = config.base_channels
         cb = config.bottleneck_channels
+        if config.body == "local":
+            self.local = LocalBody(config.in_channels, c)
+            self.head = nn.Conv2d(c, 1, 3, padding=1)
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+            return
         self.enc0 = GatedConv(config.in_channels, c, 3)
         self.enc1 = GatedConv(c, 2 * c, 3, stride=2)
         self.enc2 = GatedConv(2 * c, 4 * c, 3, stride=2)
@@ -234,6 +283,8 @@ class InpaintNet(nn.Module):
         onehot = F.one_hot(mode.long(), len(MODES)).to(image.dtype)
         parts.append(onehot[:, :, None, None].expand(n, len(MODES), h, w))
         x = torch.cat(parts, dim=1)
+        if cfg.body == "local":
+            return known + (coarse + self.head(self.local(x))) * mask
         e0 = self.enc0(x)
         e1 = self.enc1(e0)
         e2 = self.enc2(e1)

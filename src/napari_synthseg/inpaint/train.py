@@ -75,6 +75,9 @@ class TrainConfig:
         radiographs).
     intensity_jitter : float
         Random gamma ``exp(U(-j, j))`` on each crop (0 = off).
+    pushpull_mix : float
+        Fraction of samples given the push-pull prior although biharmonic would be used at
+        inference (so a biharmonic-prior model also knows the prior of large holes).
     seed : int
         Seeds the crops, holes, noise and initial weights.
     checkpoint_every : int
@@ -100,6 +103,7 @@ class TrainConfig:
     nodule_radius: tuple = (6.0, 25.0)
     half_scale_prob: float = 0.0
     intensity_jitter: float = 0.0
+    pushpull_mix: float = 0.2
     seed: int = 0
     checkpoint_every: int = 500
     threads: int = 0
@@ -282,7 +286,7 @@ def train_inpainter(
                           tc.outpaint_prob, mc.norm_percentiles, seed=tc.seed + start_step,
                           config=mc, nodule_prob=tc.nodule_prob, nodule_radius=tc.nodule_radius,
                           half_scale_prob=tc.half_scale_prob,
-                          intensity_jitter=tc.intensity_jitter)
+                          intensity_jitter=tc.intensity_jitter, pushpull_mix=tc.pushpull_mix)
     use_d = tc.adv_weight > 0 or tc.fm_weight > 0
     disc = PatchDiscriminator() if use_d else None
     if disc is not None and any(k.startswith("disc/") for k in extra):
