@@ -193,6 +193,13 @@ def test_hole_losses_match_numpy_references():
     per = [np.mean(d[i][h[i]] ** 2) for i in range(3)]
     assert float(hole_loss("psnr", *t)) == pytest.approx(np.mean(np.log(np.array(per) + 1e-6)),
                                                           rel=1e-5)
+    # mse-native: squared errors back in native units (crop i normalised by scale[i]), pooled
+    scale = np.array([2.0, 10.0, 5.0], np.float32)
+    native = np.concatenate([(d[i][h[i]] * scale[i]) ** 2 for i in range(3)])
+    expect = native.sum() / h.sum() / np.mean(scale ** 2)
+    assert float(hole_loss("mse-native", *t, torch.from_numpy(scale))) == pytest.approx(expect, rel=1e-5)
+    with pytest.raises(SynthsegError, match="scale"):
+        hole_loss("mse-native", *t)
     with pytest.raises(SynthsegError, match="unknown hole loss"):
         hole_loss("ssim", *t)
 

@@ -39,9 +39,10 @@ def register(subparsers) -> None:
     t.add_argument("--grad-weight", type=float, default=0.5, help="gradient L1 weight")
     t.add_argument("--ring-weight", type=float, default=0.1,
                    help="L1 weight on a 4-px ring around the hole (default 0.1)")
-    t.add_argument("--hole-loss", default="l1", choices=["l1", "mse", "psnr"],
-                   help="loss in the hole: l1 (default), mse, or psnr (mean per-crop log MSE, "
-                        "what a PSNR benchmark rewards)")
+    t.add_argument("--hole-loss", default="l1", choices=["l1", "mse", "psnr", "mse-native"],
+                   help="loss in the hole: l1 (default), mse, psnr (mean per-crop log MSE), or "
+                        "mse-native (pooled MSE in the image's own units, as a PSNR benchmark "
+                        "pools errors; used for the shipped CXR model)")
     t.add_argument("--nodule-prob", type=float, default=0.0,
                    help="fraction of healthy samples with a nodule-sized blob hole centred in "
                         "the crop, in aerated lung on 2D CXRs (default 0)")

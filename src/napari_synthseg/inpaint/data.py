@@ -160,6 +160,7 @@ class Sample:
     mode: int
     neighbours: np.ndarray  # (2k, S, S) normalised
     coarse: Optional[np.ndarray] = None  # (S, S) prior fill, None = push-pull in the network
+    scale: float = 1.0  # native units per normalised unit (the crop's Normalizer.half_range)
 
 
 class CropSampler:
@@ -306,7 +307,7 @@ class CropSampler:
         # a fraction of small holes keeps the push-pull prior, as inference uses it for big ones
         if self.config is not None and rng.uniform() >= self.pushpull_mix:
             coarse = prior_fill(x, hole_p, mode, self.config)
-        return Sample(x, hole_p.astype(np.float32), mode, nb_arr, coarse)
+        return Sample(x, hole_p.astype(np.float32), mode, nb_arr, coarse, norm.half_range)
 
     def _gamma(self, img, nb, rng):
         lo, hi = float(img.min()), float(img.max())
@@ -320,9 +321,10 @@ class CropSampler:
         return tf(img), [tf(n) for n in nb]
 
     def batch(self, n: int):
-        """(image, hole, mode, neighbours, coarse, has_coarse) as arrays with a batch axis.
+        """(image, hole, mode, neighbours, coarse, has_coarse, scale) as arrays with a batch axis.
 
-        ``coarse`` holds zeros where ``has_coarse`` is False (push-pull is used there).
+        ``coarse`` holds zeros where ``has_coarse`` is False (push-pull is used there);
+        ``scale`` is each crop's native units per normalised unit.
         """
         samples = [self.sample() for _ in range(n)]
         coarse = np.stack([s.coarse if s.coarse is not None else np.zeros_like(s.image)
@@ -332,7 +334,8 @@ class CropSampler:
                 np.array([s.mode for s in samples], np.int64),
                 np.stack([s.neighbours for s in samples]),
                 coarse,
-                np.array([s.coarse is not None for s in samples], np.float32))
+                np.array([s.coarse is not None for s in samples], np.float32),
+                np.array([s.scale for s in samples], np.float32))
 
 
 def mode_index(mode: str) -> int:

@@ -52,7 +52,11 @@ class TrainConfig:
         Reconstruction loss in the hole: ``l1`` (pooled over the batch; converges to the
         conditional median), ``mse`` (pooled; the conditional mean, what PSNR rewards) or
         ``psnr`` (the mean over samples of the log of each sample's hole MSE: exactly the
-        benchmark's mean per-case PSNR, independent of each crop's intensity scale).
+        benchmark's mean per-case PSNR, independent of each crop's intensity scale) or
+        ``mse-native`` (pooled MSE in the image's own units: each crop's normalised error
+        times its normalisation range, so a high-contrast crop, such as a rib edge or a
+        vessel, counts as much as it does in a PSNR benchmark; with per-crop normalisation
+        plain ``mse`` down-weights exactly those crops, and the model learned no residual).
     hole_weight, ring_weight, grad_weight : float
         Weights of the hole loss, L1 on the hole's 4-pixel ring (identically zero with
         :class:`InpaintNet`, whose output copies the known pixels; kept for networks that do
@@ -113,7 +117,7 @@ def _masked_l1(a, b, w):
     return (torch.abs(a - b) * w).sum() / w.sum().clamp_min(1.0)
 
 
-HOLE_LOSSES = ("l1", "mse", "psnr")
+HOLE_LOSSES = ("l1", "mse", "psnr", "mse-native")
 
 
 def _masked_mse(a, b, w):
@@ -129,8 +133,20 @@ def _log_mse_per_sample(a, b, w):
     return torch.log(se[keep] / n[keep] + 1e-6).mean()
 
 
-def hole_loss(name: str, pred, target, hole):
+def _native_weights(scale: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights that turn normalised squared errors into native ones (batch mean 1)."""
+    w = scale.float() ** 2
+    return (w / w.mean().clamp_min(1e-12)).view(-1, 1, 1, 1)
+
+
+def hole_loss(name: str, pred, target, hole, scale=None):
     """The reconstruction term of :class:`TrainConfig` ``hole_loss`` (see there)."""
+    if name == "mse-native":
+        if scale is None:
+            raise SynthsegError("the mse-native hole loss needs each crop's normalisation scale")
+        # pooled over the batch's hole pixels like ``mse``, each crop's squared error in native
+        # units (relative to the batch's mean scale, so the loss keeps mse's magnitude)
+        return (((pred - target) ** 2) * hole * _native_weights(scale)).sum() / hole.sum().clamp_min(1.0)
     if name == "l1":
         return _masked_l1(pred, target, hole)
     if name == "mse":
@@ -184,8 +200,8 @@ def _ring(hole: torch.Tensor, px: int = 4) -> torch.Tensor:
 
 
 def _to_device(batch, device, channels_last):
-    img, hole, mode, nb, coarse, has = (torch.from_numpy(np.ascontiguousarray(a)) for a in batch)
-    img, hole, mode = img.to(device), hole.to(device), mode.to(device)
+    img, hole, mode, nb, coarse, has, scale = (torch.from_numpy(np.ascontiguousarray(a)) for a in batch)
+    img, hole, mode, scale = img.to(device), hole.to(device), mode.to(device), scale.to(device)
     nb = nb.to(device) if nb.shape[1] else None
     has = has.to(device)[:, None, None, None]
     # samples without a biharmonic prior get the network's own push-pull fill
@@ -194,7 +210,7 @@ def _to_device(batch, device, channels_last):
         img = img.contiguous(memory_format=torch.channels_last)
         hole = hole.contiguous(memory_format=torch.channels_last)
         coarse = coarse.contiguous(memory_format=torch.channels_last)
-    return img, hole, mode, nb, coarse
+    return img, hole, mode, nb, coarse, scale
 
 
 def train_inpainter(
@@ -350,7 +366,7 @@ def train_inpainter(
                 raise CancelledError("cancelled by the user")
             for group in opt_g.param_groups:
                 group["lr"] = lr_at(step)
-            img, hole, mode, nb, coarse = _to_device(sampler.batch(tc.batch), dev, channels_last)
+            img, hole, mode, nb, coarse, scale = _to_device(sampler.batch(tc.batch), dev, channels_last)
             noise = None
             if mc.noise_channels:
                 noise = torch.randn(img.shape[0], mc.noise_channels, *img.shape[-2:],
@@ -368,7 +384,7 @@ def train_inpainter(
                 scaler.scale(loss_d).backward()
                 scaler.step(opt_d)
             l1 = _masked_l1(pred, img, hole)
-            rec = l1 if tc.hole_loss == "l1" else hole_loss(tc.hole_loss, pred, img, hole)
+            rec = l1 if tc.hole_loss == "l1" else hole_loss(tc.hole_loss, pred, img, hole, scale)
             loss = tc.hole_weight * rec
             if tc.ring_weight:
                 loss = loss + tc.ring_weight * _masked_l1(pred, img, _ring(hole))
@@ -434,7 +450,7 @@ def validate(gen: InpaintNet, mc: InpainterConfig, images: Sequence[str | Path],
                           mc.norm_percentiles, seed=seed, config=mc, pushpull_mix=0.0,
                           nodule_prob=1.0 if nodule else 0.0, nodule_radius=radius,
                           half_scale_prob=0.0)
-    img, hole, mode, nb, coarse = _to_device(sampler.batch(n), device, False)
+    img, hole, mode, nb, coarse, _ = _to_device(sampler.batch(n), device, False)
     noise = torch.zeros(n, mc.noise_channels, *img.shape[-2:], device=device) if mc.noise_channels else None
     pred = gen.float()(img, hole, mode, noise=noise, neighbours=nb, coarse=coarse)
     res = {}
