@@ -9,6 +9,7 @@ changes ``offset``, so the transformed patch is cached by what it depends on.
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -119,12 +120,15 @@ class PatchCache:
     def __init__(self, capacity: int = 256) -> None:
         self.capacity = capacity
         self._items: OrderedDict[str, LesionPatch] = OrderedDict()
+        # QA prepares neighbouring scenes and exports in worker threads that share this cache
+        self._lock = threading.Lock()
 
     def get(self, scene: Scene, record: LesionRecord, spacing: tuple[float, ...]) -> LesionPatch:
         key = _key(record.assets, record.params.get("patch_spacing"), record.size_mm, record.rotation_deg, spacing)
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
         patch = record_patch(scene, record)
         scale = record.size_mm / patch.diameter_mm() if record.size_mm > 0 else 1.0
         rotation = record.rotation_deg
@@ -134,9 +138,10 @@ class PatchCache:
             patch = patch.transform(scale=scale, rotation_deg=rotation, spacing=spacing)
         elif tuple(patch.spacing) != tuple(spacing):
             patch = patch.resample_to(spacing)
-        self._items[key] = patch
-        if len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+        with self._lock:  # the transform above runs unlocked: two threads may both compute it
+            self._items[key] = patch
+            if len(self._items) > self.capacity:
+                self._items.popitem(last=False)
         return patch
 
 
