@@ -299,6 +299,42 @@ def test_local_body_trains_saves_loads_and_fills(train_dir, tmp_path):
         Inpainter(bad, device="cpu")
 
 
+def test_image_norm_scale_trains_and_fills_with_the_whole_images_range(train_dir, tmp_path):
+    """norm_scale="image": training crops and fills use the whole image's range, not the crop's."""
+    from napari_synthseg.inpaint.data import CropSampler, load_training_images
+    from napari_synthseg.inpaint.normalize import image_half_range
+
+    items = load_training_images([train_dir / "images"])
+    ref = np.percentile(items[0].array, (1, 99))
+    assert items[0].half_range == pytest.approx(0.5 * (ref[1] - ref[0]), rel=1e-6)
+    cfg = InpainterConfig(**TINY, norm_scale="image", body="local")
+    sampler = CropSampler(items[:1], 32, ("healthy",), seed=0, config=cfg)
+    assert [float(sampler.sample().scale) for _ in range(5)] == pytest.approx([items[0].half_range] * 5)
+    crop_sampler = CropSampler(items[:1], 32, ("healthy",), seed=0, config=InpainterConfig(**TINY))
+    assert len({round(float(crop_sampler.sample().scale), 3) for _ in range(5)}) > 1  # per crop
+
+    model = tmp_path / "img_norm.safetensors"
+    assert cli_main(["train-inpainter", "--images", str(train_dir / "images"), "--out", str(model),
+                     "--steps", "10", "--size", "32", "--batch", "2", "--channels", "8", "--body", "local",
+                     "--norm-scale", "image", "--hole-loss", "mse-native", "--threads", "1"]) == 0
+    assert read_model_info(model)["config"]["norm_scale"] == "image"
+    rng = np.random.default_rng(4)
+    img = _texture(rng, (96, 96))
+    img[:, :20] += 900.0  # a bright band far from the hole widens the image's range only
+    m = blob_mask(img.shape, rng, radius=6.0, centre=(48, 60))
+    filler = LearnedFiller(model)
+    out = filler.fill(img, m, seed=0)
+    # the filler crops around the hole but normalises with the whole image's range
+    ys, xs = np.nonzero(m)
+    box = (slice(max(ys.min() - 32, 0), ys.max() + 33), slice(max(xs.min() - 32, 0), xs.max() + 33))
+    inp = filler.inpainter
+    whole = inp.predict(img[box], m[box], rng=np.random.default_rng(0),
+                        image_half_range=image_half_range(img))
+    own = inp.predict(img[box], m[box], rng=np.random.default_rng(0))
+    assert not np.allclose(whole[m[box]], own[m[box]], atol=1e-3)  # the scale matters
+    np.testing.assert_allclose(out[box][m[box]], whole[m[box]], atol=1e-3)
+
+
 # ---------------------------------------------------------------- inference contract
 def test_outside_mask_unchanged_native_range(tiny_model):
     rng = np.random.default_rng(1)

@@ -66,6 +66,10 @@ def register(subparsers) -> None:
     t.add_argument("--body", default="ffc", choices=["ffc", "local"],
                    help="network body: ffc (global FFC bottleneck, default) or local (plain and "
                         "dilated convolutions to 1/4 resolution; learns nodule-sized healthy fills)")
+    t.add_argument("--norm-scale", default="crop", choices=["crop", "image"],
+                   help="intensity scale the network sees: each crop's percentile range (crop, "
+                        "default) or the whole image's (image: keeps each region's real "
+                        "contrast; used for the shipped CXR model)")
     t.add_argument("--pushpull-mix", type=float, default=0.2,
                    help="fraction of small holes trained on the push-pull prior instead of "
                         "biharmonic (inference uses push-pull for large holes; default 0.2)")
@@ -127,7 +131,7 @@ def run_train(args) -> int:
     mc = InpainterConfig(base_channels=args.channels, bottleneck_channels=args.bottleneck,
                          n_ffc_blocks=args.blocks, context_slices=args.context_slices,
                          modes=_modes(args.modes, bool(args.masks)), modality=args.modality,
-                         prior=args.prior, body=args.body)
+                         prior=args.prior, body=args.body, norm_scale=args.norm_scale)
     tc = TrainConfig(steps=args.steps, batch=args.batch, crop=args.size, lr=args.lr,
                      adv_weight=args.adv_weight, fm_weight=args.fm_weight,
                      adv_start=args.adv_start, grad_weight=args.grad_weight, seed=args.seed,

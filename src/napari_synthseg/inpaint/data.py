@@ -20,7 +20,7 @@ from ..errors import SynthsegError
 from ..io import is_supported_path, read_image
 from .masks import blob_mask, box_mask, dilate, random_training_mask
 from .network import MODES
-from .normalize import Normalizer
+from .normalize import Normalizer, image_half_range
 from .prior import prior_fill
 
 MASK_SUFFIXES = ("", "_mask", "_seg", "_label", "_lesion")
@@ -38,6 +38,8 @@ class TrainImage:
     lesion_slices: List[int] = field(default_factory=list)
     #: (z, y, x) where nodule-shaped training holes may be centred (None: anywhere)
     centres: Optional[np.ndarray] = None
+    #: the whole image's percentile half range (the scale of ``norm_scale="image"``)
+    half_range: Optional[float] = None
 
 
 def _stem(p: Path) -> str:
@@ -130,7 +132,7 @@ def load_training_images(
         img = read_image(path)
         arr = np.asarray(img.array, np.float32)
         arr = arr[None] if arr.ndim == 2 else arr
-        item = TrainImage(path=path, array=arr, sha256=_hash(path))
+        item = TrainImage(path=path, array=arr, sha256=_hash(path), half_range=image_half_range(arr))
         for folder, attr in ((mdir, "lesion"), (odir, "organ")):
             partner = _find_partner(folder, _stem(path))
             if partner is None:
@@ -237,7 +239,7 @@ class CropSampler:
                 if not allowed.any():
                     allowed = None
             hole = random_training_mask((s, s), rng, allowed=allowed)
-        return self._finish(img, nb, hole, mode, rng)
+        return self._finish(img, nb, hole, mode, rng, item)
 
     def _nodule_sample(self) -> Sample:
         """A healthy hole shaped and sized like a nodule, centred (with jitter) in the crop.
@@ -271,7 +273,7 @@ class CropSampler:
         centre = (float(np.clip((cy - r0) / f, radius, s - radius)),
                   float(np.clip((cx - c0) / f, radius, s - radius)))
         hole = blob_mask((s, s), rng, radius=radius, centre=centre)
-        return self._finish(img, nb, hole, 0, rng)
+        return self._finish(img, nb, hole, 0, rng, item)
 
     def _lesion_sample(self) -> Sample:
         rng = self.rng
@@ -289,16 +291,19 @@ class CropSampler:
         hole = dilate(les, int(rng.integers(1, 4)))
         if hole.all() or not hole.any():
             hole = random_training_mask((s, s), rng)
-            return self._finish(img, nb, hole, 0, rng)
-        return self._finish(img, nb, hole, 1, rng)
+            return self._finish(img, nb, hole, 0, rng, item)
+        return self._finish(img, nb, hole, 1, rng, item)
 
-    def _finish(self, img, nb, hole, mode, rng) -> Sample:
+    def _finish(self, img, nb, hole, mode, rng, item: TrainImage) -> Sample:
         if rng.uniform() < 0.5:  # left-right flip: anatomy is roughly mirror-symmetric
             img, hole, nb = img[:, ::-1], hole[:, ::-1], [n[:, ::-1] for n in nb]
         if self.intensity_jitter > 0:
             # a monotone gamma on the crop's own range: other exposures and detector curves
             img, nb = self._gamma(img, nb, rng)
-        norm = Normalizer.from_context(img, hole, self.percentiles)
+        image_scale = None
+        if self.config is not None and self.config.norm_scale == "image":
+            image_scale = item.half_range  # the gamma above keeps the crop's min and max
+        norm = Normalizer.from_context(img, hole, self.percentiles, half_range=image_scale)
         x = np.clip(norm.forward(self._pad(np.ascontiguousarray(img))), -6, 6)
         nbs = [np.clip(norm.forward(self._pad(np.ascontiguousarray(n))), -6, 6) for n in nb]
         hole_p = self._pad(np.ascontiguousarray(hole))

@@ -16,6 +16,7 @@ import numpy as np
 from ..fill.base import Filler, _component_boxes, _validate, register_filler
 from ..utils.progress import CancelToken, ProgressCallback, report
 from .infer import Inpainter
+from .normalize import image_half_range
 
 
 class LearnedFiller(Filler):
@@ -55,15 +56,20 @@ class LearnedFiller(Filler):
         self.texture = float(texture)
         self.inpainter.check_mode(self.mode)
         self._cancel: Optional[CancelToken] = None
+        self._image_half_range: Optional[float] = None
 
     def fill_region(self, image, mask, spacing, rng):
         return self.inpainter.predict(image, mask, self.mode, rng=rng, cancel=self._cancel,
-                                      texture=self.texture)
+                                      texture=self.texture, image_half_range=self._image_half_range)
 
     def fill(self, image, mask, *, spacing: Optional[Sequence[float]] = None,
              seed: Optional[int] = None, progress: Optional[ProgressCallback] = None,
              cancel: Optional[CancelToken] = None) -> np.ndarray:
         self._cancel = cancel
+        cfg = self.inpainter.config
+        if cfg.norm_scale == "image":
+            # the scale of the whole image (or volume), as in training, not of the filled crop
+            self._image_half_range = image_half_range(np.asarray(image, np.float32), cfg.norm_percentiles)
         try:
             k = self.inpainter.config.context_slices
             if np.ndim(image) == 3 and k:
@@ -72,6 +78,7 @@ class LearnedFiller(Filler):
                                 cancel=cancel)
         finally:
             self._cancel = None
+            self._image_half_range = None
 
     def _fill_volume_with_neighbours(self, image, mask, spacing, seed, progress, cancel):
         img, msk, _ = _validate(image, mask, spacing)
@@ -94,7 +101,8 @@ class LearnedFiller(Filler):
                 nb = np.stack([img[j][box] for j in idx])
                 res = self.inpainter.predict(img[z][box], sub_m, self.mode, rng=rng,
                                              neighbours=nb, cancel=cancel,
-                                             texture=self.texture)
+                                             texture=self.texture,
+                                             image_half_range=self._image_half_range)
                 region = out[z][box]
                 region[sub_m] = res[sub_m]
         report(progress, len(zs), len(zs), "learned: done")

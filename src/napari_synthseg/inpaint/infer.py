@@ -22,6 +22,7 @@ from ..models import LoadedModel, load_model, select_device
 from ..utils.progress import CancelToken, ProgressCallback, report
 from .network import ARCHITECTURE, MODES, InpaintNet, pad_to_multiple, push_pull_fill
 from .normalize import Normalizer
+from .normalize import image_half_range as _image_half_range
 from .prior import prior_fill
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
@@ -123,7 +124,8 @@ class Inpainter:
     def predict(self, image: np.ndarray, mask: np.ndarray, mode: str = "healthy",
                 rng: Optional[np.random.Generator] = None,
                 neighbours: Optional[np.ndarray] = None,
-                cancel: Optional[CancelToken] = None, texture: float = 0.0) -> np.ndarray:
+                cancel: Optional[CancelToken] = None, texture: float = 0.0,
+                image_half_range: Optional[float] = None) -> np.ndarray:
         """Fill ``mask`` in one 2D crop; returns float32 native values (input outside the mask).
 
         Parameters
@@ -140,6 +142,10 @@ class Inpainter:
             Strength of seeded fine-grain texture added inside the hole (0 = the model's
             mean-like fill, best PSNR; 1 = grain as strong as the context's). See
             :func:`texture_noise`.
+        image_half_range : float, optional
+            For models with ``norm_scale="image"``: the whole image's percentile half range
+            (:func:`~.normalize.image_half_range`; :class:`LearnedFiller` passes it). Without
+            it the crop itself is taken as the image.
         """
         mode_i = self.check_mode(mode)
         img = np.asarray(image, np.float32)
@@ -153,7 +159,10 @@ class Inpainter:
             raise SynthsegError("the fill mask covers the whole image; leave some context")
         cfg = self.config
         rng = rng if rng is not None else np.random.default_rng(0)
-        norm = Normalizer.from_context(img, msk, cfg.norm_percentiles)
+        scale = None
+        if cfg.norm_scale == "image":
+            scale = image_half_range if image_half_range else _image_half_range(img, cfg.norm_percentiles)
+        norm = Normalizer.from_context(img, msk, cfg.norm_percentiles, half_range=scale)
         x = np.clip(norm.forward(img), -6, 6)
         x[msk] = 0.0
         k = cfg.context_slices

@@ -68,6 +68,10 @@ class InpainterConfig:
         training also mixes in so the network knows both).
     biharmonic_max_pixels : int
         Largest hole (pixels) given the biharmonic prior.
+    norm_scale : str
+        ``crop``: each crop's context percentiles map to -1/1 (files from before this option);
+        ``image``: the scale is the whole image's percentile range, only the centre comes from
+        the crop, so the network sees each region's real contrast.
     body : str
         ``ffc`` (gated encoder, FFC blocks at 1/8) or ``local`` (plain and dilated
         convolutions down to 1/4; ``bottleneck_channels``, ``n_ffc_blocks`` and
@@ -86,6 +90,7 @@ class InpainterConfig:
     prior: str = "pushpull"
     biharmonic_max_pixels: int = 12000
     body: str = "ffc"
+    norm_scale: str = "crop"
 
     @property
     def in_channels(self) -> int:
@@ -184,6 +189,7 @@ class FFCBlock(nn.Module):
 
 
 BODIES = ("ffc", "local")
+NORM_SCALES = ("crop", "image")
 
 
 def _conv_act(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -239,10 +245,13 @@ class InpaintNet(nn.Module):
     def __init__(self, config: InpainterConfig) -> None:
         super().__init__()
         self.config = config
-        if config.body not in BODIES:
-            from ..errors import SynthsegError
+        from ..errors import SynthsegError
 
+        if config.body not in BODIES:
             raise SynthsegError(f"unknown inpainting network body {config.body!r}; choose {', '.join(BODIES)}")
+        if config.norm_scale not in NORM_SCALES:
+            raise SynthsegError(f"unknown inpainting normalisation {config.norm_scale!r}; "
+                                f"choose {', '.join(NORM_SCALES)}")
         c = config.base_channels
         cb = config.bottleneck_channels
         if config.body == "local":

@@ -4,6 +4,11 @@ Native values (HU, 8/12/16-bit detector counts) are mapped so that the ``lo`` an
 percentiles of the unmasked context become -1 and 1. Using only the context means the hole's
 content (a lesion to remove, garbage) never influences the scale, and training and inference
 see the same statistics for the same crop.
+
+With ``norm_scale="image"`` (:class:`~.network.InpainterConfig`) the scale is instead the whole
+image's percentile range (:func:`image_half_range`) and only the centre comes from the crop:
+every crop of an image then keeps its true contrast, so the network can tell a faint vessel
+from noise, which per-crop scaling hides (docs/model_cards/cxr_inpainter_small.md).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ class Normalizer:
 
     @classmethod
     def from_context(cls, image: np.ndarray, mask: np.ndarray | None,
-                     percentiles=(1.0, 99.0)) -> "Normalizer":
+                     percentiles=(1.0, 99.0), half_range: float | None = None) -> "Normalizer":
+        """Centre (and, unless ``half_range`` is given, scale) from the known pixels' percentiles."""
         known = image[~mask] if mask is not None and mask.any() else image.ravel()
         if known.size == 0:
             known = image.ravel()
@@ -32,6 +38,8 @@ class Normalizer:
         if not hi > lo:
             spread = float(np.std(known)) if known.size else 0.0
             lo, hi = float(lo) - max(spread, 1.0), float(hi) + max(spread, 1.0)
+        if half_range is not None and half_range > 0:
+            return cls(centre=0.5 * (float(lo) + float(hi)), half_range=float(half_range))
         return cls(centre=0.5 * (float(lo) + float(hi)), half_range=0.5 * (float(hi) - float(lo)))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -39,3 +47,14 @@ class Normalizer:
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         return (np.asarray(y, np.float64) * self.half_range + self.centre).astype(np.float32)
+
+
+def image_half_range(image: np.ndarray, percentiles=(1.0, 99.0)) -> float:
+    """Half the distance between two percentiles of a whole image (a strided subsample)."""
+    flat = np.asarray(image).ravel()
+    if flat.size > 1_000_000:
+        flat = flat[:: flat.size // 1_000_000 + 1]
+    lo, hi = np.percentile(flat.astype(np.float64), percentiles)
+    if not hi > lo:
+        return max(float(np.std(flat)), 1.0)
+    return 0.5 * (float(hi) - float(lo))
