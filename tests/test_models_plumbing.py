@@ -92,6 +92,23 @@ def test_pickles_are_never_loaded(tmp_path):
         load_model(raw)
 
 
+def test_header_length_starting_with_a_pickle_byte_loads(tmp_path):
+    """A header of 128 + 256k bytes begins with 0x80, a pickle's first byte: still a model."""
+    import struct
+
+    found = None
+    for pad in range(300):
+        path = save_model(Tiny(TinyConfig()), TinyConfig(), tmp_path / f"m{pad}.safetensors",
+                          provenance={"note": "x" * pad})
+        (n,) = struct.unpack("<Q", path.read_bytes()[:8])
+        if n % 256 == 128:
+            found = path
+            break
+        path.unlink()
+    assert found is not None and found.read_bytes()[:1] == b"\x80"
+    assert load_model(found, expected="test-tiny").provenance["note"].startswith("x")
+
+
 def test_foreign_or_truncated_safetensors_refused(tmp_path):
     from safetensors.torch import save_file
 

@@ -63,23 +63,26 @@ def _header(path: Path) -> dict[str, Any]:
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
+            head = fh.read(9)
+            if len(head) < 9:
                 raise SynthsegError(f"{path.name} is not a model file (too short)")
-            (n,) = struct.unpack("<Q", head)
-            if head[:2] == b"PK":
-                raise SynthsegError(
-                    f"{path.name} is a zip/pickle checkpoint (torch.save); only safetensors files "
-                    "are loaded, because pickles can run arbitrary code"
-                )
-            if head[:1] == b"\x80":
-                raise SynthsegError(
-                    f"{path.name} is a pickle; only safetensors files are loaded, because pickles "
-                    "can run arbitrary code"
-                )
-            if n <= 0 or n > min(size - 8, 100_000_000):
+            (n,) = struct.unpack("<Q", head[:8])
+            # A safetensors file is its header length (u64, little endian) and then a JSON
+            # object. Only when that does not fit is the file checked for a pickle's or a zip's
+            # signature: a header length of 128 + 256k bytes also starts with 0x80.
+            if not (head[8:9] == b"{" and 0 < n <= min(size - 8, 100_000_000)):
+                if head[:2] == b"PK":
+                    raise SynthsegError(
+                        f"{path.name} is a zip/pickle checkpoint (torch.save); only safetensors "
+                        "files are loaded, because pickles can run arbitrary code"
+                    )
+                if head[:1] == b"\x80":
+                    raise SynthsegError(
+                        f"{path.name} is a pickle; only safetensors files are loaded, because "
+                        "pickles can run arbitrary code"
+                    )
                 raise SynthsegError(f"{path.name} is not a safetensors file (bad header length)")
-            raw = fh.read(n)
+            raw = head[8:] + fh.read(n - 1)
         header = json.loads(raw)
     except FileNotFoundError:
         raise SynthsegError(f"model file not found: {path}") from None
