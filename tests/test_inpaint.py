@@ -263,10 +263,14 @@ def test_local_body_trains_saves_loads_and_fills(train_dir, tmp_path):
     model = tmp_path / "local.safetensors"
     rc = cli_main(["train-inpainter", "--images", str(train_dir / "images"), "--out", str(model),
                    "--steps", "25", "--size", "48", "--batch", "4", "--channels", "8", "--lr", "3e-3",
-                   "--body", "local", "--pushpull-mix", "0", "--hole-loss", "mse", "--threads", "1"])
+                   "--body", "local", "--pushpull-mix", "0", "--hole-loss", "mse", "--threads", "1",
+                   "--noise-channels", "0"])
     assert rc == 0
     info = read_model_info(model)
     assert info["config"]["body"] == "local" and info["provenance"]["train_config"]["pushpull_mix"] == 0.0
+    assert info["config"]["noise_channels"] == 0
+    assert cli_main(["train-inpainter", "--images", str(train_dir / "images"), "--out",
+                     str(tmp_path / "neg.safetensors"), "--noise-channels", "-1"]) == 2
     inp = Inpainter(model, device="cpu")
     assert hasattr(inp.net, "local") and not hasattr(inp.net, "blocks")
     rng = np.random.default_rng(3)
@@ -537,6 +541,23 @@ def test_registered_by_name_and_builtin_model_loads():
     assert isinstance(f, LearnedFiller) and "healthy" in f.inpainter.modes
     prov = f.inpainter.loaded.provenance
     assert prov["steps"] > 0 and prov["data"]["n_images"] > 0
+
+
+def test_builtin_picks_the_shipped_model_for_each_mode():
+    from napari_synthseg.inpaint.infer import BUILTIN_FOR_MODE, resolve_model_path
+
+    assert resolve_model_path("builtin") == builtin_model_path("cxr_inpainter_small")
+    assert resolve_model_path("builtin", "outpaint") == builtin_model_path("cxr_outpainter_small")
+    for mode, name in BUILTIN_FOR_MODE.items():
+        assert mode in Inpainter(f"builtin:{name}", device="cpu").modes
+    with pytest.raises(SynthsegError, match="no built-in model does 'lesion'"):
+        resolve_model_path("builtin", "lesion")
+    rng = np.random.default_rng(2)
+    img = _texture(rng, (96, 96))
+    keep = blob_mask(img.shape, rng, radius=6.0, centre=(48, 48))
+    out = inpaint_samples(img, keep, mode="outpaint", n_samples=1, margin=4, threads=1)[0]
+    np.testing.assert_array_equal(out[keep], img[keep])  # the kept lesion is untouched
+    assert not np.allclose(out[:10], img[:10])  # everything away from it is regenerated
 
 
 def test_cli_train_and_inpaint(train_dir, tmp_path):

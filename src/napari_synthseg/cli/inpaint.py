@@ -66,6 +66,9 @@ def register(subparsers) -> None:
     t.add_argument("--body", default="ffc", choices=["ffc", "local"],
                    help="network body: ffc (global FFC bottleneck, default) or local (plain and "
                         "dilated convolutions to 1/4 resolution; learns nodule-sized healthy fills)")
+    t.add_argument("--noise-channels", type=int, default=1,
+                   help="Gaussian noise input channels (default 1; 0 makes the network "
+                        "deterministic: seeded samples then differ only by --texture grain)")
     t.add_argument("--norm-scale", default="crop", choices=["crop", "image"],
                    help="intensity scale the network sees: each crop's percentile range (crop, "
                         "default) or the whole image's (image: keeps each region's real "
@@ -88,9 +91,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("inpaint", help="fill a masked region with a learned or classical model")
     p.add_argument("image", help="image file or DICOM series folder")
     p.add_argument("--mask", required=True, help="mask image (nonzero = fill; for outpaint: the lesion)")
-    p.add_argument("--model", default="builtin:cxr_inpainter_small",
-                   help="MODEL.safetensors, builtin:cxr_inpainter_small (default), "
-                        "or a classical method: biharmonic, telea")
+    p.add_argument("--model", default="builtin",
+                   help="MODEL.safetensors, builtin (default: the shipped CXR model for --mode, "
+                        "builtin:cxr_inpainter_small for healthy, builtin:cxr_outpainter_small for "
+                        "outpaint), or a classical method: biharmonic, telea")
     p.add_argument("--mode", default="healthy", choices=["healthy", "lesion", "outpaint"])
     p.add_argument("--samples", type=int, default=1, help="number of seeded samples")
     p.add_argument("--seed", type=int, default=0, help="seed of the first sample")
@@ -126,12 +130,15 @@ def run_train(args) -> int:
     for name, val in (("--steps", args.steps), ("--size", args.size), ("--batch", args.batch)):
         if val < 1:
             raise SynthsegError(f"{name} must be at least 1, got {val}")
+    if args.noise_channels < 0:
+        raise SynthsegError(f"--noise-channels must be 0 or more, got {args.noise_channels}")
     if args.size < 16 or args.size % 8:
         raise SynthsegError(f"--size must be a multiple of 8 and at least 16, got {args.size}")
     mc = InpainterConfig(base_channels=args.channels, bottleneck_channels=args.bottleneck,
                          n_ffc_blocks=args.blocks, context_slices=args.context_slices,
                          modes=_modes(args.modes, bool(args.masks)), modality=args.modality,
-                         prior=args.prior, body=args.body, norm_scale=args.norm_scale)
+                         prior=args.prior, body=args.body, norm_scale=args.norm_scale,
+                         noise_channels=args.noise_channels)
     tc = TrainConfig(steps=args.steps, batch=args.batch, crop=args.size, lr=args.lr,
                      adv_weight=args.adv_weight, fm_weight=args.fm_weight,
                      adv_start=args.adv_start, grad_weight=args.grad_weight, seed=args.seed,

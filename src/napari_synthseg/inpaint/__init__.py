@@ -8,7 +8,8 @@
 * :func:`inpaint_samples` - N seeded samples with any learned or classical method;
 * :mod:`.masks` - training/outpaint hole generators.
 
-The package ships ``builtin:cxr_inpainter_small`` (see docs/model_cards/cxr_inpainter_small.md).
+The package ships ``builtin:cxr_inpainter_small`` (healthy fill) and ``builtin:cxr_outpainter_small``
+(outpainting); plain ``builtin`` picks the one for the mode (model cards in docs/model_cards/).
 """
 
 from .network import ARCHITECTURE, MODES, InpaintNet, InpainterConfig

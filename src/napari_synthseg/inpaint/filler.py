@@ -15,7 +15,7 @@ import numpy as np
 
 from ..fill.base import Filler, _component_boxes, _validate, register_filler
 from ..utils.progress import CancelToken, ProgressCallback, report
-from .infer import Inpainter
+from .infer import Inpainter, resolve_model_path
 from .normalize import image_half_range
 
 
@@ -24,8 +24,8 @@ class LearnedFiller(Filler):
 
     Parameters
     ----------
-    model_path : path, ``builtin:NAME`` or Inpainter
-        The model (default: the shipped CXR model).
+    model_path : path, ``builtin``, ``builtin:NAME`` or Inpainter
+        The model (default ``builtin``: the shipped CXR model for ``mode``).
     mode : str
         ``healthy`` (remove a lesion), ``lesion`` (draw a lesion where the mask is; needs a model
         trained with lesion masks) or ``outpaint`` (the mask is everything to regenerate).
@@ -46,12 +46,12 @@ class LearnedFiller(Filler):
     min_context_px = 32
     context_fraction = 1.0
 
-    def __init__(self, model_path: Union[str, Path, Inpainter] = "builtin:cxr_inpainter_small",
+    def __init__(self, model_path: Union[str, Path, Inpainter] = "builtin",
                  mode: str = "healthy", device: Optional[str] = None, tile: int = 512,
                  overlap: int = 64, texture: float = 0.0, threads: Optional[int] = None) -> None:
         self.inpainter = (model_path if isinstance(model_path, Inpainter)
-                          else Inpainter(model_path, device=device, tile=tile, overlap=overlap,
-                                         threads=threads))
+                          else Inpainter(resolve_model_path(model_path, mode), device=device, tile=tile,
+                                         overlap=overlap, threads=threads))
         self.mode = str(mode).strip().lower()
         self.texture = float(texture)
         self.inpainter.check_mode(self.mode)

@@ -27,7 +27,10 @@ from .prior import prior_fill
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 #: name -> file in the package's weights folder
-BUILTIN_MODELS: Dict[str, str] = {"cxr_inpainter_small": "cxr_inpainter_small.safetensors"}
+BUILTIN_MODELS: Dict[str, str] = {"cxr_inpainter_small": "cxr_inpainter_small.safetensors",
+                                  "cxr_outpainter_small": "cxr_outpainter_small.safetensors"}
+#: the built-in model that plain ``builtin`` means for each mode (model cards in docs/model_cards)
+BUILTIN_FOR_MODE: Dict[str, str] = {"healthy": "cxr_inpainter_small", "outpaint": "cxr_outpainter_small"}
 CLASSICAL = ("biharmonic", "telea")
 
 
@@ -42,8 +45,15 @@ def builtin_model_path(name: str = "cxr_inpainter_small") -> Path:
     return path
 
 
-def resolve_model_path(model: Union[str, Path]) -> Path:
+def resolve_model_path(model: Union[str, Path], mode: Optional[str] = None) -> Path:
+    """A model file from a path, ``builtin:NAME``, or ``builtin`` (the shipped model for ``mode``)."""
     text = str(model)
+    if text.strip().lower() == "builtin":
+        key = str(mode or "healthy").strip().lower()
+        if key not in BUILTIN_FOR_MODE:
+            raise SynthsegError(f"no built-in model does {key!r} fill; train one (train-inpainter "
+                                f"--masks DIR for lesion fill) and give its file")
+        return builtin_model_path(BUILTIN_FOR_MODE[key])
     if text.startswith("builtin:"):
         return builtin_model_path(text)
     return Path(model)
@@ -114,9 +124,11 @@ class Inpainter:
         if key not in MODES:
             raise SynthsegError(f"unknown inpainting mode {mode!r}; choose {', '.join(MODES)}")
         if key not in self.modes:
+            hint = (f"use builtin:{BUILTIN_FOR_MODE[key]} (or plain 'builtin'), or train one"
+                    if key in BUILTIN_FOR_MODE else "train one")
             raise SynthsegError(
                 f"this model was trained for {', '.join(self.modes)} only, not {key!r}; "
-                f"train one with that mode (train-inpainter --modes ...{', --masks DIR' if key == 'lesion' else ''})")
+                f"{hint} with that mode (train-inpainter --modes ...{', --masks DIR' if key == 'lesion' else ''})")
         return MODES.index(key)
 
     # ------------------------------------------------------------------ inference
@@ -281,7 +293,7 @@ def inpaint_samples(
     image: np.ndarray,
     mask: np.ndarray,
     *,
-    model: Union[str, Path, "Inpainter"] = "builtin:cxr_inpainter_small",
+    model: Union[str, Path, "Inpainter"] = "builtin",
     mode: str = "healthy",
     n_samples: int = 1,
     seed: int = 0,
@@ -303,8 +315,9 @@ def inpaint_samples(
         Healthy/lesion: the pixels to fill. Outpaint: the lesion to *keep*; everything outside
         its bounding box grown by ``margin`` pixels is regenerated.
     model : str or Path or Inpainter
-        A model file, ``builtin:NAME``, a loaded :class:`Inpainter`, or ``biharmonic``/``telea``
-        (deterministic: every sample is the same; healthy mode only).
+        A model file, ``builtin`` (the shipped model for ``mode``), ``builtin:NAME``, a loaded
+        :class:`Inpainter`, or ``biharmonic``/``telea`` (deterministic: every sample is the
+        same; healthy mode only).
     texture : float
         Seeded grain added to learned fills (see :func:`texture_noise`); 0 keeps the
         smooth, best-PSNR fill (use 0 for lesion extraction, where grain would end up in the

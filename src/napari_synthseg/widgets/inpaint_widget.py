@@ -38,7 +38,7 @@ from ..utils.progress import CancelToken
 from ._common import ProgressRelay, report_error, run_in_thread, show_info
 
 METHODS = [
-    ("learned: built-in CXR model", "builtin:cxr_inpainter_small"),
+    ("learned: built-in CXR model", "builtin"),  # the shipped model for the chosen mode
     ("learned: model file…", "file"),
     ("classical: biharmonic", "biharmonic"),
     ("classical: Telea", "telea"),
