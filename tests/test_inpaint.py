@@ -234,6 +234,11 @@ def test_nodule_samples_are_centred_blobs_in_the_lung(tmp_path):
         ys, xs = np.nonzero(hole)
         # one connected blob, not strokes or a box
         assert (ys.max() - ys.min()) < 30 and (xs.max() - xs.min()) < 30
+    # nodule_jitter=0: the hole sits at the crop centre, as around a mask at inference
+    centred = CropSampler(items, 64, ("healthy",), nodule_prob=1.0, nodule_radius=(10.0, 20.0),
+                          outpaint_prob=0.0, seed=3, nodule_jitter=0.0)
+    offsets = [np.abs(np.argwhere(centred.sample().hole > 0).mean(axis=0) - 31.5).max() for _ in range(10)]
+    assert max(offsets) < 3.0
 
 
 def test_cli_train_records_new_options(train_dir, tmp_path):

@@ -66,6 +66,9 @@ def register(subparsers) -> None:
     t.add_argument("--body", default="ffc", choices=["ffc", "local"],
                    help="network body: ffc (global FFC bottleneck, default) or local (plain and "
                         "dilated convolutions to 1/4 resolution; learns nodule-sized healthy fills)")
+    t.add_argument("--nodule-jitter", type=float, default=0.1,
+                   help="std of a nodule hole's offset from the crop centre, fraction of the crop "
+                        "(default 0.1; 0 = centred, as at inference)")
     t.add_argument("--noise-channels", type=int, default=1,
                    help="Gaussian noise input channels (default 1; 0 makes the network "
                         "deterministic: seeded samples then differ only by --texture grain)")
@@ -146,6 +149,7 @@ def run_train(args) -> int:
                      nodule_prob=args.nodule_prob, nodule_radius=tuple(args.nodule_radius),
                      half_scale_prob=args.half_scale_prob,
                      intensity_jitter=args.intensity_jitter, pushpull_mix=args.pushpull_mix,
+                     nodule_jitter=args.nodule_jitter,
                      lesion_prob=args.lesion_prob, outpaint_prob=args.outpaint_prob,
                      checkpoint_every=args.checkpoint_every, threads=args.threads)
     out = train_inpainter(args.images, args.out, masks_dir=args.masks, organ_dir=args.organ_masks,

@@ -173,7 +173,7 @@ class CropSampler:
                  percentiles=(1.0, 99.0), seed: int = 0, config=None,
                  pushpull_mix: float = 0.2, nodule_prob: float = 0.0,
                  nodule_radius=(6.0, 25.0), half_scale_prob: float = 0.0,
-                 intensity_jitter: float = 0.0) -> None:
+                 intensity_jitter: float = 0.0, nodule_jitter: float = 0.1) -> None:
         self.items = [it for it in items if min(it.array.shape[1:]) >= 16]
         if not self.items:
             raise SynthsegError("all training images are smaller than 16 pixels")
@@ -191,6 +191,7 @@ class CropSampler:
         self.nodule_radius = tuple(float(r) for r in nodule_radius)
         self.half_scale_prob = float(half_scale_prob)
         self.intensity_jitter = float(intensity_jitter)
+        self.nodule_jitter = float(nodule_jitter)
         self._centre_idx = [None if it.centres is None else np.flatnonzero(it.centres.ravel())
                             for it in self.items]
 
@@ -263,7 +264,7 @@ class CropSampler:
         radius = rng.uniform(*self.nodule_radius) * (h / 1024.0) / f
         radius = float(min(max(radius, 2.0), 0.3 * s))
         span = s * f
-        jy, jx = rng.normal(0, s / 10, 2) * f
+        jy, jx = rng.normal(0, s * self.nodule_jitter, 2) * f if self.nodule_jitter > 0 else (0.0, 0.0)
         r0 = int(np.clip(round(cy + jy - span / 2), 0, h - span))
         c0 = int(np.clip(round(cx + jx - span / 2), 0, w - span))
         img, nb, _, _ = self._crop_at(item, int(z), r0, c0, span)

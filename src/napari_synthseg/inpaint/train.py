@@ -79,6 +79,9 @@ class TrainConfig:
         radiographs).
     intensity_jitter : float
         Random gamma ``exp(U(-j, j))`` on each crop (0 = off).
+    nodule_jitter : float
+        Standard deviation of a nodule hole's offset from the crop centre, as a fraction of the
+        crop (0: always centred, as at inference where the crop is built around the mask).
     pushpull_mix : float
         Fraction of samples given the push-pull prior although biharmonic would be used at
         inference (so a biharmonic-prior model also knows the prior of large holes).
@@ -108,6 +111,7 @@ class TrainConfig:
     half_scale_prob: float = 0.0
     intensity_jitter: float = 0.0
     pushpull_mix: float = 0.2
+    nodule_jitter: float = 0.1
     seed: int = 0
     checkpoint_every: int = 500
     threads: int = 0
@@ -302,7 +306,8 @@ def train_inpainter(
                           tc.outpaint_prob, mc.norm_percentiles, seed=tc.seed + start_step,
                           config=mc, nodule_prob=tc.nodule_prob, nodule_radius=tc.nodule_radius,
                           half_scale_prob=tc.half_scale_prob,
-                          intensity_jitter=tc.intensity_jitter, pushpull_mix=tc.pushpull_mix)
+                          intensity_jitter=tc.intensity_jitter, pushpull_mix=tc.pushpull_mix,
+                          nodule_jitter=tc.nodule_jitter)
     use_d = tc.adv_weight > 0 or tc.fm_weight > 0
     disc = PatchDiscriminator() if use_d else None
     if disc is not None and any(k.startswith("disc/") for k in extra):
