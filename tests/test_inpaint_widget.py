@@ -43,6 +43,8 @@ def test_inpaint_widget_samples_side_by_side(make_napari_viewer, qtbot, shared_d
     assert all(b - a >= img.shape[1] for a, b in zip([0.0] + xs[:-1], xs))
     widget.accept(1)
     assert accepted and accepted[0][0] == 1 and accepted[0][2]["seed"] == 6
+    assert accepted[0][2]["model"] == "builtin:cxr_inpainter_small"  # the model the mode used
+    assert "cxr_inpainter_small" in widget.status.text()
     # look at the filled nodule region in the image and the three samples
     viewer.layers["lesion mask"].visible = False
     viewer.reset_view()

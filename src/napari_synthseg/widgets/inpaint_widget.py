@@ -206,6 +206,15 @@ class InpaintWidget(QWidget):
             if not Path(text).is_file():
                 raise SynthsegError(f"model file not found: {text}")
             return text
+        if key == "builtin":
+            # name the model the mode uses, so the accepted record's provenance says which one
+            from ..inpaint.infer import BUILTIN_FOR_MODE
+
+            mode = self.mode_combo.currentText()
+            if mode not in BUILTIN_FOR_MODE:
+                raise SynthsegError(f"no built-in model does {mode} fill; choose a model file trained "
+                                    "with lesion masks")
+            return f"builtin:{BUILTIN_FOR_MODE[mode]}"
         return key
 
     # -- run -----------------------------------------------------------------------------------
