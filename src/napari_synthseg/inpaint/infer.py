@@ -45,15 +45,20 @@ def builtin_model_path(name: str = "cxr_inpainter_small") -> Path:
     return path
 
 
+def builtin_for_mode(mode: Optional[str] = None) -> str:
+    """``builtin:NAME`` of the shipped model that plain ``builtin`` means for ``mode``."""
+    key = str(mode or "healthy").strip().lower()
+    if key not in BUILTIN_FOR_MODE:
+        raise SynthsegError(f"no built-in model does {key!r} fill; train one (train-inpainter "
+                            f"--masks DIR for lesion fill) and give its file")
+    return f"builtin:{BUILTIN_FOR_MODE[key]}"
+
+
 def resolve_model_path(model: Union[str, Path], mode: Optional[str] = None) -> Path:
     """A model file from a path, ``builtin:NAME``, or ``builtin`` (the shipped model for ``mode``)."""
     text = str(model)
     if text.strip().lower() == "builtin":
-        key = str(mode or "healthy").strip().lower()
-        if key not in BUILTIN_FOR_MODE:
-            raise SynthsegError(f"no built-in model does {key!r} fill; train one (train-inpainter "
-                                f"--masks DIR for lesion fill) and give its file")
-        return builtin_model_path(BUILTIN_FOR_MODE[key])
+        return builtin_model_path(builtin_for_mode(mode))
     if text.startswith("builtin:"):
         return builtin_model_path(text)
     return Path(model)

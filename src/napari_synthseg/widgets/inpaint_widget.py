@@ -208,13 +208,9 @@ class InpaintWidget(QWidget):
             return text
         if key == "builtin":
             # name the model the mode uses, so the accepted record's provenance says which one
-            from ..inpaint.infer import BUILTIN_FOR_MODE
+            from ..inpaint.infer import builtin_for_mode
 
-            mode = self.mode_combo.currentText()
-            if mode not in BUILTIN_FOR_MODE:
-                raise SynthsegError(f"no built-in model does {mode} fill; choose a model file trained "
-                                    "with lesion masks")
-            return f"builtin:{BUILTIN_FOR_MODE[mode]}"
+            return builtin_for_mode(self.mode_combo.currentText())
         return key
 
     # -- run -----------------------------------------------------------------------------------
