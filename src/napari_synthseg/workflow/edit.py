@@ -209,9 +209,26 @@ class EditSession:
 
     def remove_real(self, mask: np.ndarray, method: str = "biharmonic") -> LesionRecord:
         """Replace a painted real lesion by healthy tissue (one undoable record)."""
+        return self.add_prepared(self.prepare_removal(mask, method))
+
+    def prepare_removal(self, mask: np.ndarray, method: str = "biharmonic") -> LesionRecord:
+        """The removal record of a painted real lesion, not yet in the scene.
+
+        The fill is the slow part (seconds): a panel computes it in a worker with this and
+        adds the record on the UI thread with :meth:`add_prepared`, so the scene's listeners
+        (renderer, layers) always run on the UI thread.
+        """
         from ..lesions.place import remove_real_lesion
 
-        return remove_real_lesion(self.scene, mask, method=method)
+        scratch = Scene(self.scene.source, folder=None)
+        scratch.assets = self.scene.assets  # content-addressed: the fill's arrays land in the scene's store
+        scratch._image = self.image
+        return remove_real_lesion(scratch, mask, method=method)
+
+    def add_prepared(self, record: LesionRecord) -> LesionRecord:
+        """Add a record made by a ``prepare_*`` call (it gets a fresh id in this scene)."""
+        label = f"remove lesion ({record.source.get('method', 'fill')})" if record.kind == "removal" else "add lesion"
+        return self.scene.add_lesion(record.copy(id="", label=0), label=label)
 
     def extract_real(self, mask: np.ndarray, library: str | os.PathLike, method: str = "biharmonic",
                      margin_mm: float = 3.0) -> str:
