@@ -291,13 +291,23 @@ class LesionEditorWidget(JobPanel):
         from .._napari import layer_metadata
 
         kwargs = dict(scale=image.scale, translate=image.translate, metadata=layer_metadata(image))
+        limits = window_limits(image.array, "auto", image.modality)
+        if self._reuse_layers(image, kwargs, limits):
+            return self._finish_session(session)
         for layer in (self.image_layer, self.labels_layer, self.points_layer, self.constraint_layer, self.mask_layer):
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self.constraint_layer = None
+        # The scene's layers replace the images opened beside it: those stay loaded but hidden,
+        # and a side-by-side grid (the demo's CXR | CT) is switched off, or the synthetic
+        # image, its labels and the handles would each land in a grid cell of their own.
+        from ._common import viewer_grid
+
+        viewer_grid(self.viewer).enabled = False
+        for layer in self._image_layers():
+            layer.visible = False
         self.image_layer = self.viewer.add_image(
-            self.renderer.image, name="synthetic", colormap="gray",
-            contrast_limits=window_limits(image.array, "auto", image.modality), **kwargs,
+            self.renderer.image, name="synthetic", colormap="gray", contrast_limits=limits, **kwargs,
         )
         self.labels_layer = self.viewer.add_labels(self.renderer.labels, name="lesion labels", opacity=0.35, **kwargs)
         self.mask_layer = self.viewer.add_labels(np.zeros(image.shape, np.uint8), name="lesion mask", **kwargs)
@@ -309,6 +319,31 @@ class LesionEditorWidget(JobPanel):
         self.points_layer.selected_data.events.items_changed.connect(self._points_selected)
         for key in ("Delete", "Backspace"):
             self.points_layer.bind_key(key, lambda layer: self.delete_selected(), overwrite=True)
+        self._finish_session(session)
+
+    def _reuse_layers(self, image, kwargs, limits) -> bool:
+        """Give the open scene layers the new scene's data instead of replacing them.
+
+        Removing and adding napari layers costs about a second on the UI thread (napari runs a
+        full garbage collection per removed layer); reusing them costs a few milliseconds.
+        """
+        layers = (self.image_layer, self.labels_layer, self.mask_layer, self.points_layer)
+        if any(layer is None or layer not in self.viewer.layers for layer in layers):
+            return False
+        if self.image_layer.ndim != image.ndim:
+            return False
+        scale, translate = np.asarray(kwargs["scale"], float), np.asarray(kwargs["translate"], float)
+        for layer in (self.image_layer, self.labels_layer, self.mask_layer, self.points_layer):
+            if not (np.allclose(layer.scale, scale) and np.allclose(layer.translate, translate)):
+                layer.scale, layer.translate = scale, translate
+        self.image_layer.metadata = kwargs["metadata"]
+        self.image_layer.data = self.renderer.image
+        self.image_layer.contrast_limits = limits
+        self.labels_layer.data = self.renderer.labels
+        self.mask_layer.data = np.zeros(image.shape, np.uint8)
+        return True
+
+    def _finish_session(self, session: EditSession) -> None:
         self._show_constraint()
         self._sync_from_scene()
         self.viewer.layers.selection.active = self.points_layer
@@ -317,13 +352,19 @@ class LesionEditorWidget(JobPanel):
         self.say(f"scene {session.scene.folder.name}: {len(session.scene.lesions)} lesions")
 
     def _show_constraint(self) -> None:
-        if self.constraint_layer is not None and self.constraint_layer in self.viewer.layers:
-            self.viewer.layers.remove(self.constraint_layer)
-            self.constraint_layer = None
+        """The constraint layer follows the scene's mask (kept and refilled when it exists)."""
         mask = self.scene.mask("constraint")
+        layer = self.constraint_layer if self.constraint_layer in self.viewer.layers else None
         if mask is None:
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            self.constraint_layer = None
             return
         image = self.renderer.source
+        if layer is not None:
+            layer.scale, layer.translate = image.scale, image.translate
+            layer.data = np.asarray(mask, np.uint8)
+            return
         self.constraint_layer = self.viewer.add_labels(
             np.asarray(mask, np.uint8), name="constraint", opacity=0.2, scale=image.scale, translate=image.translate
         )
