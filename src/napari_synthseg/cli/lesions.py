@@ -160,11 +160,11 @@ def run_place(args) -> int:
 
 
 def run_remove(args) -> int:
-    from ..fill import get_filler
+    from ..workflow.fillers import filler
 
     image = read_from_args(args.image, args)
     mask = _mask_for(args.mask, image)
-    filled = get_filler(args.method).fill(image.array, mask, spacing=image.scale)
+    filled = filler(args.method).fill(image.array, mask, spacing=image.scale)
     out = write_image(cast_like(filled, image.array.dtype), args.out, like=image, overwrite=args.force)
     print(f"wrote {out} ({int(mask.sum())} pixels filled with {args.method})")
     return 0

@@ -604,10 +604,10 @@ class LesionEditorWidget(JobPanel):
     # ---- real lesions ------------------------------------------------------------------------
 
     def _refresh_fillers(self) -> None:
-        from ..fill import available_fillers
+        from ..workflow.fillers import fill_methods
 
         self.fill_combo.clear()
-        self.fill_combo.addItems(available_fillers())
+        self.fill_combo.addItems(fill_methods())
 
     def _painted_mask(self) -> np.ndarray:
         if self.session is None:
