@@ -163,7 +163,9 @@ class ExportSpec(_Strict):
     name: str = "Synthseg"
     dataset_id: int = Field(501, ge=1, le=999)
     classes: Literal["binary", "kind"] = "binary"
-    real_fraction: float = Field(0.0, ge=0, le=1)
+    real_fraction: float = Field(0.0, ge=0, le=1, description="fraction of the real training images included")
+    synthetic_ratio: Union[float, None] = Field(None, ge=0, description="synthetic per real training case")
+    synthetic_in: Literal["train", "all"] = Field("train", description="train: val/test measure on real images")
     nnunet_preprocessed: Union[str, None] = Field(
         None, description="nnunet: where splits_final.json goes (default: $nnUNet_preprocessed, else "
         "OUT/nnUNet_preprocessed)")

@@ -10,6 +10,7 @@ the run summary (counts, rejects and why, failures, time) is ``OUT/summary.json`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -207,6 +208,8 @@ def run_recipe(
 
     records: dict[str, dict] = {}
     todo: list[SceneJob] = []
+    run_id = uuid.uuid4().hex[:12]
+    jobs = [dataclasses.replace(job, run_id=run_id) for job in jobs]
     for job in jobs:
         marker = read_marker(job.final)
         if marker is not None:
@@ -239,7 +242,6 @@ def run_recipe(
             if not versions:
                 raise SynthsegError(f"the dask cluster at {sched} has no workers")
             log.info("%d dask workers (%s); %d scenes to build", workers_used, sched, len(todo))
-            run_id = uuid.uuid4().hex[:8]
             futures = client.map(build_scene, todo, key=[f"synthseg-scene-{job.name}-{run_id}" for job in todo],
                                  pure=False, retries=1)
             job_of = {f.key: job for f, job in zip(futures, todo)}
@@ -253,6 +255,7 @@ def run_recipe(
                         record = future.result()
                     except Exception as exc:  # KilledWorker: the task took down its worker repeatedly
                         record = _failed_record(job, f"worker lost while building this scene: {type(exc).__name__}: {exc}")
+                    future.release()  # a result kept on a worker that later dies would be recomputed
                     records[job.name] = record
                     tracker.step(record)
             except BaseException:
@@ -341,7 +344,8 @@ def run_exports(recipe: Recipe, rebuild: bool) -> list[dict]:
             log.info("exporting %s to %s", spec.format, target)
             result = export_dataset(
                 scenes_dir, target_root, fmt=spec.format, name=spec.name, dataset_id=spec.dataset_id, force=True,
-                split=spec.split, real_fraction=spec.real_fraction, seed=recipe.seed, classes=spec.classes, **kwargs)
+                split=spec.split, real_fraction=spec.real_fraction, synthetic_ratio=spec.synthetic_ratio,
+                synthetic_in=spec.synthetic_in, seed=recipe.seed, classes=spec.classes, **kwargs)
             entry.update(status="written", path=str(result.path), counts=result.plan.counts(),
                          splits_final=result.splits_final)
         except SynthsegError as exc:

@@ -48,6 +48,8 @@ class SceneJob:
     item: ImageItem
     scene_index: int
     name: str
+    run_id: str = ""  # which run built a scene: a task re-run by dask after its result was lost
+    #                   finds its own marker and still reports "done", not "skipped"
 
     @property
     def scenes_dir(self) -> Path:
@@ -136,7 +138,9 @@ def _place_lesions(job: SceneJob, scene, image, allowed, rng, note: _Log, reject
                 size = float(rng.uniform(*source.diameter_mm))
                 gap = size / 2 + plan.min_distance_mm
                 free = allowed & (ndi.distance_transform_edt(renderer.labels == 0, sampling=spacing) > gap)
-                inner = ndi.distance_transform_edt(free, sampling=spacing) > size / 2 if free.any() else free
+                # Padded with "outside" so the image border counts as an edge, like the organ's.
+                inner = (ndi.distance_transform_edt(np.pad(free, 1), sampling=spacing)[(slice(1, -1),) * free.ndim]
+                         > size / 2) if free.any() else free
                 candidates = np.argwhere(inner)
                 if len(candidates) == 0:
                     rejects["no room left in the constraint"] += 1
@@ -181,7 +185,7 @@ def _reason(exc: Exception) -> str:
     import re
 
     text = re.sub(r"[-+]?\d[\d.,e-]*", "N", str(exc))
-    return re.sub(r"\([^)]*\)", "", text).strip()[:90]
+    return re.sub(r"\s*\([^)]*\)", "", text).strip()[:90]
 
 
 def _harmonize(job: SceneJob, scene, note: _Log) -> None:
@@ -265,13 +269,14 @@ def build_scene(job: SceneJob) -> dict:
 
     done = read_marker(job.final)
     if done is not None:
-        return {**done, "status": "skipped"}
+        return {**done, "status": "done" if job.run_id and done.get("run_id") == job.run_id else "skipped"}
     note = _Log(job.name)
     started = time.time()
     result: dict[str, Any] = {
         "scene": job.name, "image": job.item.path, "image_index": job.item.index, "scene_index": job.scene_index,
         "patient_id": job.item.patient_id, "lesions": [], "rejects": {}, "review": None, "error": None,
         "worker": f"{socket.gethostname()}:{os.getpid()}", "recipe_sha256": job.recipe.fingerprint(),
+        "run_id": job.run_id,
     }
     tmp = job.scenes_dir / f"{TMP_PREFIX}{job.name}-{uuid.uuid4().hex[:8]}"
     try:
@@ -280,6 +285,9 @@ def build_scene(job: SceneJob) -> dict:
         result.update(spacing_mm=list(image.spacing), spacing_source=spacing_source, modality=image.modality)
         tmp.parent.mkdir(parents=True, exist_ok=True)
         scene = Scene.create(image, tmp, patient_id=job.item.patient_id)
+        # Saved once at the end: the temporary folder is only ever seen complete (after the
+        # rename), so the per-change autosave (an fsync each) would buy nothing here.
+        scene.autosave = False
         allowed = np.ones(image.shape, bool)
         if job.recipe.constraint.organ == "auto":
             allowed = organ_constraint(image.array, image.scale, image.modality)
@@ -303,7 +311,8 @@ def build_scene(job: SceneJob) -> dict:
         committed = _commit(tmp, job.final)  # ... and the rename is the commit
         if not committed:
             note("a complete copy of this scene was already committed (a retried task): kept that one")
-            return {**(read_marker(job.final) or result), "status": "skipped"}
+            kept = read_marker(job.final) or result
+            return {**kept, "status": "done" if kept.get("run_id") == job.run_id else "skipped"}
         result["status"] = "done"
     except Exception as exc:  # a bad image (or a bug) must not stop a 10,000-image batch
         shutil.rmtree(tmp, ignore_errors=True)

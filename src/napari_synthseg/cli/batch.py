@@ -7,8 +7,10 @@ recipe or another user error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from typing import Iterator
 
 from ..errors import SynthsegError
 
@@ -28,22 +30,29 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _show_progress() -> None:
-    # Progress lines (with ETA) are INFO records of the batch logger: show them without -v.
+@contextlib.contextmanager
+def show_progress() -> Iterator[None]:
+    """Progress lines (with ETA) are INFO records of the batch logger: show them without -v."""
     logger = logging.getLogger("napari_synthseg.batch")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    old = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
-    if not any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-        logger.propagate = False
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
         # distributed logs every worker start and stop at INFO; -v shows them again. Imported
         # first: its import configures the "distributed" logger (and would undo this).
         import distributed  # noqa: F401
 
         logging.getLogger("distributed").setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old[0])
+        logger.propagate = old[1]
 
 
 def print_summary(summary: dict) -> None:
@@ -84,7 +93,7 @@ def run(args) -> int:
     if not args.recipe:
         raise SynthsegError("give a recipe file (synthseg batch --example > recipe.yaml writes one)")
     recipe = load_recipe(args.recipe)
-    _show_progress()
-    summary = run_recipe(recipe, args.scheduler, recipe_path=args.recipe)
+    with show_progress():
+        summary = run_recipe(recipe, args.scheduler, recipe_path=args.recipe)
     print_summary(summary)
     return exit_code(summary)

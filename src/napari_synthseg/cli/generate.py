@@ -67,7 +67,7 @@ def build_recipe_data(args) -> dict:
 
 def run(args) -> int:
     from ..batch import parse_recipe, run_recipe
-    from .batch import _show_progress, exit_code, print_summary
+    from .batch import exit_code, print_summary, show_progress
 
     data = build_recipe_data(args)
     if args.print_recipe:
@@ -75,7 +75,7 @@ def run(args) -> int:
         return 0
     recipe = parse_recipe(data, ".", where="generate options")
     scheduler = args.scheduler or (f"local:{args.workers}" if args.workers else "local")
-    _show_progress()
-    summary = run_recipe(recipe, scheduler)
+    with show_progress():
+        summary = run_recipe(recipe, scheduler)
     print_summary(summary)
     return exit_code(summary)
