@@ -141,7 +141,8 @@ def test_resume_after_lost_scenes_gives_the_same_result(tmp_path):
     assert not [p for p in (tmp_path / "out" / "scenes").iterdir() if p.name.startswith(".")]
 
 
-def test_batch_exports_nnunet_with_patient_split_where_nnunet_reads_it(tmp_path):
+def test_batch_exports_nnunet_with_patient_split_where_nnunet_reads_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
     write_images(tmp_path / "images", 6)
     _write_csv(tmp_path / "images.csv", [
         {"path": f"images/img{i:03d}.mha", "spacing_mm": "", "modality": "CXR", "patient_id": f"P{i // 2}"}
