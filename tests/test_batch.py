@@ -157,8 +157,8 @@ def test_batch_exports_nnunet_with_patient_split_where_nnunet_reads_it(tmp_path,
     assert nnunet["status"] == "written"
     splits = tmp_path / "out" / "nnUNet_preprocessed" / "Dataset012_Tiny" / "splits_final.json"
     assert nnunet["splits_final"] == str(splits) and splits.exists()
-    assert not (tmp_path / "out" / "nnUNet_raw" / "Dataset012_Tiny" / "splits_final.json").exists()
     fold = json.loads(splits.read_text())[0]
+    assert json.loads((tmp_path / "out" / "nnUNet_raw" / "Dataset012_Tiny" / "splits_final.json").read_text())[0] == fold
     manifest = json.loads((tmp_path / "out" / "nnUNet_raw" / "Dataset012_Tiny" / "manifest.json").read_text())
     patient = {c["case_id"]: c["patient"] for c in manifest["cases"]}
     assert fold["train"] and fold["val"]

@@ -288,8 +288,9 @@ def test_splits_by_patient_real_fraction_and_ratio(tmp_path, cxr_files, monkeypa
     monkeypatch.delenv("nnUNet_preprocessed", raising=False)
     res = export_dataset(folders, tmp_path / "nnUNet_raw", fmt="nnunet", split="0.5,0.25,0.25", real_fraction=0.5,
                          synthetic_ratio=1.5, seed=3, renderer=RENDERER, workers=2)
-    assert not (res.path / "splits_final.json").exists()  # nnU-Net never reads it in nnUNet_raw
-    fold = json.loads((tmp_path / "nnUNet_preprocessed" / res.path.name / "splits_final.json").read_text())[0]
+    folds = json.loads((tmp_path / "nnUNet_preprocessed" / res.path.name / "splits_final.json").read_text())
+    assert json.loads((res.path / "splits_final.json").read_text()) == folds  # the raw copy agrees
+    fold = folds[0]
     manifest = json.loads((res.path / "manifest.json").read_text())
     patient = {c["case_id"]: c["patient"] for c in manifest["cases"]}
     assert {patient[c] for c in fold["train"]}.isdisjoint({patient[c] for c in fold["val"]})

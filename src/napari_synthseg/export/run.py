@@ -310,7 +310,10 @@ def _write_dataset_files(root: Path, plan: ExportPlan, summaries: list[dict], fm
         assemble.write_text(root / "dataset.json", assemble.dumps(
             assemble.nnunet_dataset_json(plan, summaries, class_map, ending, modality, name)))
         if splits_path is not None:
-            # Not in nnUNet_raw: nnU-Net never reads it there (it reads nnUNet_preprocessed).
+            # nnU-Net's trainer reads nnUNet_preprocessed/DatasetXXX/splits_final.json (written
+            # after the commit). A copy in the raw dataset keeps it self-contained; nnunetv2 2.8.1's
+            # planner copies it to nnUNet_preprocessed when none is there, or checks they agree.
+            assemble.write_text(root / "splits_final.json", assemble.dumps(assemble.nnunet_splits(summaries)))
             extra["nnunet_splits_final"] = str(splits_path)
     elif fmt == "coco":
         files = {}
