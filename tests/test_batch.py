@@ -199,3 +199,39 @@ def test_generate_shortcut_same_scenes_on_a_local_cluster_and_in_process(shared_
         assert len(scene.lesions) == 2 and scene.load_image().spacing == (0.4, 0.4)
         labels, constraint = render_scene(scene).labels, scene.mask("constraint")
         assert labels.any() and np.all(constraint[labels > 0])
+
+
+@pytest.mark.slow
+def test_review_rules_inline_and_harmonize_per_image_model(tmp_path):
+    """Rules decide right after placing (reasons counted); {stem} picks each image's harmonizer."""
+    import torch
+
+    from napari_synthseg.harmonize import preset, train_harmonizer
+    from napari_synthseg.io import read_image
+
+    paths = write_images(tmp_path / "images", 2)
+    torch.set_num_threads(1)
+    config = preset("singan", "fast", niter=2, min_size=16, max_size=32, train_crop=16, nfc=8, scale_factor=0.5,
+                    max_nfc=8)
+    (tmp_path / "models").mkdir()
+    for path in paths:
+        train_harmonizer(read_image(path).array, config=config, seed=3).save(tmp_path / "models" / f"{path.stem}.safetensors")
+    rules = {"rules": [{"name": "small", "when": {"equivalent_diameter_mm": {"lt": 7.0}}, "status": "rejected",
+                        "reason": "too small to learn from"}], "default": "accepted"}
+    data = cheap_recipe(tmp_path / "images", tmp_path / "out", scenes_per_image=2,
+                        harmonize={"model": "models/{stem}.safetensors", "scale": 1, "margin_px": 4},
+                        review={"rules": rules})
+    summary = run_recipe(parse_recipe(data, tmp_path), "synchronous")
+    counts = summary["counts"]
+    assert counts["failed"] == 0 and counts["built"] == 4
+    assert counts["harmonized"] + sum(summary["rejects"]["harmonize"].values()) == counts["lesions"]
+    assert counts["harmonized"] > 0
+    assert counts["review"]["accepted"] + counts["review"]["rejected"] == counts["lesions"]
+    assert summary["rejects"]["review"].get("rejected: small", 0) == counts["review"]["rejected"]
+    seen = {"accepted": 0, "rejected": 0, "overlay": 0}
+    for folder in (tmp_path / "out" / "scenes").iterdir():
+        for rec in Scene.open(folder).lesions:
+            seen[rec.status] += 1
+            seen["overlay"] += "overlay" in rec.assets
+    assert seen == {"accepted": counts["review"]["accepted"], "rejected": counts["review"]["rejected"],
+                    "overlay": counts["harmonized"]}

@@ -136,7 +136,10 @@ class ConstraintSpec(_Strict):
 
 
 class HarmonizeSpec(_Strict):
-    """Harmonize every placed lesion (2D scenes) with a trained SinGAN/ConSinGAN file."""
+    """Harmonize every placed lesion (2D scenes) with a trained SinGAN/ConSinGAN file.
+
+    A harmonizer is trained on one image (``synthseg train-harmonizer``): write ``{stem}`` in
+    ``model`` for one file per image (``models/{stem}.safetensors``)."""
 
     model: str
     scale: int = Field(1, ge=0, description="injection scale")

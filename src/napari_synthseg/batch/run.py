@@ -76,7 +76,8 @@ def plan_jobs(recipe: Recipe) -> list[SceneJob]:
             check_source(source, recipe.resolve)
         except SynthsegError as exc:
             raise SynthsegError(f"lesions.sources.{i}: {exc}") from None
-    if recipe.harmonize is not None and not recipe.resolve(recipe.harmonize.model).is_file():
+    if recipe.harmonize is not None and "{stem}" not in recipe.harmonize.model \
+            and not recipe.resolve(recipe.harmonize.model).is_file():
         raise SynthsegError(f"harmonize.model: no such file: {recipe.resolve(recipe.harmonize.model)}")
     if recipe.review is not None and isinstance(recipe.review.rules, str):
         from ..qa.rules import load_rules
@@ -278,9 +279,12 @@ def run_recipe(
 def _summary(recipe, jobs, records, sched, workers, started, seconds, dashboard, recipe_path) -> dict:
     ordered = [records[j.name] for j in jobs]
     placement, review, by_class, by_source, spacing = Counter(), Counter(), Counter(), Counter(), Counter()
-    decisions = Counter()
+    decisions, harmonize = Counter(), Counter()
+    harmonized = 0
     for r in ordered:
-        placement.update(r.get("rejects") or {})
+        for reason, n in (r.get("rejects") or {}).items():
+            (harmonize if reason.startswith("harmonize") else placement)[reason] += n
+        harmonized += r.get("harmonized") or 0
         for lesion in r.get("lesions", []):
             by_class[lesion["class"]] += 1
             by_source[lesion["source"]["type"]] += 1
@@ -313,8 +317,10 @@ def _summary(recipe, jobs, records, sched, workers, started, seconds, dashboard,
             "lesions_by_source": dict(sorted(by_source.items())),
             "review": dict(decisions),
             "spacing_from": dict(sorted(spacing.items())),
+            "harmonized": harmonized,
         },
-        "rejects": {"placement": dict(placement.most_common()), "review": dict(review.most_common())},
+        "rejects": {"placement": dict(placement.most_common()), "harmonize": dict(harmonize.most_common()),
+                    "review": dict(review.most_common())},
         "failed": [{"scene": r["scene"], "image": r["image"], "error": r["error"],
                     "log": str(Path(recipe.out_dir) / "logs" / f"{r['scene']}.log")} for r in failed],
         "scenes": [{k: r.get(k) for k in ("scene", "image", "status", "error", "lesions", "review",

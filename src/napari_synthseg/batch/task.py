@@ -188,28 +188,40 @@ def _reason(exc: Exception) -> str:
     return re.sub(r"\s*\([^)]*\)", "", text).strip()[:90]
 
 
-def _harmonize(job: SceneJob, scene, note: _Log) -> None:
+def harmonizer_path(job: SceneJob) -> Path:
+    """The harmonizer file for this job's image (``{stem}`` in the recipe becomes the image name)."""
+    return job.recipe.resolve(job.recipe.harmonize.model.replace("{stem}", job.item.stem))
+
+
+def _harmonize(job: SceneJob, scene, note: _Log, rejects: Counter) -> int:
+    """Harmonize each placed lesion; a lesion the model cannot take stays naive (counted, logged)."""
     from ..harmonize import blend_weights, harmonize
     from ..harmonize.apply import default_add_back
     from ..lesions.place import attach_overlay
     from ..render import SceneRenderer, render_without
 
     spec = job.recipe.harmonize
-    model = harmonizer(str(job.recipe.resolve(spec.model)))
-    for k, record in enumerate(list(scene.lesions)):
+    path = harmonizer_path(job)
+    if not path.is_file():
+        raise SynthsegError(f"harmonize.model: no such file for this image: {path}")
+    model = harmonizer(str(path))
+    done = 0
+    for record in list(scene.lesions):
         renderer = SceneRenderer(scene, follow=False, without_overlay={record.id})
         try:
             source, naive, mask = renderer.source, np.array(renderer.image), renderer.lesion_mask(record.id)
         finally:
             renderer.close()
-        if source.array.ndim != 2 or not mask.any():
-            note(f"harmonize: {record.id} skipped (3D or empty)")
-            continue
         add_back = spec.add_back or default_add_back(model, source.modality, record.kind)
         original = render_without(scene, record.id) if add_back == "original" else None
         seed = int(record.seed)
-        sample = harmonize(model, naive, mask, spec.scale, 1, seed, spec.margin_px, reference_image=source.array,
-                           add_back=add_back, original_image=original)[0]
+        try:
+            sample = harmonize(model, naive, mask, spec.scale, 1, seed, spec.margin_px,
+                               reference_image=source.array, add_back=add_back, original_image=original)[0]
+        except SynthsegError as exc:  # e.g. the lesion lies outside the region the model learnt
+            rejects[f"harmonize skipped: {_reason(exc)}"] += 1
+            note(f"harmonize: {record.id} left naive ({exc})")
+            continue
         weight = blend_weights(mask, spec.margin_px)
         rows, cols = np.nonzero(weight > 0)
         box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
@@ -218,7 +230,9 @@ def _harmonize(job: SceneJob, scene, note: _Log) -> None:
                        provenance={"engine": model.architecture, "model_sha256": model.sha256,
                                    "injection_scale": spec.scale, "seed": seed, "sample": 0,
                                    "blend_margin_px": spec.margin_px, "add_back": add_back})
-        note(f"harmonize: {record.id} with {model.architecture} scale {spec.scale}")
+        note(f"harmonize: {record.id} with {model.architecture} scale {spec.scale} ({add_back})")
+        done += 1
+    return done
 
 
 def _review(job: SceneJob, scene, note: _Log) -> dict:
@@ -298,9 +312,11 @@ def build_scene(job: SceneJob) -> dict:
         rejects: Counter = Counter()
         with scene.batch("batch lesions"):
             result["lesions"] = _place_lesions(job, scene, image, allowed, rng, note, rejects)
-        result["rejects"] = dict(rejects)
         if job.recipe.harmonize is not None and result["lesions"]:
-            _harmonize(job, scene, note)
+            if image.ndim != 2:
+                raise SynthsegError("harmonize works on 2D images; remove it from recipes with volumes")
+            result["harmonized"] = _harmonize(job, scene, note, rejects)
+        result["rejects"] = dict(rejects)
         if job.recipe.review is not None and result["lesions"]:
             result["review"] = _review(job, scene, note)
         scene.set_meta("batch", {"recipe_sha256": result["recipe_sha256"], "image_index": job.item.index,
