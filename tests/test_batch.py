@@ -114,10 +114,8 @@ def test_csv_spacing_rules_patients_failures_and_real_library(tmp_path, shared_d
     # Without CSV or default spacing a PNG is refused, not treated as 1 mm per pixel.
     data.pop("defaults")
     recipe = parse_recipe(data, tmp_path)
-    summary = run_recipe(recipe, "synchronous")
-    assert summary["counts"]["resumed"] == 3  # nothing rebuilt; the failures are tried again
-    errors = {Path(f["image"]).name: f["error"] for f in summary["failed"]}
-    assert errors.keys() == {"broken.png"}  # img001.png was done before: its scene stays
+    with pytest.raises(SynthsegError, match="made by another recipe"):  # never mix two recipes' scenes
+        run_recipe(recipe, "synchronous")
     shutil.rmtree(tmp_path / "out")
     summary = run_recipe(recipe, "synchronous")
     errors = {Path(f["image"]).name: f["error"] for f in summary["failed"]}
@@ -134,6 +132,12 @@ def test_resume_after_lost_scenes_gives_the_same_result(tmp_path):
     shutil.rmtree(scenes[4])
     (scenes[2] / MARKER).unlink()  # a folder without its marker is not done: rebuilt in place
     (tmp_path / "out" / "scenes" / ".tmp-00003_img003_s00-deadbeef").mkdir()  # left by a killed worker
+    import fcntl
+
+    with open(tmp_path / "out" / ".batch.lock", "w") as held:  # another run holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(SynthsegError, match="another synthseg batch is running"):
+            run_recipe(recipe, "synchronous")
     again = run_recipe(recipe, "synchronous")
     assert again["counts"]["built"] == 3 and again["counts"]["resumed"] == 3 and again["counts"]["failed"] == 0
     assert _records(tmp_path / "out") == before

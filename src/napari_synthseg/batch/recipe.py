@@ -221,8 +221,10 @@ class Recipe(_Strict):
         return self.resolve(self.out).resolve()
 
     def fingerprint(self) -> str:
-        """sha256 of what decides the scenes (not the export), recorded in every marker."""
-        data = self.model_dump(mode="json", by_alias=True, exclude={"export", "base_dir"})
+        """sha256 of what decides each scene, recorded in every marker. Not the export, nor
+        ``inputs``/``out`` (images may be appended and a folder moved; each marker also records
+        its image, checked on resume)."""
+        data = self.model_dump(mode="json", by_alias=True, exclude={"export", "base_dir", "inputs", "out"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

@@ -204,6 +204,36 @@ def run_recipe(
         (out / "logs").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SynthsegError(f"cannot create the output folder {out}: {exc.strerror}") from None
+    with _run_lock(out):
+        return _run_locked(recipe, sched, jobs, out, started, t0, progress, cancel, recipe_path)
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """One run per output folder at a time (a second one would sweep the first's temporary scenes)."""
+    import fcntl
+
+    with open(out / ".batch.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SynthsegError(f"another synthseg batch is running on {out}; wait for it or use another out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _check_markers(jobs: list[SceneJob], records: dict[str, dict], fingerprint: str) -> None:
+    others = [j.name for j in jobs if j.name in records and (
+        records[j.name].get("recipe_sha256") != fingerprint or records[j.name].get("image") != j.item.path)]
+    if others:
+        raise SynthsegError(
+            f"{len(others)} finished scenes in {jobs[0].recipe.out_dir / 'scenes'} were made by another recipe or "
+            f"from other images (e.g. {others[0]}); use another out, or delete its scenes/ to start over")
+
+
+def _run_locked(recipe, sched, jobs, out, started, t0, progress, cancel, recipe_path) -> dict:
     atomic_write_text(out / "recipe.json", json.dumps(recipe.model_dump(mode="json", by_alias=True), indent=1))
     sweep_temporary(out / "scenes")
 
@@ -217,6 +247,7 @@ def run_recipe(
             records[job.name] = {**marker, "status": "skipped"}
         else:
             todo.append(job)
+    _check_markers(jobs, records, recipe.fingerprint())
     if records:
         log.info("resuming: %d of %d scenes already done (markers found), %d to build",
                  len(records), len(jobs), len(todo))
