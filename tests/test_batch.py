@@ -14,9 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from _batch_images import cheap_recipe, write_images
-from napari_synthseg.batch import MARKER, load_recipe, parse_recipe, plan_jobs, run_recipe
+
+from napari_synthseg.batch import (
+    MARKER,
+    load_recipe,
+    parse_recipe,
+    plan_jobs,
+    run_recipe,
+)
 from napari_synthseg.cli import main
 from napari_synthseg.errors import SynthsegError
 from napari_synthseg.render import render_scene
@@ -77,7 +83,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 def test_csv_spacing_rules_patients_failures_and_real_library(tmp_path, shared_data, capsys):
     """A stored spacing is kept; PNGs take the CSV's, then the default; none known -> that image fails."""
-    pngs = write_images(tmp_path / "png", 3, fmt=".png")
+    write_images(tmp_path / "png", 3, fmt=".png")
     mha = write_images(tmp_path / "mha", 1, spacing=0.8)[0]
     (tmp_path / "broken.png").write_bytes(b"not a png")
     _write_csv(tmp_path / "images.csv", [

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _batch_images import cheap_recipe, write_images
+
 from napari_synthseg.batch import MARKER, parse_recipe, run_recipe
 from napari_synthseg.render import render_scene
 from napari_synthseg.scene import Scene

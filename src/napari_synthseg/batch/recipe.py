@@ -13,10 +13,17 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import SynthsegError
 
@@ -49,7 +56,7 @@ def _check_range(value: tuple[float, float], low: float, what: str) -> tuple[flo
 class InputDefaults(_Strict):
     """What applies to an image when neither the file nor the CSV says it."""
 
-    spacing_mm: Union[float, list[float], None] = Field(
+    spacing_mm: float | list[float] | None = Field(
         None, description="pixel size for files that store none (PNG/JPEG/TIFF); never overrides a stored one")
     modality: Literal["CT", "CXR", "MR", None] = None
 
@@ -67,7 +74,7 @@ class _SourceBase(_Strict):
     diameter_mm: Range = Field((6.0, 20.0), description="uniform range of lesion diameters, mm")
     lesion_class: str = Field("nodule", alias="class", description="label class (record kind)")
     blend: list[Literal["alpha", "additive", "poisson"]] = Field(["alpha", "poisson"], min_length=1)
-    contrast: Union[Literal["node21"], Range] = Field((0.8, 1.2), description="[min, max] factor or 'node21'")
+    contrast: Literal["node21"] | Range = Field((0.8, 1.2), description="[min, max] factor or 'node21'")
     feather_mm: float = Field(1.0, ge=0)
 
     _diameter = field_validator("diameter_mm", mode="before")(_as_range)
@@ -113,7 +120,7 @@ class LibrarySource(_SourceBase):
         "(default train: held-out series never reach training data)")
 
 
-LesionSource = Annotated[Union[ProceduralSource, LibrarySource], Field(discriminator="type")]
+LesionSource = Annotated[ProceduralSource | LibrarySource, Field(discriminator="type")]
 
 
 class LesionPlan(_Strict):
@@ -151,7 +158,7 @@ class ReviewSpec(_Strict):
     """Decide lesions right after placing them: accept all, or QA rules (a file or inline)."""
 
     accept: Literal["all", None] = None
-    rules: Union[str, dict[str, Any], None] = None
+    rules: str | dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one(self):
@@ -162,14 +169,14 @@ class ReviewSpec(_Strict):
 
 class ExportSpec(_Strict):
     format: Literal["nnunet", "coco", "csv", "nifti"]
-    split: Union[list[float], None] = Field(None, description="train, val[, test] fractions of PATIENTS")
+    split: list[float] | None = Field(None, description="train, val[, test] fractions of PATIENTS")
     name: str = "Synthseg"
     dataset_id: int = Field(501, ge=1, le=999)
     classes: Literal["binary", "kind"] = "binary"
     real_fraction: float = Field(0.0, ge=0, le=1, description="fraction of the real training images included")
-    synthetic_ratio: Union[float, None] = Field(None, ge=0, description="synthetic per real training case")
+    synthetic_ratio: float | None = Field(None, ge=0, description="synthetic per real training case")
     synthetic_in: Literal["train", "all"] = Field("train", description="train: val/test measure on real images")
-    nnunet_preprocessed: Union[str, None] = Field(
+    nnunet_preprocessed: str | None = Field(
         None, description="nnunet: where splits_final.json goes (default: $nnUNet_preprocessed, else "
         "OUT/nnUNet_preprocessed)")
 
@@ -184,15 +191,15 @@ class ExportSpec(_Strict):
 class Recipe(_Strict):
     """A whole batch. ``inputs``, ``seed`` and ``out`` are the stable top-level keys."""
 
-    inputs: Union[list[str], str] = Field(description="globs (a list), or the path of a CSV")
+    inputs: list[str] | str = Field(description="globs (a list), or the path of a CSV")
     seed: int = 0
     out: str
     defaults: InputDefaults = InputDefaults()
     scenes_per_image: int = Field(1, ge=1)
     lesions: LesionPlan = LesionPlan()
     constraint: ConstraintSpec = ConstraintSpec()
-    harmonize: Union[HarmonizeSpec, None] = None
-    review: Union[ReviewSpec, None] = None
+    harmonize: HarmonizeSpec | None = None
+    review: ReviewSpec | None = None
     export: list[ExportSpec] = Field(default_factory=list)
     base_dir: str = Field("", exclude=True, description="folder relative paths resolve against (internal)")
 

@@ -20,10 +20,11 @@ import shutil
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import CancelledError, SynthsegError
 from ..utils.atomic import atomic_write_text
