@@ -245,3 +245,26 @@ def test_review_rules_inline_and_harmonize_per_image_model(tmp_path):
             seen["overlay"] += "overlay" in rec.assets
     assert seen == {"accepted": counts["review"]["accepted"], "rejected": counts["review"]["rejected"],
                     "overlay": counts["harmonized"]}
+
+
+def test_ct_patch_folder_and_lesion_library_sources_through_the_shared_spec(tmp_path, shared_data):
+    """Folders of CT patches and lesion libraries resolve through workflow.spec (sha256 provenance)."""
+    from napari_synthseg.lesions import LesionLibrary, load_ct_patch
+
+    write_images(tmp_path / "images", 2)
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    for name in ("nodule_05_ct.mha", "nodule_05_seg.mha"):
+        shutil.copy(shared_data / "ct" / "nodule_patches" / name, patches / name)
+    library = LesionLibrary(tmp_path / "library")
+    library.add(load_ct_patch(patches / "nodule_05_ct.mha"))
+    data = cheap_recipe(tmp_path / "images", tmp_path / "out", lesions={"count": 1, "sources": [
+        {"type": "library", "path": "patches", "weight": 1, "diameter_mm": [8, 10], "class": "mass"},
+        {"type": "library", "path": "library", "weight": 1, "diameter_mm": [8, 10]}]}, scenes_per_image=3)
+    summary = run_recipe(parse_recipe(data, tmp_path), "synchronous")
+    assert summary["counts"]["failed"] == 0 and summary["counts"]["lesions"] == 6
+    sources = [lesion["source"] for s in summary["scenes"] for lesion in s["lesions"]]
+    assert {s["type"] for s in sources} == {"ct_patch", "library"}
+    assert all(len(s["sha256"]) == 64 and s["placed_by"] == "batch" for s in sources)
+    by_class = summary["counts"]["lesions_by_class"]
+    assert by_class["mass"] == sum(s["type"] == "ct_patch" for s in sources)

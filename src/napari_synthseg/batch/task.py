@@ -147,7 +147,8 @@ def _place_lesions(job: SceneJob, scene, image, allowed, rng, note: _Log, reject
                     note(f"lesion {n + 1}: no room for {size:.1f} mm")
                     break
                 at = candidates[int(rng.integers(len(candidates)))][::-1]
-                patch, origin = draw_patch(source, size, rng, job.recipe.resolve)
+                patch, origin = draw_patch(source, size, image, rng, job.recipe.resolve)
+                origin = dict(origin, placed_by="batch")
                 if source.contrast == "node21":
                     # NODE21's contrast matching is defined for radiographs; volumes keep the patch's
                     contrast: float | str = "node21" if image.ndim == 2 else 1.0
