@@ -9,7 +9,10 @@ LocalCluster (processes, one thread each) that the recipe reaches by its tcp:// 
 cluster start-up is not counted; the time is ``build_seconds`` (first submission to last scene).
 
 Prints
-1. scenes/s with 1 and 2 workers and the ratio (target >= 1.7x);
+1. scenes/s with 1 and 2 workers and the ratio (target >= 1.7x), with the CPU time the workers
+   got: on a machine shared with other jobs, "cores obtained" (worker CPU s per wall s) says
+   whether two workers had two cores to run on, and scenes per CPU-second whether a scene
+   costs the same in both runs (then the speed-up follows the cores obtained);
 2. peak RSS per worker after N/4, N and 2N scenes (a fresh cluster each: flat means the
    per-process caches are bounded and nothing accumulates per scene);
 3. scheduler cost per task: a no-op task through the cluster vs a direct call, and the same
@@ -51,11 +54,16 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _noop(x):
     return x
 
 
-def run_on_cluster(workers: int, data: dict) -> tuple[dict, list[float]]:
+def run_on_cluster(workers: int, data: dict) -> tuple[dict, list[float], float]:
     from distributed import Client, LocalCluster
 
     from napari_synthseg.batch import parse_recipe, run_recipe
@@ -63,9 +71,11 @@ def run_on_cluster(workers: int, data: dict) -> tuple[dict, list[float]]:
     shutil.rmtree(data["out"], ignore_errors=True)
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=40) as cluster, Client(cluster) as client:
+        cpu0 = sum(client.run(_cpu_seconds).values())
         summary = run_recipe(parse_recipe(data), cluster.scheduler_address)
         rss = sorted(client.run(_peak_rss_mb).values())
-    return summary, rss
+        cpu = sum(client.run(_cpu_seconds).values()) - cpu0
+    return summary, rss, cpu
 
 
 def scheduler_cost(tmp: Path, n: int = 1000) -> dict:
@@ -115,18 +125,19 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, load average before {load[0]:.1f}")
     try:
         print("\n## 1. throughput (build_seconds: first submission to last scene)")
-        print("| workers | scenes (failed) | seconds | scenes/s | ratio vs 1 worker |")
-        print("|---|---|---|---|---|")
+        print("| workers | scenes (failed) | seconds | scenes/s | ratio vs 1 worker | worker CPU s | cores obtained "
+              "(CPU s / s) | scenes per worker CPU s |")
+        print("|---|---|---|---|---|---|---|---|")
         rates = {}
         for workers in (1, 2):
             data = recipe_data(tmp / f"w{workers}", args.scenes_per_image, args.images)
-            summary, _ = run_on_cluster(workers, data)
+            summary, _, cpu = run_on_cluster(workers, data)
             # A failed scene (e.g. no lung fields found) cost time too: count every finished scene.
             n = summary["counts"]["built"] + summary["counts"]["failed"]
             secs = summary["build_seconds"]
             rates[workers] = n / secs
             print(f"| {workers} | {n} ({summary['counts']['failed']} failed) | {secs:.1f} | {rates[workers]:.2f} | "
-                  f"{rates[workers] / rates[1]:.2f}x |", flush=True)
+                  f"{rates[workers] / rates[1]:.2f}x | {cpu:.1f} | {cpu / secs:.2f} | {n / cpu:.3f} |", flush=True)
         print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
         print("\n## 2. peak RSS per worker (2 workers, a fresh cluster each)")
@@ -135,7 +146,7 @@ def main() -> None:
         base = None
         for n_images, per_image in ((args.images // 4, 1), (args.images, 1), (args.images, 2)):
             data = recipe_data(tmp / f"m{n_images}x{per_image}", per_image, n_images)
-            summary, rss = run_on_cluster(2, data)
+            summary, rss, _ = run_on_cluster(2, data)
             base = base or max(rss)
             n = summary["counts"]["built"] + summary["counts"]["failed"]
             print(f"| {n} | {rss[0]:.0f}, {rss[-1]:.0f} | {max(rss) / base:.2f}x |", flush=True)

