@@ -43,6 +43,27 @@ def register(subparsers) -> None:
     r.add_argument("--no-control", action="store_true", help="skip the real-vs-real control")
     r.set_defaults(func=run_realism)
 
+    d = sub.add_parser("downstream", help="train the same segmenter per arm (real, real+synthetic, synthetic only) "
+                       "and score it on real TEST lesions")
+    d.add_argument("--real", help="real training lesion set")
+    d.add_argument("--synthetic", action="append", default=[], metavar="[NAME=]SET",
+                   help="synthetic lesion set (repeat for several, each named NAME=PATH)")
+    d.add_argument("--test", required=True, help="real test lesion set (patients not in --real)")
+    d.add_argument("--out", required=True, help="report folder")
+    _set_options(d)
+    d.add_argument("--steps", type=int, default=300, help="training steps per arm and seed (default 300)")
+    d.add_argument("--seeds", default="0,1,2", help="training seeds (default 0,1,2)")
+    d.add_argument("--ratios", default="0.5,1", help="synthetic lesions per real lesion (default 0.5,1: +50 %%, +100 %%)")
+    d.add_argument("--real-fractions", default="", help="extra arms with fractions of the real lesions, e.g. 0.125,0.25,0.5")
+    d.add_argument("--no-synthetic-only", action="store_true", help="skip the synthetic-only arms")
+    d.add_argument("--batch-size", type=int, default=4)
+    d.add_argument("--features", default="8,8,16,32,64,8", help="BasicUNet features (6 numbers)")
+    d.add_argument("--learning-rate", type=float, default=2e-3)
+    d.add_argument("--bootstrap", type=int, default=1000)
+    d.add_argument("--test-crop-mm", type=float, default=None,
+                   help="edge of the test crops (default 1.5x --crop-mm rounded up to 16 voxels)")
+    d.set_defaults(func=run_downstream)
+
 
 def run_realism(args) -> int:
     from ..evaluate.realism import realism_report
@@ -59,5 +80,46 @@ def run_realism(args) -> int:
           f"features AUC {result['feature_auc']:.3f}, control AUC "
           f"{'n/a' if control is None else f'{control:.3f}'}, FRD {result['frd']:.3f} ({result['frd_backend']}); "
           f"{result['n_real']} real, {result['n_synthetic']} synthetic")
+    print(f"report: {args.out}/report.md")
+    return 0
+
+
+def _ints(text: str, name: str) -> list[int]:
+    values = parse_floats(text, name)
+    if any(v != int(v) for v in values):
+        raise SynthsegError(f"{name} takes whole numbers, got {text!r}")
+    return [int(v) for v in values]
+
+
+def _synthetic_sets(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for i, item in enumerate(items):
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = ("synthetic" if len(items) == 1 else f"synthetic{i + 1}"), item
+        if name in out:
+            raise SynthsegError(f"two synthetic sets are called {name!r}")
+        out[name] = path
+    return out
+
+
+def run_downstream(args) -> int:
+    from ..evaluate.downstream import downstream_report
+
+    features = _ints(args.features, "--features")
+    if len(features) != 6:
+        raise SynthsegError(f"--features takes 6 numbers (BasicUNet), got {len(features)}")
+    result = downstream_report(
+        args.real, _synthetic_sets(args.synthetic) or None, args.test, args.out, steps=args.steps,
+        seeds=_ints(args.seeds, "--seeds"), ratios=parse_floats(args.ratios, "--ratios") if args.ratios else (),
+        real_fractions=parse_floats(args.real_fractions, "--real-fractions") if args.real_fractions else (),
+        synthetic_only=not args.no_synthetic_only, crop_mm=args.crop_mm, spacing_mm=args.spacing_mm,
+        batch_size=args.batch_size, features=features, learning_rate=args.learning_rate, n_boot=args.bootstrap,
+        test_crop_mm=args.test_crop_mm, limit=args.limit, device=args.device, progress=ConsoleProgress(),
+    )
+    for arm in result["arms"]:
+        ci = arm["dice_ci"]
+        print(f"{arm['name']}: Dice {arm['dice']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], sensitivity "
+              f"{arm['sensitivity']:.3f}, FROC {arm['froc']:.3f} ({arm['n_real'][0]} real + {arm['n_synthetic'][0]} synthetic)")
     print(f"report: {args.out}/report.md")
     return 0

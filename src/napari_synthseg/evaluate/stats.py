@@ -69,3 +69,31 @@ def proportion_with_ci(successes: int, total: int, n_boot: int = N_BOOT, seed: i
     values = np.zeros(total)
     values[:successes] = 1.0
     return bootstrap_mean(values, n_boot, seed)
+
+
+def bootstrap_two_level(matrix: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, alpha: float = 0.05,
+                        statistic: Callable[[np.ndarray], float] | None = None) -> tuple[float, float, float]:
+    """(mean, low, high) of a (training seeds x test cases) matrix, resampling both seeds and cases.
+
+    The CI then covers both sources of variation a user meets: another training run and another
+    set of test patients. NaN entries (undefined values) are ignored.
+    """
+    m = np.asarray(matrix, dtype=float)
+    if m.ndim == 1:
+        m = m[None]
+    stat = statistic or (lambda a: float(np.nanmean(a)) if np.isfinite(a).any() else math.nan)
+    value = stat(m)
+    if m.size == 0 or not np.isfinite(m).any():
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        rows = rng.integers(0, m.shape[0], size=m.shape[0])
+        cols = rng.integers(0, m.shape[1], size=m.shape[1])
+        v = stat(m[np.ix_(rows, cols)])
+        if math.isfinite(v):
+            values.append(v)
+    if not values:
+        return value, math.nan, math.nan
+    lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return value, float(lo), float(hi)
