@@ -64,6 +64,29 @@ def register(subparsers) -> None:
                    help="edge of the test crops (default 1.5x --crop-mm rounded up to 16 voxels)")
     d.set_defaults(func=run_downstream)
 
+    s = sub.add_parser("reader-study", help="write a blinded, balanced, shuffled real-vs-synthetic case set")
+    s.add_argument("real")
+    s.add_argument("synthetic")
+    s.add_argument("--out", required=True, help="study folder for the readers (new or empty)")
+    s.add_argument("--n", type=int, default=100, help="number of cases, half of each (default 100)")
+    s.add_argument("--key", default=None, help="where the key goes (default OUT.key.json beside the folder)")
+    s.add_argument("--window", default=None, help="display window low,high in native units (default: CT lung window)")
+    _set_options(s, crop_default=48.0)
+    s.set_defaults(func=run_reader_study)
+
+    o = sub.add_parser("read", help="answer a reader study in napari (keys R/S then 1-5)")
+    o.add_argument("study", help="study folder")
+    o.add_argument("--reader", required=True, help="your name (answers go to STUDY/answers/NAME.csv)")
+    o.add_argument("--no-block", action="store_true", help="build the viewer and return (for scripts and tests)")
+    o.set_defaults(func=run_read)
+
+    c = sub.add_parser("reader-study-score", help="accuracy, sensitivity, specificity, AUC with CIs per reader and pooled")
+    c.add_argument("study", help="study folder")
+    c.add_argument("--key", default=None, help="the key (default STUDY.key.json beside the folder)")
+    c.add_argument("--out", default=None, help="report folder (default STUDY.score beside the folder)")
+    c.add_argument("--bootstrap", type=int, default=1000)
+    c.set_defaults(func=run_reader_score)
+
 
 def run_realism(args) -> int:
     from ..evaluate.realism import realism_report
@@ -122,4 +145,52 @@ def run_downstream(args) -> int:
         print(f"{arm['name']}: Dice {arm['dice']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], sensitivity "
               f"{arm['sensitivity']:.3f}, FROC {arm['froc']:.3f} ({arm['n_real'][0]} real + {arm['n_synthetic'][0]} synthetic)")
     print(f"report: {args.out}/report.md")
+    return 0
+
+
+def run_reader_study(args) -> int:
+    from ..evaluate.reader_study import make_reader_study
+
+    window = parse_floats(args.window, "--window", count=(2,)) if args.window else None
+    study = make_reader_study(args.real, args.synthetic, args.out, n=args.n, key_path=args.key, crop_mm=args.crop_mm,
+                              spacing_mm=args.spacing_mm, window=window, seed=args.seed)
+    print(f"wrote {study['n']} blinded cases to {args.out}; key: {study['key_path']} (keep it away from readers)")
+    return 0
+
+
+def run_read(args) -> int:
+    import os
+    import sys
+
+    from ..evaluate.reader_study import ReaderSession
+
+    ReaderSession(args.study, args.reader)  # fail now with one line, not inside Qt
+    try:
+        import napari
+    except ImportError:
+        raise SynthsegError("napari is not installed: pip install 'napari-synthseg[gui]'") from None
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and os.name == "posix":
+        raise SynthsegError("no display found: run on a desktop, or under xvfb-run -a for a virtual one")
+    from ..widgets.reader_study_widget import ReaderStudyWidget
+
+    viewer = napari.Viewer(title="napari-synthseg reader study")
+    widget = ReaderStudyWidget(viewer, study=args.study, reader=args.reader)
+    viewer.window.add_dock_widget(widget, name="Reader study", area="right")
+    if args.no_block:
+        print(f"{args.reader}: {widget.session.done if widget.session else 0} answered", file=sys.stderr)
+        viewer.close()
+        return 0
+    napari.run()
+    return 0
+
+
+def run_reader_score(args) -> int:
+    from ..evaluate.reader_study import score_reader_study
+
+    result = score_reader_study(args.study, args.key, args.out, n_boot=args.bootstrap)
+    for name, m in list(result["readers"].items()) + [("pooled", result["pooled"])]:
+        print(f"{name}: {m['n']} answered, accuracy {m['accuracy']:.3f} [{m['accuracy_ci'][0]:.3f}, "
+              f"{m['accuracy_ci'][1]:.3f}], sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}, "
+              f"AUC {m['auc']:.3f}")
+    print(f"report: {result['out']}/report.md")
     return 0
