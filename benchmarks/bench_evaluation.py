@@ -65,9 +65,13 @@ def write_index(folder: Path, rows: list[dict]) -> Path:
     return folder
 
 
+REFUSED: dict[str, dict[str, int]] = {}
+
+
 def make_synthetic(hosts, donors, work: Path, tag: str) -> dict[str, list[dict]]:
     """Remove each host's nodule and place a procedural and a transplanted one there (CLI)."""
     rows: dict[str, list[dict]] = {"procedural": [], "transplanted": []}
+    refused = REFUSED.setdefault(tag, {"procedural": 0, "transplanted": 0})
     rng = np.random.default_rng(0)
     for i, host in enumerate(hosts):
         case = work / tag / f"{i:03d}"
@@ -77,13 +81,27 @@ def make_synthetic(hosts, donors, work: Path, tag: str) -> dict[str, list[dict]]
             cli("remove", host.image_path, "--mask", host.mask_path, "--method", "biharmonic", "--out", filled)
         x, y, z = centre_xyz(host.mask_path)
         size = host.diameter_mm or 8.0
-        donor = donors[int(rng.integers(len(donors)))]
+        # A donor of similar size (one of the 5 closest diameters): placing scales the donor's
+        # whole patch, so a 5 mm donor shown at 37 mm would be a 7x blow-up (minutes and GBs in
+        # place, and no real transplant looks like that).
+        closest = sorted(donors, key=lambda d: abs((d.diameter_mm or 8.0) - size))[:5]
+        donor = closest[int(rng.integers(len(closest)))]
         for kind, lesion in (("procedural", ["procedural:solid", "--seed", str(i)]),
                              ("transplanted", [donor.image_path, "--lesion-mask", donor.mask_path])):
             out = case / kind
+            if (case / f"refused_{kind}").exists():
+                refused[kind] += 1
+                continue
             if not (out / "labels.mha").exists():
-                cli("place", filled, "--lesion", *lesion, "--at", f"{x:.2f},{y:.2f},{z:.2f}", "--size-mm", f"{size:g}",
-                    "--constraint", "none", "--out", case / f"scene_{kind}", "--force")
+                try:
+                    cli("place", filled, "--lesion", *lesion, "--at", f"{x:.2f},{y:.2f},{z:.2f}", "--size-mm", f"{size:g}",
+                        "--constraint", "none", "--out", case / f"scene_{kind}", "--force")
+                except RuntimeError:
+                    # The CLI refused (e.g. a 37 mm lesion larger than the 50 mm patch allows):
+                    # counted and reported, the host stays in the real set.
+                    (case / f"refused_{kind}").write_text("refused by synthseg place")
+                    refused[kind] += 1
+                    continue
                 cli("render", case / f"scene_{kind}", out, "--format", ".mha", "--force")
             rows[kind].append({"ct": f"{tag}/{i:03d}/{kind}/image.mha", "seg": f"{tag}/{i:03d}/{kind}/labels.mha",
                                "diameter": size, "group": host.group, "index": host.index_in_group})
@@ -121,7 +139,7 @@ def prepare(work: Path, n_realism: int, n_real: int, n_synth: int) -> dict:
             sets[f"{tag}_{kind}"] = write_index(work / "sets" / f"{tag}_{kind}", kind_rows)
     info = {"n_train_side": len(train), "n_test_side": len(test), "n_real_train": len(real_train),
             "n_synth_hosts": len(synth_hosts), "n_donors": len(donors), "n_realism_hosts": len(realism_hosts),
-            "n_test": len(test), "prepare_seconds": round(time.perf_counter() - t0, 1)}
+            "n_test": len(test), "refused_by_place": REFUSED, "prepare_seconds": round(time.perf_counter() - t0, 1)}
     (work / "prepare.json").write_text(json.dumps(info, indent=2))
     return info
 

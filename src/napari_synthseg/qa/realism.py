@@ -262,6 +262,7 @@ class RealismReference:
         from ..utils.atomic import atomic_write_text
 
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
         return path
 
