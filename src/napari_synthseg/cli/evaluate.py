@@ -49,7 +49,11 @@ def register(subparsers) -> None:
     d.add_argument("--synthetic", action="append", default=[], metavar="[NAME=]SET",
                    help="synthetic lesion set (repeat for several, each named NAME=PATH)")
     d.add_argument("--test", required=True, help="real test lesion set (patients not in --real)")
-    d.add_argument("--out", required=True, help="report folder")
+    d.add_argument("--out", help="report folder (not with --nnunet)")
+    d.add_argument("--nnunet", metavar="DIR", help="instead of training here: write one nnU-Net v2 dataset per arm "
+                   "(with splits_final.json) into DIR and print the nnU-Net commands; then run 'evaluate collect DIR'")
+    d.add_argument("--dataset-id", type=int, default=601, help="--nnunet: id of the first arm's dataset (default 601)")
+    d.add_argument("--folds", type=int, default=5, help="--nnunet: cross-validation folds in splits_final.json")
     _set_options(d)
     d.add_argument("--steps", type=int, default=300, help="training steps per arm and seed (default 300)")
     d.add_argument("--seeds", default="0,1,2", help="training seeds (default 0,1,2)")
@@ -63,6 +67,12 @@ def register(subparsers) -> None:
     d.add_argument("--test-crop-mm", type=float, default=None,
                    help="edge of the test crops (default 1.5x --crop-mm rounded up to 16 voxels)")
     d.set_defaults(func=run_downstream)
+
+    k = sub.add_parser("collect", help="score nnU-Net's predictions of the arms written by downstream --nnunet")
+    k.add_argument("folder", help="the --nnunet folder (holds evaluation_plan.json and predictions/<arm>/<run>/)")
+    k.add_argument("--out", default=None, help="report folder (default FOLDER/report)")
+    k.add_argument("--bootstrap", type=int, default=1000)
+    k.set_defaults(func=run_collect)
 
     s = sub.add_parser("reader-study", help="write a blinded, balanced, shuffled real-vs-synthetic case set")
     s.add_argument("real")
@@ -129,6 +139,10 @@ def _synthetic_sets(items: list[str]) -> dict[str, str]:
 def run_downstream(args) -> int:
     from ..evaluate.downstream import downstream_report
 
+    if args.nnunet:
+        return _write_nnunet(args)
+    if not args.out:
+        raise SynthsegError("give --out REPORT_DIR (or --nnunet DIR to train with nnU-Net instead)")
     features = _ints(args.features, "--features")
     if len(features) != 6:
         raise SynthsegError(f"--features takes 6 numbers (BasicUNet), got {len(features)}")
@@ -193,4 +207,34 @@ def run_reader_score(args) -> int:
               f"{m['accuracy_ci'][1]:.3f}], sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}, "
               f"AUC {m['auc']:.3f}")
     print(f"report: {result['out']}/report.md")
+    return 0
+
+
+def _write_nnunet(args) -> int:
+    from ..evaluate.nnunet import write_nnunet_arms
+
+    plan = write_nnunet_arms(
+        args.real, _synthetic_sets(args.synthetic) or None, args.test, args.nnunet,
+        ratios=parse_floats(args.ratios, "--ratios") if args.ratios else (),
+        real_fractions=parse_floats(args.real_fractions, "--real-fractions") if args.real_fractions else (),
+        synthetic_only=not args.no_synthetic_only, crop_mm=args.crop_mm, spacing_mm=args.spacing_mm,
+        dataset_id=args.dataset_id, folds=args.folds, seed=_ints(args.seeds, "--seeds")[0], limit=args.limit,
+    )
+    for arm in plan["arms"]:
+        print(f"{arm['dataset']}: {arm['n_real']} real + {arm['n_synthetic']} synthetic, {arm['folds']} folds")
+    print("run nnU-Net (GPU), then collect:")
+    for command in plan["commands"]:
+        print(f"  {command}")
+    return 0
+
+
+def run_collect(args) -> int:
+    from ..evaluate.nnunet import collect_nnunet
+
+    result = collect_nnunet(args.folder, args.out, n_boot=args.bootstrap)
+    for arm in result["arms"]:
+        print(f"{arm['name']}: Dice {arm['dice']:.3f} [{arm['dice_ci'][0]:.3f}, {arm['dice_ci'][1]:.3f}], "
+              f"sensitivity {arm['sensitivity']:.3f}, FROC {arm['froc']:.3f} ({len(arm['per_seed'])} runs)")
+    for item in result["missing_predictions"]:
+        print(f"missing predictions: {item}")
     return 0

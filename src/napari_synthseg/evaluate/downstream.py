@@ -256,8 +256,8 @@ def downstream_report(
                              "dice": float(np.mean([c.dice for c in cases])),
                              "sensitivity": float(np.mean(detected)) if detected else None, "froc": f_score,
                              "final_loss": loss, "seconds": round(time.perf_counter() - t0, 1)})
-        arm_reports.append(_summarise_arm(arm, per_seed, cases_by_seed, n_boot, seeds[0]))
-        froc_curves[arm.name] = _pooled_froc(cases_by_seed)
+        arm_reports.append(summarise_arm(arm, per_seed, cases_by_seed, n_boot, seeds[0]))
+        froc_curves[arm.name] = pooled_froc(cases_by_seed)
 
     result = {
         "kind": "synthseg-downstream-report",
@@ -278,22 +278,29 @@ def downstream_report(
         "environment": environment(),
         "seconds": round(time.perf_counter() - started, 1),
     }
+    write_downstream_report(out, result, froc_curves)
+    report(progress, total, total, f"wrote {out}")
+    return result
+
+
+def write_downstream_report(out: Path, result: dict, froc_curves: dict) -> dict:
+    """Plots, ``report.json``, ``report.md`` and ``report.html`` of a downstream result."""
+    (out / "plots").mkdir(parents=True, exist_ok=True)
     result["plots"] = _plots(out, result, froc_curves)
     write_json(out / "report.json", result)
     markdown = _markdown(result)
     atomic_write_text(out / "report.md", markdown)
     atomic_write_text(out / "report.html", markdown_to_html(markdown, "Downstream report"))
-    report(progress, total, total, f"wrote {out}")
     return result
 
 
-def _pooled_froc(cases_by_seed: list[list[CaseScore]]) -> tuple[np.ndarray, np.ndarray]:
+def pooled_froc(cases_by_seed: list[list[CaseScore]]) -> tuple[np.ndarray, np.ndarray]:
     # Pooling every seed's candidates over seeds x images gives the seed-averaged curve.
     _score, fps, sens = froc([c for cases in cases_by_seed for c in cases])
     return fps, sens
 
 
-def _summarise_arm(arm: Arm, per_seed: list[dict], cases_by_seed: list[list[CaseScore]], n_boot: int, seed: int) -> dict:
+def summarise_arm(arm: Arm, per_seed: list[dict], cases_by_seed: list[list[CaseScore]], n_boot: int, seed: int) -> dict:
     dice = np.array([[c.dice for c in cases] for cases in cases_by_seed])
     detected = np.array([[float(d) for c in cases for d in c.detected] for cases in cases_by_seed])
     diameters = np.array([d for c in cases_by_seed[0] for d in c.lesion_diameters])
@@ -369,9 +376,10 @@ def _markdown(r: dict) -> str:
         "",
         f"{r['n_test']} real test lesions; {r['n_real']} real training lesions; synthetic sets: "
         + (", ".join(f"{k} ({v})" for k, v in r["n_synthetic"].items()) or "none") + ".",
-        f"Every arm trains `BasicUNet` (features {s['segmenter']['features']}) for {s['steps']} steps × batch "
-        f"{s['segmenter']['batch_size']} on {s['crop_mm']:g} mm patches at {s['spacing_mm']:g} mm, seeds {s['seeds']}, "
-        f"on {s['device']}. CIs: 95 % bootstrap over training seeds and test cases.",
+        s.get("summary") or (
+            f"Every arm trains `BasicUNet` (features {s['segmenter']['features']}) for {s['steps']} steps × batch "
+            f"{s['segmenter']['batch_size']} on {s['crop_mm']:g} mm patches at {s['spacing_mm']:g} mm, seeds {s['seeds']}, "
+            f"on {s['device']}. CIs: 95 % bootstrap over training seeds and test cases."),
         "",
         "| arm | real | synthetic | Dice [95 % CI] | sensitivity [95 % CI] | FROC [95 % CI] | "
         + " | ".join(b[2] for b in SIZE_BINS) + " |",
