@@ -124,7 +124,7 @@ def prepare(work: Path, n_realism: int, n_real: int, n_synth: int) -> dict:
     realism_hosts = test[:n_realism]
 
     def rel(e):
-        return {"ct": os.path.relpath(e.image_path, work), "seg": os.path.relpath(e.mask_path, work),
+        return {"ct": str(e.image_path.resolve()), "seg": str(e.mask_path.resolve()),
                 "diameter": e.diameter_mm, "group": e.group, "index": e.index_in_group}
 
     t0 = time.perf_counter()
@@ -140,6 +140,9 @@ def prepare(work: Path, n_realism: int, n_real: int, n_synth: int) -> dict:
     info = {"n_train_side": len(train), "n_test_side": len(test), "n_real_train": len(real_train),
             "n_synth_hosts": len(synth_hosts), "n_donors": len(donors), "n_realism_hosts": len(realism_hosts),
             "n_test": len(test), "refused_by_place": REFUSED, "prepare_seconds": round(time.perf_counter() - t0, 1)}
+    previous = work / "prepare.json"
+    if previous.exists():  # a re-run reuses the cached lesions: keep the first run's timing
+        info["prepare_seconds"] = max(info["prepare_seconds"], json.loads(previous.read_text())["prepare_seconds"])
     (work / "prepare.json").write_text(json.dumps(info, indent=2))
     return info
 

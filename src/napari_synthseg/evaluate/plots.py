@@ -36,6 +36,34 @@ def feature_histogram(path: Path, name: str, groups: dict[str, Sequence[float]],
     return path
 
 
+def feature_grid(path: Path, panels: dict[str, dict[str, Sequence[float]]], notes: dict[str, str] | None = None,
+                 columns: int = 4) -> Path:
+    """Every feature's distributions side by side, one panel per feature, in one PNG (one
+    savefig instead of one per feature: matplotlib's rendering dominates the report's time)."""
+    plt = _pyplot()
+    names = list(panels)
+    rows = max(1, -(-len(names) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), dpi=80, squeeze=False)
+    for ax, name in zip(axes.ravel(), names):
+        finite = {k: np.asarray(v, float)[np.isfinite(np.asarray(v, float))] for k, v in panels[name].items()}
+        all_values = np.concatenate([v for v in finite.values() if v.size] or [np.zeros(1)])
+        lo, hi = np.quantile(all_values, [0.01, 0.99]) if all_values.size > 1 else (all_values[0] - 1, all_values[0] + 1)
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 25)
+        for label, values in finite.items():
+            ax.hist(np.clip(values, bins[0], bins[-1]), bins=bins, alpha=0.55, density=True, label=f"{label} ({values.size})")
+        note = (notes or {}).get(name, "")
+        ax.set_title(name + (f"  {note}" if note else ""), fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.set_yticks([])
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def roc_curves(path: Path, curves: dict[str, tuple[Sequence[int], Sequence[float]]], title: str) -> Path:
     """ROC curves (sklearn) of several labelled score sets in one figure."""
     from sklearn.metrics import roc_auc_score, roc_curve

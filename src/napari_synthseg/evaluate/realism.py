@@ -12,8 +12,9 @@ The report folder holds:
     The same, readable, with the plots.
 ``features.csv``
     Every lesion's realism features (set, name, source, features...).
-``plots/*.png``
-    Each feature's distribution, real vs synthetic; the ROC curves.
+``plots/features.png``, ``plots/roc.png``
+    Every feature's distribution, real vs synthetic, side by side (one panel per feature, its
+    univariate AUC in the title); the ROC curves.
 ``realism_reference.json``
     The real lesions' feature ranges: give it to ``synthseg review --rules`` to flag single
     synthetic lesions that fall outside them.
@@ -161,13 +162,11 @@ def realism_report(
     reference = RealismReference.fit(real_rows, source=str(real_set.path))
     reference.save(out / "realism_reference.json")
     _write_features_csv(out / "features.csv", real_set, synth_set, real_rows, synth_rows)
-    plot_files = []
-    for name in FEATURE_NAMES:
-        info = feat.extra["features"][name]
-        note = f"AUC {info['univariate_auc']:.2f}" if info["univariate_auc"] is not None else ""
-        path = plots.feature_histogram(out / "plots" / f"feature_{name}.png", name, {
-            "real": [r[name] for r in real_rows], "synthetic": [r[name] for r in synth_rows]}, note)
-        plot_files.append(path.name)
+    notes = {n: f"AUC {i['univariate_auc']:.2f}" for n, i in feat.extra["features"].items() if i["univariate_auc"] is not None}
+    plots.feature_grid(out / "plots" / "features.png", {
+        name: {"real": [r[name] for r in real_rows], "synthetic": [r[name] for r in synth_rows]} for name in FEATURE_NAMES
+    }, notes)
+    plot_files = ["features.png"]
     curves = {"features (RF)": (feat.labels, feat.scores)}
     if cnn_result is not None:
         curves["CNN"] = (cnn_result.labels, cnn_result.scores)

@@ -101,7 +101,7 @@ def feature_two_sample_test(
     for train, test in splits:
         model = make_pipeline(
             SimpleImputer(strategy="median", keep_empty_features=True),
-            RandomForestClassifier(n_estimators=200, min_samples_leaf=2, random_state=seed, n_jobs=1),
+            RandomForestClassifier(n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1),
         )
         model.fit(x[train], labels[train])
         scores[test] = model.predict_proba(x[test])[:, 1]
@@ -121,7 +121,7 @@ def feature_two_sample_test(
         }
     ranked = sorted(per_feature, key=lambda n: -per_feature[n]["importance"])
     return TwoSampleResult(auc, (lo, hi), labels, scores, k,
-                           {"model": "sklearn RandomForestClassifier(200 trees)", "features": per_feature,
+                           {"model": "sklearn RandomForestClassifier(100 trees)", "features": per_feature,
                             "ranked_features": ranked})
 
 
