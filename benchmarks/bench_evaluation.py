@@ -191,7 +191,7 @@ def print_tables(prep: dict, real: dict | None, down: dict | None) -> None:
                   f"{r['control_feature_auc']:.3f} | {r['frd']:.3f} ({r['frd_backend']}) | {top} |")
     if down:
         ref = next(a for a in down["arms"] if a["name"] == "real")
-        print(f"\n| arm | real + synthetic | Dice [95 % CI] | Dice ratio vs real-only | sensitivity [95 % CI] | FROC | "
+        print("\n| arm | real + synthetic | Dice [95 % CI] | Dice ratio vs real-only | sensitivity [95 % CI] | FROC | "
               "<6 | 6-10 | 10-20 | >20 mm |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for a in down["arms"]:

@@ -178,8 +178,9 @@ def samples_from_image(
     ndim = image.ndim
     for k, (part, centre) in enumerate(parts):
         crop, crop_mask = crop_lesion(image.array, mask, image.scale, centre, crop_mm, spacing_mm)
-        d = diameter_mm if (diameter_mm is not None and len(parts) == 1) or (diameter_mm is not None and largest_only) \
-            else _equivalent_diameter(part, image.scale)
+        # A table's diameter describes its one lesion; further components get their own size.
+        own = diameter_mm is not None and (largest_only or len(parts) == 1)
+        d = diameter_mm if own else _equivalent_diameter(part, image.scale)
         out.append(LesionSample(crop, crop_mask, (float(spacing_mm),) * ndim, f"{name}_{k}", str(image.source or name),
                                 float(d), group or name, box_only))
     return out

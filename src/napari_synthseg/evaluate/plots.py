@@ -17,25 +17,6 @@ def _pyplot():
     return plt
 
 
-def feature_histogram(path: Path, name: str, groups: dict[str, Sequence[float]], note: str = "") -> Path:
-    """Side-by-side distributions of one feature for each named group."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.2, 3.0), dpi=100)
-    finite = {k: np.asarray(v, float)[np.isfinite(np.asarray(v, float))] for k, v in groups.items()}
-    all_values = np.concatenate([v for v in finite.values() if v.size] or [np.zeros(1)])
-    lo, hi = np.quantile(all_values, [0.01, 0.99]) if all_values.size > 1 else (all_values[0] - 1, all_values[0] + 1)
-    bins = np.linspace(lo, hi if hi > lo else lo + 1, 25)
-    for label, values in finite.items():
-        ax.hist(np.clip(values, bins[0], bins[-1]), bins=bins, alpha=0.55, density=True, label=f"{label} (n={values.size})")
-    ax.set_title(name + (f"  {note}" if note else ""), fontsize=9)
-    ax.legend(fontsize=7)
-    ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 def feature_grid(path: Path, panels: dict[str, dict[str, Sequence[float]]], notes: dict[str, str] | None = None,
                  columns: int = 4) -> Path:
     """Every feature's distributions side by side, one panel per feature, in one PNG (one

@@ -110,7 +110,7 @@ class ReaderStudyWidget(QWidget):
 
         return handler
 
-    def keyPressEvent(self, event) -> None:  # noqa: N802 (Qt name)
+    def keyPressEvent(self, event) -> None:
         text = event.text().lower()
         if event.key() == Qt.Key_Backspace:
             text = "Backspace"
