@@ -1,0 +1,140 @@
+"""Compact form fields the job panels share (so a 340 px panel never grows to fit a long name).
+
+Every field starts from a value the caller reads from a workflow settings dataclass; nothing
+here holds a default of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QLineEdit, QPushButton, QSpinBox, QWidget
+
+from ._base import row
+
+#: Characters a combo box shows before it elides: long layer or file names must not widen a panel.
+COMBO_CHARS = 12
+
+
+def combo(items: Iterable[str] = (), current: str | None = None, tip: str = "") -> QComboBox:
+    """A combo box that does not grow with its longest item."""
+    box = QComboBox()
+    box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(COMBO_CHARS)
+    box.addItems(list(items))
+    if current is not None:
+        box.setCurrentText(current)
+    if tip:
+        box.setToolTip(tip)
+    return box
+
+
+def spin(lo: int, hi: int, value: int, tip: str = "", suffix: str = "", special: str = "") -> QSpinBox:
+    """An integer field; ``special`` is shown instead of the minimum (e.g. "preset")."""
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setValue(value)
+    if tip:
+        box.setToolTip(tip)
+    if suffix:
+        box.setSuffix(suffix)
+    if special:
+        box.setSpecialValueText(special)
+    return box
+
+
+def dspin(lo: float, hi: float, value: float, step: float, decimals: int = 2, tip: str = "",
+          special: str = "") -> QDoubleSpinBox:
+    """A decimal field; ``special`` is shown instead of the minimum (e.g. "auto")."""
+    box = QDoubleSpinBox()
+    box.setRange(lo, hi)
+    box.setDecimals(decimals)
+    box.setSingleStep(step)
+    box.setValue(value)
+    if tip:
+        box.setToolTip(tip)
+    if special:
+        box.setSpecialValueText(special)
+    return box
+
+
+def optional_value(box: QDoubleSpinBox | QSpinBox):
+    """None while ``box`` shows its special (minimum) value, else its value."""
+    return None if box.specialValueText() and box.value() == box.minimum() else box.value()
+
+
+def path_field(placeholder: str, browse: Callable[[QLineEdit], None] | None = None) -> tuple[QLineEdit, QWidget]:
+    """A path line edit with a small "…" button; returns the edit and the row to add to a form."""
+    edit = QLineEdit()
+    edit.setPlaceholderText(placeholder)
+    edit.setToolTip(placeholder)
+    holder = QWidget()
+    if browse is None:
+        holder.setLayout(row(edit))
+        return edit, holder
+    button = QPushButton("…")
+    button.setMaximumWidth(28)
+    button.clicked.connect(lambda: browse(edit))
+    holder.setLayout(row(edit, button))
+    return edit, holder
+
+
+def open_file_into(parent: QWidget, title: str, filter_: str) -> Callable[[QLineEdit], None]:
+    """A browse action for :func:`path_field`: an open-file dialog writing into the edit."""
+
+    def browse(edit: QLineEdit) -> None:
+        path, _ = QFileDialog.getOpenFileName(parent, title, edit.text(), filter_)
+        if path:
+            edit.setText(path)
+
+    return browse
+
+
+def save_file_into(parent: QWidget, title: str, filter_: str) -> Callable[[QLineEdit], None]:
+    """A browse action for :func:`path_field`: a save-file dialog (no overwrite question)."""
+
+    def browse(edit: QLineEdit) -> None:
+        path, _ = QFileDialog.getSaveFileName(parent, title, edit.text(), filter_,
+                                              options=QFileDialog.DontConfirmOverwrite)
+        if path:
+            edit.setText(path)
+
+    return browse
+
+
+def folder_into(parent: QWidget, title: str) -> Callable[[QLineEdit], None]:
+    """A browse action for :func:`path_field`: a folder dialog."""
+
+    def browse(edit: QLineEdit) -> None:
+        folder = QFileDialog.getExistingDirectory(parent, title, edit.text())
+        if folder:
+            edit.setText(folder)
+
+    return browse
+
+
+def refill(box: QComboBox, names: Sequence[str], preferred: Sequence[str] = ()) -> bool:
+    """Replace the items of ``box``, keeping its choice if it is still there.
+
+    Otherwise the first of ``preferred`` that is listed, else the first item. Returns whether
+    the shown text changed (signals are blocked while refilling).
+    """
+    current = box.currentText()
+    box.blockSignals(True)
+    try:
+        box.clear()
+        box.addItems(list(names))
+        for wanted in (current, *preferred):
+            index = box.findText(wanted) if wanted else -1
+            if index >= 0:
+                box.setCurrentIndex(index)
+                break
+        else:
+            box.setCurrentIndex(0 if box.count() else -1)
+    finally:
+        box.blockSignals(False)
+    return box.currentText() != current
+
+
+__all__ = ["combo", "dspin", "folder_into", "open_file_into", "optional_value", "path_field", "refill",
+           "save_file_into", "spin"]
