@@ -6,21 +6,31 @@ here holds a default of its own.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QLineEdit, QPushButton, QSpinBox, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
 
 from ._base import row
 
 #: Characters a combo box shows before it elides: long layer or file names must not widen a panel.
-COMBO_CHARS = 12
+COMBO_CHARS = 10
+#: Width of a combo box that shares its form row with another field.
+PAIRED_CHARS = 5
 
 
-def combo(items: Iterable[str] = (), current: str | None = None, tip: str = "") -> QComboBox:
-    """A combo box that does not grow with its longest item."""
+def combo(items: Iterable[str] = (), current: str | None = None, tip: str = "", chars: int = COMBO_CHARS) -> QComboBox:
+    """A combo box that does not grow with its longest item (``chars``: the width it asks for)."""
     box = QComboBox()
     box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-    box.setMinimumContentsLength(COMBO_CHARS)
+    box.setMinimumContentsLength(chars)
     box.addItems(list(items))
     if current is not None:
         box.setCurrentText(current)
@@ -29,33 +39,27 @@ def combo(items: Iterable[str] = (), current: str | None = None, tip: str = "") 
     return box
 
 
-def spin(lo: int, hi: int, value: int, tip: str = "", suffix: str = "", special: str = "") -> QSpinBox:
-    """An integer field; ``special`` is shown instead of the minimum (e.g. "preset")."""
-    box = QSpinBox()
+def _number(box, lo, hi, value, tip: str, suffix: str, special: str):
     box.setRange(lo, hi)
     box.setValue(value)
-    if tip:
-        box.setToolTip(tip)
-    if suffix:
-        box.setSuffix(suffix)
-    if special:
-        box.setSpecialValueText(special)
+    box.setToolTip(tip)
+    box.setSuffix(suffix)
+    box.setSpecialValueText(special)
     return box
+
+
+def spin(lo: int, hi: int, value: int, tip: str = "", suffix: str = "", special: str = "") -> QSpinBox:
+    """An integer field; ``special`` is shown instead of the minimum (e.g. "preset")."""
+    return _number(QSpinBox(), lo, hi, value, tip, suffix, special)
 
 
 def dspin(lo: float, hi: float, value: float, step: float, decimals: int = 2, tip: str = "",
           special: str = "") -> QDoubleSpinBox:
     """A decimal field; ``special`` is shown instead of the minimum (e.g. "auto")."""
     box = QDoubleSpinBox()
-    box.setRange(lo, hi)
-    box.setDecimals(decimals)
+    box.setDecimals(decimals)  # before the value, or it is rounded to two decimals
     box.setSingleStep(step)
-    box.setValue(value)
-    if tip:
-        box.setToolTip(tip)
-    if special:
-        box.setSpecialValueText(special)
-    return box
+    return _number(box, lo, hi, value, tip, "", special)
 
 
 def optional_value(box: QDoubleSpinBox | QSpinBox):
@@ -136,5 +140,5 @@ def refill(box: QComboBox, names: Sequence[str], preferred: Sequence[str] = ()) 
     return box.currentText() != current
 
 
-__all__ = ["combo", "dspin", "folder_into", "open_file_into", "optional_value", "path_field", "refill",
+__all__ = ["COMBO_CHARS", "PAIRED_CHARS", "combo", "dspin", "folder_into", "open_file_into", "optional_value", "path_field", "refill",
            "save_file_into", "spin"]

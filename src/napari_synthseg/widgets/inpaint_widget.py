@@ -13,8 +13,9 @@ way (Cancel keeps a resumable checkpoint). Every default is read from the workfl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import napari
 import numpy as np

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -313,7 +314,12 @@ def fit_classifier(
     -------
     napari_synthseg.models.LoadedModel
     """
-    from ..datasetgan.classifier import PixelClassifierConfig, fit_ensemble, load_classifier, save_classifier
+    from ..datasetgan.classifier import (
+        PixelClassifierConfig,
+        fit_ensemble,
+        load_classifier,
+        save_classifier,
+    )
     from ..datasetgan.features import feature_channels
 
     out = check_model_path(out, "classifier")
