@@ -120,7 +120,7 @@ def test_train_harmonize_accept(setup, qtbot, artifacts_dir, shared_data):
     _shot(viewer, artifacts_dir / "harmonize_widget_trained.png")
     # Docked under the lesion editor at 1920x1080 the panel stays compact and scrolls.
     widget.grab().save(str(artifacts_dir / "harmonize_panel.png"))
-    assert widget.isVisible() and widget.width() <= 420 and editor.width() <= 420
+    assert widget.width() <= 420 and editor.width() <= 420
 
     # Harmonize 2 samples of the selected lesion.
     widget.samples_spin.setValue(2)
@@ -133,6 +133,8 @@ def test_train_harmonize_accept(setup, qtbot, artifacts_dir, shared_data):
     assert not errors and len(widget.samples) == 2
     assert [layer.name for layer in widget.sample_layers][0] == "harmonize naive"
     assert len(widget.sample_layers) == 4  # naive, 2 samples, the lesion outline
+    assert [layer.name for layer in widget.sample_layers[1:3]] == [
+        f"harmonized {lesion_id} (scale {n - 2}, seed 11) sample {k}/2" for k in (1, 2)]
     assert not np.array_equal(widget.samples[0], widget.samples[1])
     # Side by side, right of the image, none overlapping.
     xs = [layer.translate[-1] for layer in widget.sample_layers[:3]]

@@ -405,7 +405,7 @@ class DatasetGanWidget(JobPanel):
 
         def done(provenance: dict) -> None:
             self.last_result = provenance
-            self.say(f"wrote {len(provenance['seeds'])} pairs to {out} "
+            self.say(f"wrote {len(provenance['seeds'])} pairs to {Path(out).name} "
                      f"(dropped {len(provenance['dropped_seeds'])} most uncertain)")
 
         return self.run_job(dgan.generate, gen, self.classifier, out, settings, on_done=done,

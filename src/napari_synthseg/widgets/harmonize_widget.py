@@ -385,8 +385,9 @@ class HarmonizeWidget(JobPanel):
         y0 = ty + sy * box[0].start
         n = len(result.samples)
         arrays = [(NAIVE, result.naive)] + [
-            (f"harmonized {result.lesion_id} sample {k + 1}/{n} "
-             + f"(scale {result.injection_scale}, seed {result.settings.seed})", s)
+            # The sample number last: napari elides long layer names in the middle.
+            (f"harmonized {result.lesion_id} (scale {result.injection_scale}, seed {result.settings.seed}) "
+             + f"sample {k + 1}/{n}", s)
             for k, s in enumerate(result.samples)
         ]
         for i, (name, array) in enumerate(arrays):
