@@ -19,6 +19,7 @@ and render the scene in a worker thread.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import napari
 import numpy as np
@@ -39,7 +40,7 @@ from ..errors import SynthsegError
 from ..io import window_limits
 from ..scene import Change
 from ..workflow.edit import EditSession, SceneSource, default_scene_folder, new_session, open_session
-from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings, ProceduralKind
+from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings, ProceduralKind, blend_mode
 from ._base import JobPanel, row
 from ._common import register_scene_editor
 
@@ -84,11 +85,15 @@ class LesionEditorWidget(JobPanel):
         super().__init__(napari_viewer)
         register_scene_editor(napari_viewer, self)
         self.session: EditSession | None = None
-        self.renderer = None
-        self.image_layer = self.labels_layer = self.points_layer = None
-        self.constraint_layer = self.mask_layer = None
+        self.renderer: Any = None  # SceneRenderer of the session's scene
+        # napari layers of the scene (napari's layer classes are built dynamically: Any)
+        self.image_layer: Any = None
+        self.labels_layer: Any = None
+        self.points_layer: Any = None
+        self.constraint_layer: Any = None
+        self.mask_layer: Any = None
         self._syncing = False
-        self._unsubscribe = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._press: tuple[np.ndarray, np.ndarray] | None = None
 
         # -- scene --------------------------------------------------------------------------
@@ -206,8 +211,15 @@ class LesionEditorWidget(JobPanel):
     # ---- compatibility: the scene the session edits --------------------------------------------
 
     @property
-    def scene(self):
+    def scene(self) -> Any:
         return None if self.session is None else self.session.scene
+
+    @property
+    def live(self) -> EditSession:
+        """The session being edited (a user error when none is open)."""
+        if self.session is None:
+            raise SynthsegError("open or create a scene first")
+        return self.session
 
     # ---- scene -------------------------------------------------------------------------------
 
@@ -291,13 +303,23 @@ class LesionEditorWidget(JobPanel):
         from .._napari import layer_metadata
 
         kwargs = dict(scale=image.scale, translate=image.translate, metadata=layer_metadata(image))
+        limits = window_limits(image.array, "auto", image.modality)
+        if self._reuse_layers(image, kwargs, limits):
+            return self._finish_session(session)
         for layer in (self.image_layer, self.labels_layer, self.points_layer, self.constraint_layer, self.mask_layer):
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self.constraint_layer = None
+        # The scene's layers replace the images opened beside it: those stay loaded but hidden,
+        # and a side-by-side grid (the demo's CXR | CT) is switched off, or the synthetic
+        # image, its labels and the handles would each land in a grid cell of their own.
+        from ._common import viewer_grid
+
+        viewer_grid(self.viewer).enabled = False
+        for layer in self._image_layers():
+            layer.visible = False
         self.image_layer = self.viewer.add_image(
-            self.renderer.image, name="synthetic", colormap="gray",
-            contrast_limits=window_limits(image.array, "auto", image.modality), **kwargs,
+            self.renderer.image, name="synthetic", colormap="gray", contrast_limits=limits, **kwargs,
         )
         self.labels_layer = self.viewer.add_labels(self.renderer.labels, name="lesion labels", opacity=0.35, **kwargs)
         self.mask_layer = self.viewer.add_labels(np.zeros(image.shape, np.uint8), name="lesion mask", **kwargs)
@@ -309,21 +331,52 @@ class LesionEditorWidget(JobPanel):
         self.points_layer.selected_data.events.items_changed.connect(self._points_selected)
         for key in ("Delete", "Backspace"):
             self.points_layer.bind_key(key, lambda layer: self.delete_selected(), overwrite=True)
+        self._finish_session(session)
+
+    def _reuse_layers(self, image, kwargs, limits) -> bool:
+        """Give the open scene layers the new scene's data instead of replacing them.
+
+        Removing and adding napari layers costs about a second on the UI thread (napari runs a
+        full garbage collection per removed layer); reusing them costs a few milliseconds.
+        """
+        layers = (self.image_layer, self.labels_layer, self.mask_layer, self.points_layer)
+        if any(layer is None or layer not in self.viewer.layers for layer in layers):
+            return False
+        if self.image_layer.ndim != image.ndim:
+            return False
+        scale, translate = np.asarray(kwargs["scale"], float), np.asarray(kwargs["translate"], float)
+        for layer in (self.image_layer, self.labels_layer, self.mask_layer, self.points_layer):
+            if not (np.allclose(layer.scale, scale) and np.allclose(layer.translate, translate)):
+                layer.scale, layer.translate = scale, translate
+        self.image_layer.metadata = kwargs["metadata"]
+        self.image_layer.data = self.renderer.image
+        self.image_layer.contrast_limits = limits
+        self.labels_layer.data = self.renderer.labels
+        self.mask_layer.data = np.zeros(image.shape, np.uint8)
+        return True
+
+    def _finish_session(self, session: EditSession) -> None:
         self._show_constraint()
         self._sync_from_scene()
         self.viewer.layers.selection.active = self.points_layer
         self.points_layer.mode = "select"
         self.viewer.reset_view()
-        self.say(f"scene {session.scene.folder.name}: {len(session.scene.lesions)} lesions")
+        self.say(f"scene {Path(session.scene.folder or '.').name}: {len(session.scene.lesions)} lesions")
 
     def _show_constraint(self) -> None:
-        if self.constraint_layer is not None and self.constraint_layer in self.viewer.layers:
-            self.viewer.layers.remove(self.constraint_layer)
-            self.constraint_layer = None
+        """The constraint layer follows the scene's mask (kept and refilled when it exists)."""
         mask = self.scene.mask("constraint")
+        layer = self.constraint_layer if self.constraint_layer in self.viewer.layers else None
         if mask is None:
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            self.constraint_layer = None
             return
         image = self.renderer.source
+        if layer is not None:
+            layer.scale, layer.translate = image.scale, image.translate
+            layer.data = np.asarray(mask, np.uint8)
+            return
         self.constraint_layer = self.viewer.add_labels(
             np.asarray(mask, np.uint8), name="constraint", opacity=0.2, scale=image.scale, translate=image.translate
         )
@@ -333,7 +386,7 @@ class LesionEditorWidget(JobPanel):
         self.viewer.layers.selection.active = self.points_layer
 
     def _constraint_painted(self, event=None) -> None:
-        self.session.set_constraint(np.asarray(self.constraint_layer.data) > 0, label="edit organ constraint")
+        self.live.set_constraint(np.asarray(self.constraint_layer.data) > 0, label="edit organ constraint")
 
     def compute_constraint(self):
         if self.session is None:
@@ -341,7 +394,7 @@ class LesionEditorWidget(JobPanel):
             return None
 
         def done(mask) -> None:
-            self.session.set_constraint(mask, label="organ constraint (auto)")
+            self.live.set_constraint(mask, label="organ constraint (auto)")
             self._show_constraint()
             self.say(f"organ constraint: {int(mask.sum())} pixels")
 
@@ -368,7 +421,7 @@ class LesionEditorWidget(JobPanel):
         try:
             selected = self.selected_id()
             scene, image = self.scene, self.renderer.source
-            centers = [self.session.index_of(rec.id) for rec in scene.lesions]
+            centers = [self.live.index_of(rec.id) for rec in scene.lesions]
             sizes = [max(rec.size_mm, 3.0) / min(image.scale) for rec in scene.lesions]
             self.points_layer.data = np.array(centers).reshape(-1, image.ndim)
             if sizes:
@@ -376,10 +429,10 @@ class LesionEditorWidget(JobPanel):
             self.points_layer.features = {"id": np.array(scene.lesion_ids, dtype=object)}
             self.lesion_list.clear()
             for rec in scene.lesions:
-                item = QListWidgetItem(self.session.describe(rec.id))
-                item.setData(Qt.UserRole, rec.id)
+                item = QListWidgetItem(self.live.describe(rec.id))
+                item.setData(Qt.ItemDataRole.UserRole, rec.id)
                 self.lesion_list.addItem(item)
-            if selected in scene.lesion_ids:
+            if selected is not None and selected in scene.lesion_ids:
                 self.select(selected)
         finally:
             self._syncing = False
@@ -400,11 +453,15 @@ class LesionEditorWidget(JobPanel):
 
     def selected_id(self) -> str | None:
         item = self.lesion_list.currentItem()
-        return item.data(Qt.UserRole) if item is not None else None
+        return item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+
+    def _row_id(self, index: int) -> str | None:
+        item = self.lesion_list.item(index)
+        return None if item is None else item.data(Qt.ItemDataRole.UserRole)
 
     def select(self, lesion_id: str) -> None:
         for index in range(self.lesion_list.count()):
-            if self.lesion_list.item(index).data(Qt.UserRole) == lesion_id:
+            if self._row_id(index) == lesion_id:
                 self.lesion_list.setCurrentRow(index)
                 return
 
@@ -412,7 +469,10 @@ class LesionEditorWidget(JobPanel):
         self._update_controls()
         if self.session is None or index < 0:
             return
-        rec = self.scene.lesion(self.lesion_list.item(index).data(Qt.UserRole))
+        lesion_id = self._row_id(index)
+        if lesion_id is None:
+            return
+        rec = self.scene.lesion(lesion_id)
         # The edit fields show the selected lesion; the new-lesion fields are never touched.
         for box, value in ((self.edit_size, rec.size_mm), (self.edit_rotation, float(np.atleast_1d(rec.rotation_deg)[0])),
                            (self.edit_contrast, float(rec.blend.get("contrast", 1.0))),
@@ -448,7 +508,7 @@ class LesionEditorWidget(JobPanel):
 
     def place_settings(self) -> PlaceSettings:
         return PlaceSettings(
-            size_mm=self.size_spin.value(), blend=self.blend_combo.currentText(),
+            size_mm=self.size_spin.value(), blend=blend_mode(self.blend_combo.currentText()),
             contrast="node21" if self.node21_check.isChecked() else self.contrast_spin.value(),
             feather_mm=self.feather_spin.value(), seed=self.seed_spin.value(),
         )
@@ -563,10 +623,10 @@ class LesionEditorWidget(JobPanel):
     # ---- real lesions ------------------------------------------------------------------------
 
     def _refresh_fillers(self) -> None:
-        from ..fill import available_fillers
+        from ..workflow.fillers import fill_methods
 
         self.fill_combo.clear()
-        self.fill_combo.addItems(available_fillers())
+        self.fill_combo.addItems(fill_methods())
 
     def _painted_mask(self) -> np.ndarray:
         if self.session is None:
@@ -584,7 +644,7 @@ class LesionEditorWidget(JobPanel):
             return None
 
         def done(prepared) -> None:
-            record = self.session.add_prepared(prepared)  # on the UI thread: listeners update layers
+            record = self.live.add_prepared(prepared)  # on the UI thread: listeners update layers
             self.mask_layer.data = np.zeros_like(self.mask_layer.data)
             self.select(record.id)
             self.say(f"removed the painted lesion as {record.id}")

@@ -37,7 +37,6 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from ..errors import CancelledError, SynthsegError
@@ -47,6 +46,7 @@ from ..qa import STATUS_COLORS, find_scenes, qa_scene
 from ..scene import Scene
 from ..utils.progress import CancelToken
 from ..workflow.review import DECISION_KEYS, ExportSettings, ReviewSession
+from ._base import JobPanel
 from ._common import ProgressRelay, report_error, run_in_thread, show_info, viewer_camera, viewer_grid
 
 LAYER_NAMES = ("QA original", "QA synthetic", "QA difference")
@@ -58,11 +58,11 @@ KEYS = DECISION_KEYS
 QA_LAYERS = set(LAYER_NAMES) | set(OUTLINE_NAMES) | set(TEXT_NAMES)
 
 
-class QAWidget(QWidget):
+class QAWidget(JobPanel):
     """Walk through scenes and decide every lesion; export the accepted ones."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, renderer=None):
-        super().__init__()
+        super().__init__(napari_viewer)
         self.host = napari_viewer
         self.viewer = napari_viewer  # where the grid is drawn: the host, or a QA window of its own
         self.review = ReviewSession()
@@ -100,6 +100,7 @@ class QAWidget(QWidget):
         nav.addWidget(next_scene)
 
         self.lesion_list = QListWidget()
+        self.lesion_list.setMinimumHeight(120)
         self.lesion_list.currentRowChanged.connect(self._row_changed)
         self.details = QLabel("")
         self.details.setWordWrap(True)
@@ -160,10 +161,10 @@ class QAWidget(QWidget):
         form.addRow(row)
         form.addRow(self.progress)
 
-        layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addWidget(review, 1)
-        layout.addWidget(export)
+        self.body.addLayout(top)
+        self.body.addWidget(review, 1)
+        self.body.addWidget(export)
+        self.finish_layout()
 
         self._relay = ProgressRelay()
         self._relay.progress.connect(self._on_progress)
@@ -507,8 +508,12 @@ class QAWidget(QWidget):
         item.setForeground(_qcolor(STATUS_COLORS.get(rec.status, (200, 200, 200))))
         self._recolor()
         self._update_text()
-        if advance:
+        if advance and self.lesion_index + 1 < len(self.scene.lesions):
             self.step(+1)
+        elif advance and self.scene_index + 1 < len(self.folders):
+            self.step(+1)
+        else:
+            self.go_lesion(self.lesion_index)  # the last one: show its new status
 
     def decide_image(self, status: str) -> None:
         if self.scene is None or self.loading:
