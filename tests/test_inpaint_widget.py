@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_synthseg.widgets._common import viewer_camera
-
 from napari_synthseg.inpaint.masks import blob_mask
 from napari_synthseg.io import read_image
+from napari_synthseg.widgets._common import viewer_camera
 
 
 @pytest.mark.gui

@@ -15,6 +15,7 @@ import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import napari
 import numpy as np
@@ -50,8 +51,8 @@ class DatasetGanWidget(JobPanel):
         super().__init__(napari_viewer)
         train, sample = dgan.TrainGeneratorSettings(), dgan.SampleSettings()
         fit, generate = dgan.FitSettings(), dgan.GenerateSettings()
-        self.generator = None  # LoadedModel
-        self.classifier = None  # LoadedModel, saved in a private temp file so it has a file hash
+        self.generator: Any = None  # LoadedModel
+        self.classifier: Any = None  # LoadedModel, saved in a private temp file so it has a file hash
         self._classifier_file: Path | None = None
         self.seeds: list[int] = []
         self._tmpdir = Path(tempfile.mkdtemp(prefix="synthseg-dgan-ui-"))
@@ -158,7 +159,7 @@ class DatasetGanWidget(JobPanel):
         self.legend.setText("Paint label values: " + " · ".join(f"{k} {n}" for k, n in enumerate(names)))
 
     def _layer(self, name: str):
-        return self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401 - LayerList has no get
+        return self.viewer.layers[name] if name in self.viewer.layers else None
 
     def _need_generator(self):
         if self.generator is None:
@@ -228,8 +229,11 @@ class DatasetGanWidget(JobPanel):
                                            truncation_psi=self.trunc_spin.value())
             images = self._layer(SAMPLES)
             append = append and images is not None
-            shown_psi = images.metadata.get("truncation_psi", settings.truncation_psi) if append else None
-            seeds = dgan.more_seeds(settings, self.seeds, shown_psi) if append else settings.seeds()
+            if append:
+                shown_psi = float(images.metadata.get("truncation_psi", settings.truncation_psi))
+                seeds = dgan.more_seeds(settings, self.seeds, shown_psi)
+            else:
+                seeds = settings.seeds()
         except SynthsegError as exc:
             self.fail(exc)
             return None

@@ -56,13 +56,13 @@ class HarmonizeWidget(JobPanel):
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__(napari_viewer)
         train, harmonize = TrainHarmonizerSettings(), HarmonizeSettings()
-        self.model = None  # napari_synthseg.harmonize.Harmonizer
+        self.model: Any = None  # napari_synthseg.harmonize.Harmonizer
         self.result: HarmonizeResult | None = None
         self.sample_layers: list[Any] = []
-        self.preview_layer = None
-        self.region_layer = None
-        self._result_scene = None
-        self._result_layer = None
+        self.preview_layer: Any = None
+        self.region_layer: Any = None
+        self._result_scene: Any = None  # the scene the samples were made in
+        self._result_layer: Any = None  # the editor's image layer they are shown beside
         self._stages: list[int] = []  # iterations per scale of the running training
         self._train_info: dict[str, Any] = {}
         self._relay.progress.connect(self._on_stage)
@@ -99,9 +99,9 @@ class HarmonizeWidget(JobPanel):
         self.model_edit, file_row = path_field(
             "MODEL.safetensors", save_file_into(self, "Harmonizer model", "Models (*.safetensors)"))
         save = QPushButton("Save")
-        save.clicked.connect(lambda: self.save_model(self.model_edit.text()))
+        save.clicked.connect(lambda: _ignore(self.save_model(self.model_edit.text())))
         load = QPushButton("Load")
-        load.clicked.connect(lambda: self.load_model(self.model_edit.text()))
+        load.clicked.connect(lambda: _ignore(self.load_model(self.model_edit.text())))
         self.model_info = QLabel("no model")
         self.model_info.setWordWrap(True)
         form.addRow(file_row)
@@ -446,6 +446,10 @@ class HarmonizeWidget(JobPanel):
         self.say(f"{self.result.lesion_id}: stored sample {index + 1} (model {model.sha256[:12]}); "
                  "editing the lesion drops it")
         return record
+
+
+def _ignore(_result: Any) -> None:
+    """A button's slot returns nothing (the public methods return their result for scripts)."""
 
 
 def _check_image(model, image: np.ndarray) -> None:

@@ -72,7 +72,7 @@ class InpaintWidget(JobPanel):
         self.sample_layers: list[Any] = []
         self.last_settings: InpaintSettings | None = None
         self.last_mask: np.ndarray | None = None
-        self.last_image_layer = None
+        self.last_image_layer: Any = None
         self.on_accept: Callable[[int, np.ndarray, dict[str, Any]], None] | None = None
 
         form = self.group("Fill a mask")
@@ -103,7 +103,7 @@ class InpaintWidget(JobPanel):
         self.accept_spin.setPrefix("sample ")
         self.accept_button = QPushButton("Accept")
         self.accept_button.setEnabled(False)
-        self.accept_button.clicked.connect(lambda: self.accept(self.accept_spin.value() - 1))
+        self.accept_button.clicked.connect(self._accept_clicked)
         form.addRow("Image", self.image_combo)
         form.addRow("Mask", self.mask_combo)
         form.addRow("Method", self.method_combo)
@@ -232,24 +232,28 @@ class InpaintWidget(JobPanel):
         self.say(f"{len(samples)} sample(s), {settings.mode}, model {Path(settings.model_name()).name}, "
                  f"texture {settings.effective_texture():g}; shown right of the image")
 
+    def _accept_clicked(self) -> None:
+        self.accept(self.accept_spin.value() - 1)  # the spin shows the 1-based sample number
+
     def accept(self, index: int) -> np.ndarray | None:
         """Accept sample ``index`` (0-based): into the editor's scene, or to :attr:`on_accept`."""
-        if not self.samples or not 0 <= index < len(self.samples):
+        settings, mask = self.last_settings, self.last_mask
+        if not self.samples or settings is None or mask is None or not 0 <= index < len(self.samples):
             self.fail(SynthsegError("run the inpainting first, then pick a sample to accept"))
             return None
         sample = self.samples[index]
         if self.on_accept is not None:
-            self.on_accept(index, sample, sample_provenance(self.last_settings, index))
+            self.on_accept(index, sample, sample_provenance(settings, index))
             return sample
         try:
-            record = self._accept_into_scene(index, sample)
+            record = self._accept_into_scene(index, sample, mask, settings)
         except SynthsegError as exc:
             self.fail(exc)
             return None
         self.say(f"sample {index + 1} stored in the scene as {record.id} ({record.kind}); Ctrl+Z in the editor undoes")
         return sample
 
-    def _accept_into_scene(self, index: int, sample: np.ndarray):
+    def _accept_into_scene(self, index: int, sample: np.ndarray, mask: np.ndarray, settings: InpaintSettings):
         editor = scene_editor(self.viewer)
         if editor is None or editor.scene is None:
             raise SynthsegError("open a scene in the Lesion editor first: accepted samples become scene records")
@@ -263,7 +267,7 @@ class InpaintWidget(JobPanel):
                 f"the samples were made on '{getattr(layer, 'name', '?')}', not on the scene's image; "
                 "inpaint the editor's 'synthetic' layer (or the scene's source image)"
             )
-        return accept_inpainted(editor.scene, sample, self.last_mask, self.last_settings, index)
+        return accept_inpainted(editor.scene, sample, mask, settings, index)
 
     # ---- training -----------------------------------------------------------------------------
 

@@ -73,7 +73,7 @@ class WindowWidget(JobPanel):
 
     def selected_layer(self):
         name = self.layer_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401 - LayerList has no get
+        return self.viewer.layers[name] if name in self.viewer.layers else None
 
     def set_preset(self, name: str) -> None:
         """Select ``name`` (``"auto"`` or a key of :data:`PRESETS`) and apply it."""
