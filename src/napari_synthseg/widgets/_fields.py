@@ -12,8 +12,10 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
+    QHBoxLayout,
     QLineEdit,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QWidget,
 )
@@ -24,6 +26,8 @@ from ._base import row
 COMBO_CHARS = 10
 #: Width of a combo box that shares its form row with another field.
 PAIRED_CHARS = 5
+#: Narrowest a field sharing a form row may get (its own size hint is ignored, see :func:`pair`).
+PAIRED_MIN_PX = 64
 
 
 def combo(items: Iterable[str] = (), current: str | None = None, tip: str = "", chars: int = COMBO_CHARS) -> QComboBox:
@@ -117,6 +121,19 @@ def folder_into(parent: QWidget, title: str) -> Callable[[QLineEdit], None]:
     return browse
 
 
+def pair(*widgets: QWidget) -> QHBoxLayout:
+    """Fields side by side that share the row's width instead of asking for their own.
+
+    A spin box sizes itself for its largest value (a seed field for 2^31, with its prefix), which
+    would widen the whole panel; here every field gets an equal share of the panel's width.
+    """
+    for widget in widgets:
+        policy = widget.sizePolicy()
+        widget.setSizePolicy(QSizePolicy.Policy.Ignored, policy.verticalPolicy())
+        widget.setMinimumWidth(PAIRED_MIN_PX)
+    return row(*widgets)
+
+
 def refill(box: QComboBox, names: Sequence[str], preferred: Sequence[str] = ()) -> bool:
     """Replace the items of ``box``, keeping its choice if it is still there.
 
@@ -140,5 +157,5 @@ def refill(box: QComboBox, names: Sequence[str], preferred: Sequence[str] = ()) 
     return box.currentText() != current
 
 
-__all__ = ["COMBO_CHARS", "PAIRED_CHARS", "combo", "dspin", "folder_into", "open_file_into", "optional_value", "path_field", "refill",
+__all__ = ["COMBO_CHARS", "PAIRED_CHARS", "combo", "dspin", "folder_into", "open_file_into", "optional_value", "pair", "path_field", "refill",
            "save_file_into", "spin"]

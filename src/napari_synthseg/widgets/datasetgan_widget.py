@@ -23,13 +23,14 @@ from qtpy.QtWidgets import QFileDialog, QLabel, QLineEdit, QPushButton
 
 from ..errors import SynthsegError
 from ..workflow import datasetgan as dgan
-from ._base import JobPanel, row
+from ._base import JobPanel
 from ._fields import (
     PAIRED_CHARS,
     combo,
     dspin,
     folder_into,
     open_file_into,
+    pair,
     path_field,
     save_file_into,
     spin,
@@ -81,8 +82,8 @@ class DatasetGanWidget(JobPanel):
         form.addRow(load)
         form.addRow(self.generator_info)
         form.addRow("Images", images_row)
-        form.addRow("Size, steps", row(self.train_size_combo, self.train_steps_spin))
-        form.addRow("Width, batch", row(self.train_width_spin, self.train_batch_spin))
+        form.addRow("Size, steps", pair(self.train_size_combo, self.train_steps_spin))
+        form.addRow("Width, batch", pair(self.train_width_spin, self.train_batch_spin))
         form.addRow("Save as", out_row)
         form.addRow(self.train_button)
 
@@ -101,11 +102,11 @@ class DatasetGanWidget(JobPanel):
         self.sample_button.clicked.connect(lambda: self.sample())
         self.more_button = QPushButton("Add N more")
         self.more_button.clicked.connect(lambda: self.sample(append=True))
-        form.addRow("N", row(self.n_spin, self.seed_spin))
+        form.addRow("N", pair(self.n_spin, self.seed_spin))
         form.addRow("Truncation", self.trunc_spin)
         form.addRow("Classes", self.classes_edit)
         form.addRow(self.legend)
-        form.addRow(row(self.sample_button, self.more_button))
+        form.addRow(pair(self.sample_button, self.more_button))
 
         # -- 3. classifier ------------------------------------------------------------------
         form = self.group("3. Classifier ensemble")
@@ -120,10 +121,10 @@ class DatasetGanWidget(JobPanel):
         save_btn.clicked.connect(self._save_classifier_dialog)
         save_labels_btn = QPushButton("Save labelled…")
         save_labels_btn.clicked.connect(self._save_labelled_dialog)
-        form.addRow("Members, epochs", row(self.ensemble_spin, self.epochs_spin))
+        form.addRow("Members, epochs", pair(self.ensemble_spin, self.epochs_spin))
         form.addRow(self.fit_btn)
         form.addRow(accept_btn)
-        form.addRow(row(save_btn, save_labels_btn))
+        form.addRow(pair(save_btn, save_labels_btn))
 
         # -- 4. generate --------------------------------------------------------------------
         form = self.group("4. Generate labelled pairs")
@@ -136,8 +137,8 @@ class DatasetGanWidget(JobPanel):
         self.out_edit, gen_out_row = path_field("new output folder", folder_into(self, "Output folder"))
         self.generate_btn = QPushButton("Generate M pairs")
         self.generate_btn.clicked.connect(lambda: self.generate(self.out_edit.text()))
-        form.addRow("M, drop", row(self.m_spin, self.drop_spin))
-        form.addRow("Format", row(self.format_combo, self.layout_combo))
+        form.addRow("M, drop", pair(self.m_spin, self.drop_spin))
+        form.addRow("Format", pair(self.format_combo, self.layout_combo))
         form.addRow("Folder", gen_out_row)
         form.addRow(self.generate_btn)
         self.finish_layout()

@@ -39,9 +39,9 @@ from ..workflow.harmonize import (
     harmonize_lesion,
     save_model_beside_scene,
 )
-from ._base import JobPanel, row
+from ._base import JobPanel
 from ._common import scene_editor, viewer_camera
-from ._fields import PAIRED_CHARS, combo, path_field, save_file_into, spin
+from ._fields import PAIRED_CHARS, combo, pair, path_field, save_file_into, spin
 
 PREVIEW = "harmonizer preview"
 REGION = "harmonizer region"
@@ -88,9 +88,9 @@ class HarmonizeWidget(JobPanel):
         self.stage_bar.setRange(0, 1)
         self.stage_bar.setFormat("scale %v/%m")
         self.stage_bar.setMaximumHeight(16)
-        form.addRow("Model", row(self.arch_combo, self.preset_combo))
-        form.addRow("Region", row(self.region_combo, self.region_size_spin))
-        form.addRow("Iterations", row(self.iter_spin, self.train_seed_spin))
+        form.addRow("Model", pair(self.arch_combo, self.preset_combo))
+        form.addRow("Region", pair(self.region_combo, self.region_size_spin))
+        form.addRow("Iterations", pair(self.iter_spin, self.train_seed_spin))
         form.addRow(self.train_button)
         form.addRow(self.stage_bar)
 
@@ -105,7 +105,7 @@ class HarmonizeWidget(JobPanel):
         self.model_info = QLabel("no model")
         self.model_info.setWordWrap(True)
         form.addRow(file_row)
-        form.addRow(row(save, load))
+        form.addRow(pair(save, load))
         form.addRow(self.model_info)
 
         # -- 2. harmonize -------------------------------------------------------------------
@@ -130,11 +130,11 @@ class HarmonizeWidget(JobPanel):
         self.accept_button.setEnabled(False)
         self.accept_button.clicked.connect(lambda: self.accept(self.accept_spin.value() - 1))
         form.addRow("Scale", self.scale_spin)
-        form.addRow("Samples", row(self.samples_spin, self.seed_spin))
+        form.addRow("Samples", pair(self.samples_spin, self.seed_spin))
         form.addRow("Margin", self.margin_spin)
         form.addRow("Add-back", self.add_back_combo)
         form.addRow(self.harmonize_button)
-        form.addRow(row(self.accept_spin, self.accept_button))
+        form.addRow(pair(self.accept_spin, self.accept_button))
         self.finish_layout()
         self.busy_while_running(self.train_button, self.harmonize_button, self.accept_button, save, load)
         self.say("select a lesion in the lesion editor, then train or load a harmonizer")

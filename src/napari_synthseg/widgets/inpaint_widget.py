@@ -33,7 +33,7 @@ from ..workflow.inpaint import (
     sample_provenance,
     train_inpainter_model,
 )
-from ._base import JobPanel, row
+from ._base import JobPanel
 from ._common import scene_editor
 from ._fields import (
     combo,
@@ -41,6 +41,7 @@ from ._fields import (
     folder_into,
     open_file_into,
     optional_value,
+    pair,
     path_field,
     refill,
     save_file_into,
@@ -109,11 +110,11 @@ class InpaintWidget(JobPanel):
         form.addRow("Method", self.method_combo)
         form.addRow("Model", model_row)
         form.addRow("Mode", self.mode_combo)
-        form.addRow("Samples", row(self.samples_spin, self.seed_spin))
+        form.addRow("Samples", pair(self.samples_spin, self.seed_spin))
         form.addRow("Margin", self.margin_spin)
         form.addRow("Texture", self.texture_spin)
         form.addRow(self.run_button)
-        form.addRow(row(self.accept_spin, self.accept_button))
+        form.addRow(pair(self.accept_spin, self.accept_button))
 
         form = self.group("Train a model")
         self.train_images_edit, images_row = path_field("folder of training images",
