@@ -134,6 +134,30 @@ def pair(*widgets: QWidget) -> QHBoxLayout:
     return row(*widgets)
 
 
+def sample_picker(accept: Callable[[int], object]) -> tuple[QSpinBox, QPushButton, QHBoxLayout]:
+    """A "sample k" field and an Accept button that calls ``accept(k - 1)``.
+
+    The field counts from 1, as the sample layers' names do; ``accept`` takes the 0-based index.
+    The button stays disabled until there are samples (see :func:`offer_samples`).
+    """
+    box = spin(1, 1, 1)
+    box.setPrefix("sample ")
+    button = QPushButton("Accept")
+    button.setEnabled(False)
+    button.clicked.connect(lambda: discard(accept(box.value() - 1)))
+    return box, button, pair(box, button)
+
+
+def offer_samples(box: QSpinBox, button: QPushButton, n: int) -> None:
+    """Let the picker of :func:`sample_picker` choose among ``n`` samples."""
+    box.setRange(1, n)
+    button.setEnabled(n > 0)
+
+
+def discard(_result: object) -> None:
+    """A button's slot returns nothing (the methods it calls return their result for scripts)."""
+
+
 def refill(box: QComboBox, names: Sequence[str], preferred: Sequence[str] = ()) -> bool:
     """Replace the items of ``box``, keeping its choice if it is still there.
 
@@ -157,5 +181,20 @@ def refill(box: QComboBox, names: Sequence[str], preferred: Sequence[str] = ()) 
     return box.currentText() != current
 
 
-__all__ = ["COMBO_CHARS", "PAIRED_CHARS", "combo", "dspin", "folder_into", "open_file_into", "optional_value", "pair", "path_field", "refill",
-           "save_file_into", "spin"]
+__all__ = [
+    "COMBO_CHARS",
+    "PAIRED_CHARS",
+    "combo",
+    "discard",
+    "dspin",
+    "folder_into",
+    "offer_samples",
+    "open_file_into",
+    "optional_value",
+    "pair",
+    "path_field",
+    "refill",
+    "sample_picker",
+    "save_file_into",
+    "spin",
+]

@@ -41,7 +41,7 @@ from ..workflow.harmonize import (
 )
 from ._base import JobPanel
 from ._common import scene_editor, viewer_camera
-from ._fields import PAIRED_CHARS, combo, pair, path_field, save_file_into, spin
+from ._fields import PAIRED_CHARS, combo, discard, offer_samples, pair, path_field, sample_picker, save_file_into, spin
 
 PREVIEW = "harmonizer preview"
 REGION = "harmonizer region"
@@ -99,9 +99,9 @@ class HarmonizeWidget(JobPanel):
         self.model_edit, file_row = path_field(
             "MODEL.safetensors", save_file_into(self, "Harmonizer model", "Models (*.safetensors)"))
         save = QPushButton("Save")
-        save.clicked.connect(lambda: _ignore(self.save_model(self.model_edit.text())))
+        save.clicked.connect(lambda: discard(self.save_model(self.model_edit.text())))
         load = QPushButton("Load")
-        load.clicked.connect(lambda: _ignore(self.load_model(self.model_edit.text())))
+        load.clicked.connect(lambda: discard(self.load_model(self.model_edit.text())))
         self.model_info = QLabel("no model")
         self.model_info.setWordWrap(True)
         form.addRow(file_row)
@@ -124,17 +124,13 @@ class HarmonizeWidget(JobPanel):
                                     "for SinGAN")
         self.harmonize_button = QPushButton("Harmonize selected lesion")
         self.harmonize_button.clicked.connect(self.harmonize_selected)
-        self.accept_spin = spin(1, 1, 1)
-        self.accept_spin.setPrefix("sample ")
-        self.accept_button = QPushButton("Accept")
-        self.accept_button.setEnabled(False)
-        self.accept_button.clicked.connect(lambda: self.accept(self.accept_spin.value() - 1))
+        self.accept_spin, self.accept_button, accept_row = sample_picker(self.accept)
         form.addRow("Scale", self.scale_spin)
         form.addRow("Samples", pair(self.samples_spin, self.seed_spin))
         form.addRow("Margin", self.margin_spin)
         form.addRow("Add-back", self.add_back_combo)
         form.addRow(self.harmonize_button)
-        form.addRow(pair(self.accept_spin, self.accept_button))
+        form.addRow(accept_row)
         self.finish_layout()
         self.busy_while_running(self.train_button, self.harmonize_button, self.accept_button, save, load)
         self.say("select a lesion in the lesion editor, then train or load a harmonizer")
@@ -405,8 +401,7 @@ class HarmonizeWidget(JobPanel):
         layer = self.viewer.add_labels(outline, name=OUTLINE, scale=(sy, sx), translate=(y0, x0), opacity=0.6)
         layer.contour = 1
         self.sample_layers.append(layer)
-        self.accept_spin.setRange(1, n)
-        self.accept_button.setEnabled(True)
+        offer_samples(self.accept_spin, self.accept_button, n)
         self.focus_results()
         self.say(
             f"{result.lesion_id}: naive paste and {n} sample(s) right of the image ({result.model.architecture}, "
@@ -446,10 +441,6 @@ class HarmonizeWidget(JobPanel):
         self.say(f"{self.result.lesion_id}: stored sample {index + 1} (model {model.sha256[:12]}); "
                  "editing the lesion drops it")
         return record
-
-
-def _ignore(_result: Any) -> None:
-    """A button's slot returns nothing (the public methods return their result for scripts)."""
 
 
 def _check_image(model, image: np.ndarray) -> None:

@@ -39,11 +39,13 @@ from ._fields import (
     combo,
     dspin,
     folder_into,
+    offer_samples,
     open_file_into,
     optional_value,
     pair,
     path_field,
     refill,
+    sample_picker,
     save_file_into,
     spin,
 )
@@ -100,11 +102,7 @@ class InpaintWidget(JobPanel):
                                   special="auto")
         self.run_button = QPushButton("Inpaint")
         self.run_button.clicked.connect(self.run)
-        self.accept_spin = spin(1, 1, 1)
-        self.accept_spin.setPrefix("sample ")
-        self.accept_button = QPushButton("Accept")
-        self.accept_button.setEnabled(False)
-        self.accept_button.clicked.connect(self._accept_clicked)
+        self.accept_spin, self.accept_button, accept_row = sample_picker(self.accept)
         form.addRow("Image", self.image_combo)
         form.addRow("Mask", self.mask_combo)
         form.addRow("Method", self.method_combo)
@@ -114,7 +112,7 @@ class InpaintWidget(JobPanel):
         form.addRow("Margin", self.margin_spin)
         form.addRow("Texture", self.texture_spin)
         form.addRow(self.run_button)
-        form.addRow(pair(self.accept_spin, self.accept_button))
+        form.addRow(accept_row)
 
         form = self.group("Train a model")
         self.train_images_edit, images_row = path_field("folder of training images",
@@ -227,14 +225,10 @@ class InpaintWidget(JobPanel):
                 colormap=image_layer.colormap.name, contrast_limits=image_layer.contrast_limits,
                 metadata={SAMPLE_KEY: sample_provenance(settings, i)},
             ))
-        self.accept_spin.setRange(1, len(samples))
-        self.accept_button.setEnabled(True)
+        offer_samples(self.accept_spin, self.accept_button, len(samples))
         self._refresh_layers()
         self.say(f"{len(samples)} sample(s), {settings.mode}, model {Path(settings.model_name()).name}, "
                  f"texture {settings.effective_texture():g}; shown right of the image")
-
-    def _accept_clicked(self) -> None:
-        self.accept(self.accept_spin.value() - 1)  # the spin shows the 1-based sample number
 
     def accept(self, index: int) -> np.ndarray | None:
         """Accept sample ``index`` (0-based): into the editor's scene, or to :attr:`on_accept`."""
