@@ -109,6 +109,8 @@ def list_inputs(recipe: Recipe) -> list[ImageItem]:
         patterns = [inputs] if isinstance(inputs, str) else list(inputs)
         paths: list[str] = []
         for pattern in patterns:
+            if pattern.lower().endswith(".csv"):
+                raise SynthsegError(f"inputs: a CSV of images is given on its own (inputs: {pattern}), not in a list")
             found = _expand(recipe.resolve(pattern))
             if not found:
                 raise SynthsegError(f"inputs: {pattern!r} matches no image (relative to {recipe.base_dir or '.'})")
