@@ -143,6 +143,28 @@ def test_nnunetv2_verify_dataset_integrity_and_split_location(scenes, tmp_path, 
     assert f"SPLITS {res.splits_final} 1" in run.stdout
 
 
+def test_export_cli_nnunet_preprocessed_option_and_no_silent_overwrite(scenes, tmp_path, capsys, monkeypatch):
+    """--nnunet-preprocessed puts the fold where asked; other folds already there need --force."""
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "from_env"))
+    raw, pre = tmp_path / "raw", tmp_path / "pre"
+    args = ["export", str(scenes[0].parent), "--format", "nnunet", "--out", str(raw), "--split", "0.5,0.5",
+            "--real-fraction", "1", "--renderer", RENDERER, "--workers", "1"]
+    assert main([*args, "--nnunet-preprocessed", str(pre)]) == 0
+    target = pre / "Dataset501_Synthseg" / "splits_final.json"
+    assert str(target) in capsys.readouterr().out and target.exists()
+    assert not (tmp_path / "from_env").exists()  # the option wins over $nnUNet_preprocessed
+    other = [{"train": ["x"], "val": ["y"]}]
+    env_target = tmp_path / "from_env" / "Dataset501_Synthseg" / "splits_final.json"
+    env_target.parent.mkdir(parents=True)
+    env_target.write_text(json.dumps(other))
+    args2 = [a if a != str(raw) else str(tmp_path / "raw2") for a in args]
+    assert main(args2) == 2  # $nnUNet_preprocessed holds other folds: refused before any work ...
+    assert "exists with other folds" in capsys.readouterr().err
+    assert json.loads(env_target.read_text()) == other and not (tmp_path / "raw2" / "Dataset501_Synthseg").exists()
+    assert main([*args2, "--force"]) == 0  # ... replaced with --force
+    assert json.loads(env_target.read_text()) == json.loads(target.read_text())
+
+
 def test_coco_masks_decode_to_scene_labels(scenes, tmp_path):
     Scene.open(scenes[0]).set_decision("L0002", "accepted", by="test")  # a "mass": two categories
     res = export_dataset(scenes[0].parent, tmp_path / "coco", fmt="coco", classes="kind", renderer=RENDERER,
