@@ -69,26 +69,17 @@ class InputDefaults(_Strict):
         return v
 
 
-class _SourceBase(_Strict):
+class _Drawn(_Strict):
     weight: float = Field(1.0, gt=0, description="relative chance this source draws a lesion")
     diameter_mm: Range = Field((6.0, 20.0), description="uniform range of lesion diameters, mm")
     lesion_class: str = Field("nodule", alias="class", description="label class (record kind)")
-    blend: list[Literal["alpha", "additive", "poisson"]] = Field(["alpha", "poisson"], min_length=1)
-    contrast: Literal["node21"] | Range = Field((0.8, 1.2), description="[min, max] factor or 'node21'")
-    feather_mm: float = Field(1.0, ge=0)
 
     _diameter = field_validator("diameter_mm", mode="before")(_as_range)
-    _contrast = field_validator("contrast", mode="before")(_as_range)
 
     @field_validator("diameter_mm")
     @classmethod
     def _diameter_ok(cls, v):
         return _check_range(v, 1e-6, "diameter_mm")
-
-    @field_validator("contrast")
-    @classmethod
-    def _contrast_ok(cls, v):
-        return v if v == "node21" else _check_range(v, 0.0, "contrast")
 
     @field_validator("lesion_class")
     @classmethod
@@ -96,6 +87,19 @@ class _SourceBase(_Strict):
         if not v or v == "removal":
             raise ValueError("class is a lesion kind such as 'nodule' or 'mass'")
         return v
+
+
+class _SourceBase(_Drawn):
+    blend: list[Literal["alpha", "additive", "poisson"]] = Field(["alpha", "poisson"], min_length=1)
+    contrast: Literal["node21"] | Range = Field((0.8, 1.2), description="[min, max] factor or 'node21'")
+    feather_mm: float = Field(1.0, ge=0)
+
+    _contrast = field_validator("contrast", mode="before")(_as_range)
+
+    @field_validator("contrast")
+    @classmethod
+    def _contrast_ok(cls, v):
+        return v if v == "node21" else _check_range(v, 0.0, "contrast")
 
 
 class ProceduralSource(_SourceBase):
@@ -120,7 +124,18 @@ class LibrarySource(_SourceBase):
         "(default train: held-out series never reach training data)")
 
 
-LesionSource = Annotated[ProceduralSource | LibrarySource, Field(discriminator="type")]
+class InpaintedSource(_Drawn):
+    """Lesions drawn by a learned inpainting model into a lesion-shaped hole (LINOP; 2D). The
+    model must be trained for ``lesion`` fill (``synthseg train-inpainter --masks DIR``); the
+    sample is stored as the record's pixels, so blend and contrast do not apply."""
+
+    type: Literal["inpainted"]
+    model: str
+    irregularity: float = Field(0.25, ge=0, le=1, description="lobulation of the hole's outline")
+    texture: float = Field(0.0, ge=0, le=1, description="seeded grain added to the fill")
+
+
+LesionSource = Annotated[ProceduralSource | LibrarySource | InpaintedSource, Field(discriminator="type")]
 
 
 class LesionPlan(_Strict):
@@ -238,7 +253,7 @@ class Recipe(_Strict):
 def _format_error(exc: ValidationError, where: str) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in
-                                                       ("procedural", "library")))
+                                                       ("procedural", "library", "inpainted")))
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; docs/batch.md lists every key)"
