@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import SynthsegError
 from ..io import MedicalImage, read_image, write_image
 from ..scene import Scene
-from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings
+from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings, blend_mode
 from ._common import add_read_options, parse_floats, read_from_args
 
 RENDER_FORMATS = (".nii.gz", ".nii", ".mha", ".nrrd", ".png")
@@ -144,7 +144,7 @@ def run_place(args) -> int:
     if size is None and spec.source.value == "procedural":
         size = DEFAULT_PLACE.size_mm
     settings = PlaceSettings(
-        size_mm=size, rotation_deg=rotation[0] if len(rotation) == 1 else rotation, blend=args.blend,
+        size_mm=size, rotation_deg=rotation[0] if len(rotation) == 1 else rotation, blend=blend_mode(args.blend),
         contrast=_contrast_arg(args.contrast), feather_mm=args.feather_mm, seed=args.seed,
         lobulation=args.lobulation, spiculation=args.spiculation,
     )
@@ -160,11 +160,11 @@ def run_place(args) -> int:
 
 
 def run_remove(args) -> int:
-    from ..fill import get_filler
+    from ..workflow.fillers import filler
 
     image = read_from_args(args.image, args)
     mask = _mask_for(args.mask, image)
-    filled = get_filler(args.method).fill(image.array, mask, spacing=image.scale)
+    filled = filler(args.method).fill(image.array, mask, spacing=image.scale)
     out = write_image(cast_like(filled, image.array.dtype), args.out, like=image, overwrite=args.force)
     print(f"wrote {out} ({int(mask.sum())} pixels filled with {args.method})")
     return 0

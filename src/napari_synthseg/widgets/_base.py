@@ -47,10 +47,10 @@ class JobPanel(QScrollArea):
         super().__init__()
         self.viewer = napari_viewer
         self.setWidgetResizable(True)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        self.setFrameShape(QScrollArea.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setFrameShape(QScrollArea.Shape.NoFrame)
         self.setMinimumWidth(PANEL_WIDTH)
-        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Ignored)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Ignored)
         inner = QWidget()
         self.body = QVBoxLayout(inner)
         self.body.setContentsMargins(4, 4, 4, 4)
@@ -59,7 +59,7 @@ class JobPanel(QScrollArea):
 
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.progress_bar = QProgressBar()
         self.progress_bar.setMaximumHeight(14)
         self.progress_bar.setTextVisible(False)
@@ -85,7 +85,7 @@ class JobPanel(QScrollArea):
         box = QGroupBox(title)
         form = QFormLayout(box)
         form.setContentsMargins(6, 6, 6, 6)
-        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.body.addWidget(box)
         return form
 

@@ -150,8 +150,9 @@ class EditSession:
         return self._edit(lesion_id, f"resize {lesion_id}", size_mm=float(size_mm))
 
     def rotate(self, lesion_id: str, rotation_deg: float | Sequence[float]) -> LesionRecord:
-        value = float(rotation_deg) if np.isscalar(rotation_deg) else tuple(float(v) for v in rotation_deg)
-        if not np.all(np.isfinite(np.atleast_1d(value))):
+        angles = tuple(float(v) for v in np.atleast_1d(np.asarray(rotation_deg, dtype=float)))
+        value: float | tuple[float, ...] = angles[0] if np.isscalar(rotation_deg) else angles
+        if not np.all(np.isfinite(angles)):
             raise SynthsegError("rotation must be finite degrees")
         return self._edit(lesion_id, f"rotate {lesion_id}", rotation_deg=value)
 
@@ -219,7 +220,9 @@ class EditSession:
         (renderer, layers) always run on the UI thread.
         """
         from ..lesions.place import remove_real_lesion
+        from .fillers import ensure_registered
 
+        ensure_registered(method)
         scratch = Scene(self.scene.source, folder=None)
         scratch.assets = self.scene.assets  # content-addressed: the fill's arrays land in the scene's store
         scratch._image = self.image
@@ -256,16 +259,16 @@ def extract_to_library(
     source_sha256: str | None = None,
 ) -> str:
     """Original minus healthy fill inside ``mask``, stored in ``library``; returns the new id."""
-    from ..fill import get_filler
     from ..io import sha256_of_files
     from ..lesions import LesionLibrary, extract_residual
+    from .fillers import filler
 
     mask = np.asarray(mask).astype(bool)
     if not mask.any():
         raise SynthsegError("the lesion mask is empty; paint the real lesion first")
     if not str(library).strip():
         raise SynthsegError("give a lesion library folder")
-    filled = get_filler(method).fill(image.array, mask, spacing=image.scale)
+    filled = filler(method).fill(image.array, mask, spacing=image.scale)
     item = extract_residual(
         image.array, filled, mask, image.scale, margin_mm, kind=kind,
         units="HU" if image.modality == "CT" else "image",
