@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from _batch_images import cheap_recipe, write_images
 
+from _batch_images import cheap_recipe, write_images
 from napari_synthseg.batch import (
     MARKER,
     load_recipe,

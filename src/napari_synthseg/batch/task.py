@@ -228,6 +228,7 @@ def _reason(exc: Exception) -> str:
 
 def harmonizer_path(job: SceneJob) -> Path:
     """The harmonizer file for this job's image (``{stem}`` in the recipe becomes the image name)."""
+    assert job.recipe.harmonize is not None
     return job.recipe.resolve(job.recipe.harmonize.model.replace("{stem}", job.item.stem))
 
 
@@ -239,6 +240,7 @@ def _harmonize(job: SceneJob, scene, note: _Log, rejects: Counter) -> int:
     from ..render import SceneRenderer, render_without
 
     spec = job.recipe.harmonize
+    assert spec is not None
     path = harmonizer_path(job)
     if not path.is_file():
         raise SynthsegError(f"harmonize.model: no such file for this image: {path}")
@@ -280,6 +282,7 @@ def _review(job: SceneJob, scene, note: _Log) -> dict:
     from ..qa.rules import apply_rules, load_rules, parse_rules
 
     spec = job.recipe.review
+    assert spec is not None
     if spec.accept == "all":
         with scene.batch("accept all"):
             for rec in scene.lesions:
