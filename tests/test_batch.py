@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,15 @@ def test_generate_shortcut_same_scenes_on_a_local_cluster_and_in_process(shared_
     images = sorted((shared_data / "cxr" / "nih_nodule").glob("*.png"))[:2]
     common = [*map(str, images), "--per-image", "2", "--size-mm", "8-14", "--spacing", "0.4", "--seed", "7"]
     assert main(["generate", *common, "--out", str(tmp_path / "a"), "--workers", "2"]) == 0
+    import psutil
+
+    # No worker outlives the run (multiprocessing's resource tracker is the interpreter's own).
+    deadline = time.monotonic() + 10
+    while (left := [p for p in psutil.Process().children(recursive=True)
+                    if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+                    and "resource_tracker" not in " ".join(p.cmdline())]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, [" ".join(p.cmdline())[:120] for p in left]
     assert main(["generate", *common, "--out", str(tmp_path / "b"), "--scheduler", "synchronous"]) == 0
     assert "4 lesions" in capsys.readouterr().out
     assert _records(tmp_path / "a") == _records(tmp_path / "b")
