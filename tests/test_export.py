@@ -320,6 +320,32 @@ def test_splits_by_patient_real_fraction_and_ratio(tmp_path, cxr_files, monkeypa
     assert manifest["options"]["real_fraction"] == 0.5 and manifest["options"]["synthetic_ratio"] == 1.5
 
 
+def test_nnunet_cross_validation_folds_keep_patients_apart(tmp_path, cxr_files, monkeypatch):
+    """--nnunet-folds K: every fold nnU-Net trains validates on real images of patients it never
+    trains on (their synthetic images are out of that fold)."""
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    folders = make_cxr_scenes(tmp_path / "scenes", cxr_files[:8], per_source=1,
+                              patient_ids=["A", "A", "B", "B", "C", "C", "D", "D"])
+    res = export_dataset(folders, tmp_path / "nnUNet_raw", fmt="nnunet", real_fraction=1.0, nnunet_folds=4,
+                         renderer=RENDERER, workers=1)
+    folds = json.loads(Path(res.splits_final).read_text())
+    manifest = json.loads((res.path / "manifest.json").read_text())
+    patient = {c["case_id"]: c["patient"] for c in manifest["cases"]}
+    kind = {c["case_id"]: c["kind"] for c in manifest["cases"]}
+    assert len(folds) == 4
+    val_patients = []
+    for fold in folds:
+        assert {kind[c] for c in fold["val"]} == {"real"}
+        (held_out,) = {patient[c] for c in fold["val"]}
+        assert held_out not in {patient[c] for c in fold["train"]}
+        assert len(fold["train"]) == 12  # the other three patients' 2 real + 2 synthetic images
+        val_patients.append(held_out)
+    assert sorted(val_patients) == ["A", "B", "C", "D"]  # each patient validated exactly once
+    with pytest.raises(SynthsegError, match="need at least 5 patients"):
+        export_dataset(folders, tmp_path / "raw5", fmt="nnunet", real_fraction=1.0, nnunet_folds=5,
+                       renderer=RENDERER, workers=1)
+
+
 def test_only_accepted_scenes_and_images(scenes, tmp_path):
     s0 = Scene.open(scenes[0])
     for rec in s0.lesions:

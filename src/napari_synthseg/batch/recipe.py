@@ -196,6 +196,7 @@ class ExportSpec(_Strict):
     real_fraction: float = Field(default=0.0, ge=0, le=1, description="fraction of the real training images included")
     synthetic_ratio: float | None = Field(default=None, ge=0, description="synthetic per real training case")
     synthetic_in: Literal["train", "all"] = Field(default="train", description="train: val/test measure on real images")
+    nnunet_folds: int = Field(default=1, ge=1, le=20, description="1: the train/val split; K: K folds by patient")
     nnunet_preprocessed: str | None = Field(
         default=None, description="nnunet: where splits_final.json goes (default: $nnUNet_preprocessed, else "
         "OUT/nnUNet_preprocessed)")

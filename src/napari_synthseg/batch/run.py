@@ -388,6 +388,7 @@ def run_exports(recipe: Recipe, rebuild: bool) -> list[dict]:
                 # default: $nnUNet_preprocessed, else OUT/nnUNet_preprocessed (beside OUT/nnUNet_raw)
                 kwargs["nnunet_preprocessed"] = (recipe.resolve(spec.nnunet_preprocessed)
                                                  if spec.nnunet_preprocessed else None)
+                kwargs["nnunet_folds"] = spec.nnunet_folds
             log.info("exporting %s to %s", spec.format, target)
             result = export_dataset(
                 scenes_dir, target_root, fmt=spec.format, name=spec.name, dataset_id=spec.dataset_id, force=True,
