@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from _batch_images import cheap_recipe, write_images
 
+from _batch_images import cheap_recipe, write_images
 from napari_synthseg.batch import MARKER, parse_recipe, run_recipe
 from napari_synthseg.render import render_scene
 from napari_synthseg.scene import Scene
@@ -76,7 +76,6 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(images, reference, t
     recipe = parse_recipe(cheap_recipe(images, out))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        before = set(client.scheduler_info()["workers"])
         result: dict = {}
         runner = threading.Thread(target=lambda: result.update(run_recipe(recipe, cluster.scheduler_address)))
         runner.start()

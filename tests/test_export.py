@@ -143,6 +143,28 @@ def test_nnunetv2_verify_dataset_integrity_and_split_location(scenes, tmp_path, 
     assert f"SPLITS {res.splits_final} 1" in run.stdout
 
 
+def test_export_cli_nnunet_preprocessed_option_and_no_silent_overwrite(scenes, tmp_path, capsys, monkeypatch):
+    """--nnunet-preprocessed puts the fold where asked; other folds already there need --force."""
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "from_env"))
+    raw, pre = tmp_path / "raw", tmp_path / "pre"
+    args = ["export", str(scenes[0].parent), "--format", "nnunet", "--out", str(raw), "--split", "0.5,0.5",
+            "--real-fraction", "1", "--renderer", RENDERER, "--workers", "1"]
+    assert main([*args, "--nnunet-preprocessed", str(pre)]) == 0
+    target = pre / "Dataset501_Synthseg" / "splits_final.json"
+    assert str(target) in capsys.readouterr().out and target.exists()
+    assert not (tmp_path / "from_env").exists()  # the option wins over $nnUNet_preprocessed
+    other = [{"train": ["x"], "val": ["y"]}]
+    env_target = tmp_path / "from_env" / "Dataset501_Synthseg" / "splits_final.json"
+    env_target.parent.mkdir(parents=True)
+    env_target.write_text(json.dumps(other))
+    args2 = [a if a != str(raw) else str(tmp_path / "raw2") for a in args]
+    assert main(args2) == 2  # $nnUNet_preprocessed holds other folds: refused before any work ...
+    assert "exists with other folds" in capsys.readouterr().err
+    assert json.loads(env_target.read_text()) == other and not (tmp_path / "raw2" / "Dataset501_Synthseg").exists()
+    assert main([*args2, "--force"]) == 0  # ... replaced with --force
+    assert json.loads(env_target.read_text()) == json.loads(target.read_text())
+
+
 def test_coco_masks_decode_to_scene_labels(scenes, tmp_path):
     Scene.open(scenes[0]).set_decision("L0002", "accepted", by="test")  # a "mass": two categories
     res = export_dataset(scenes[0].parent, tmp_path / "coco", fmt="coco", classes="kind", renderer=RENDERER,
@@ -296,6 +318,32 @@ def test_splits_by_patient_real_fraction_and_ratio(tmp_path, cxr_files, monkeypa
     assert {patient[c] for c in fold["train"]}.isdisjoint({patient[c] for c in fold["val"]})
     assert len(list((res.path / "imagesTs").iterdir())) == 2
     assert manifest["options"]["real_fraction"] == 0.5 and manifest["options"]["synthetic_ratio"] == 1.5
+
+
+def test_nnunet_cross_validation_folds_keep_patients_apart(tmp_path, cxr_files, monkeypatch):
+    """--nnunet-folds K: every fold nnU-Net trains validates on real images of patients it never
+    trains on (their synthetic images are out of that fold)."""
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    folders = make_cxr_scenes(tmp_path / "scenes", cxr_files[:8], per_source=1,
+                              patient_ids=["A", "A", "B", "B", "C", "C", "D", "D"])
+    res = export_dataset(folders, tmp_path / "nnUNet_raw", fmt="nnunet", real_fraction=1.0, nnunet_folds=4,
+                         renderer=RENDERER, workers=1)
+    folds = json.loads(Path(res.splits_final).read_text())
+    manifest = json.loads((res.path / "manifest.json").read_text())
+    patient = {c["case_id"]: c["patient"] for c in manifest["cases"]}
+    kind = {c["case_id"]: c["kind"] for c in manifest["cases"]}
+    assert len(folds) == 4
+    val_patients = []
+    for fold in folds:
+        assert {kind[c] for c in fold["val"]} == {"real"}
+        (held_out,) = {patient[c] for c in fold["val"]}
+        assert held_out not in {patient[c] for c in fold["train"]}
+        assert len(fold["train"]) == 12  # the other three patients' 2 real + 2 synthetic images
+        val_patients.append(held_out)
+    assert sorted(val_patients) == ["A", "B", "C", "D"]  # each patient validated exactly once
+    with pytest.raises(SynthsegError, match="need at least 5 patients"):
+        export_dataset(folders, tmp_path / "raw5", fmt="nnunet", real_fraction=1.0, nnunet_folds=5,
+                       renderer=RENDERER, workers=1)
 
 
 def test_only_accepted_scenes_and_images(scenes, tmp_path):

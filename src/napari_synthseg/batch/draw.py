@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import SynthsegError
 from ..workflow.spec import LesionSourceKind, LesionSpec, PlaceSettings, procedural_kind
-from .recipe import LibrarySource, ProceduralSource
+from .recipe import InpaintedSource, LibrarySource, ProceduralSource
 
 
 @functools.lru_cache(maxsize=32)
@@ -51,6 +51,17 @@ def harmonizer(path: str):
     return Harmonizer.load(path)
 
 
+@functools.lru_cache(maxsize=4)
+def inpainter(path: str):
+    """A lesion-fill inpainting model, loaded once per process (refused unless trained for it)."""
+    from ..inpaint import Inpainter
+    from ..inpaint.infer import resolve_model_path
+
+    model = Inpainter(resolve_model_path(path, "lesion"), device="cpu")
+    model.check_mode("lesion")
+    return model
+
+
 def _is_table(path: Path) -> bool:
     return (path.is_file() and path.name.lower().endswith(".csv")) or (
         path.is_dir() and (path / "index.csv").exists() and not (path / "index.json").exists())
@@ -64,6 +75,11 @@ def check_source(source, resolve) -> None:
             _index_entries(str(path), source.split)
         else:
             _spec(str(path))
+    elif isinstance(source, InpaintedSource):
+        model = source.model if source.model.startswith("builtin") else str(resolve(source.model))
+        if not source.model.startswith("builtin") and not Path(model).is_file():
+            raise SynthsegError(f"inpainting model not found: {model}")
+        inpainter(model)
 
 
 def draw_patch(source, size_mm: float, image, rng: np.random.Generator, resolve) -> tuple[Any, dict]:

@@ -58,6 +58,10 @@ lesions:
     #   class: nodule
     #   blend: [poisson]
     #   contrast: node21
+    # - type: inpainted         # LINOP: a lesion-shaped hole filled by a model trained for lesion
+    #   model: models/lesion_fill.safetensors  # fill (synthseg train-inpainter --masks DIR); 2D only
+    #   diameter_mm: [8, 20]
+    #   class: nodule
 
 constraint:
   organ: auto                   # auto: CT lungs / CXR lung fields / MR brain; none: anywhere

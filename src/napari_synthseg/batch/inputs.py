@@ -83,7 +83,7 @@ def _from_csv(path: Path) -> list[ImageItem]:
             rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     except FileNotFoundError:
         raise SynthsegError(f"inputs CSV not found: {path}") from None
-    items = []
+    items: list[ImageItem] = []
     for n, row in enumerate(rows, start=2):  # line 1 is the header
         where = f"{path.name} line {n}"
         if not row.get("path"):
@@ -109,12 +109,13 @@ def list_inputs(recipe: Recipe) -> list[ImageItem]:
         patterns = [inputs] if isinstance(inputs, str) else list(inputs)
         paths: list[str] = []
         for pattern in patterns:
+            if pattern.lower().endswith(".csv"):
+                raise SynthsegError(f"inputs: a CSV of images is given on its own (inputs: {pattern}), not in a list")
             found = _expand(recipe.resolve(pattern))
             if not found:
                 raise SynthsegError(f"inputs: {pattern!r} matches no image (relative to {recipe.base_dir or '.'})")
             paths.extend(str(p.resolve()) for p in found)
-        seen: set[str] = set()
-        unique = [p for p in paths if not (p in seen or seen.add(p))]
+        unique = list(dict.fromkeys(paths))  # first occurrence wins, order kept
         items = [ImageItem(p, i) for i, p in enumerate(unique)]
     if not items:
         raise SynthsegError("inputs: no images")

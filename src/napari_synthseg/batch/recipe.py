@@ -57,7 +57,7 @@ class InputDefaults(_Strict):
     """What applies to an image when neither the file nor the CSV says it."""
 
     spacing_mm: float | list[float] | None = Field(
-        None, description="pixel size for files that store none (PNG/JPEG/TIFF); never overrides a stored one")
+        default=None, description="pixel size for files that store none (PNG/JPEG/TIFF); never overrides a stored one")
     modality: Literal["CT", "CXR", "MR", None] = None
 
     @field_validator("spacing_mm")
@@ -69,26 +69,17 @@ class InputDefaults(_Strict):
         return v
 
 
-class _SourceBase(_Strict):
-    weight: float = Field(1.0, gt=0, description="relative chance this source draws a lesion")
-    diameter_mm: Range = Field((6.0, 20.0), description="uniform range of lesion diameters, mm")
-    lesion_class: str = Field("nodule", alias="class", description="label class (record kind)")
-    blend: list[Literal["alpha", "additive", "poisson"]] = Field(["alpha", "poisson"], min_length=1)
-    contrast: Literal["node21"] | Range = Field((0.8, 1.2), description="[min, max] factor or 'node21'")
-    feather_mm: float = Field(1.0, ge=0)
+class _Drawn(_Strict):
+    weight: float = Field(default=1.0, gt=0, description="relative chance this source draws a lesion")
+    diameter_mm: Range = Field(default=(6.0, 20.0), description="uniform range of lesion diameters, mm")
+    lesion_class: str = Field(default="nodule", alias="class", description="label class (record kind)")
 
     _diameter = field_validator("diameter_mm", mode="before")(_as_range)
-    _contrast = field_validator("contrast", mode="before")(_as_range)
 
     @field_validator("diameter_mm")
     @classmethod
     def _diameter_ok(cls, v):
         return _check_range(v, 1e-6, "diameter_mm")
-
-    @field_validator("contrast")
-    @classmethod
-    def _contrast_ok(cls, v):
-        return v if v == "node21" else _check_range(v, 0.0, "contrast")
 
     @field_validator("lesion_class")
     @classmethod
@@ -98,11 +89,25 @@ class _SourceBase(_Strict):
         return v
 
 
+class _SourceBase(_Drawn):
+    blend: list[Literal["alpha", "additive", "poisson"]] = Field(default=["alpha", "poisson"], min_length=1)
+    contrast: Literal["node21"] | Range = Field(default=(0.8, 1.2), description="[min, max] factor or 'node21'")
+    feather_mm: float = Field(default=1.0, ge=0)
+
+    _contrast = field_validator("contrast", mode="before")(_as_range)
+
+    @field_validator("contrast")
+    @classmethod
+    def _contrast_ok(cls, v):
+        return v if v == "node21" else _check_range(v, 0.0, "contrast")
+
+
 class ProceduralSource(_SourceBase):
     """Seeded procedural nodules (CT volume; projected onto radiographs)."""
 
     type: Literal["procedural"]
-    kinds: list[Literal["solid", "part-solid", "ground-glass"]] = Field(list(PROCEDURAL_KINDS), min_length=1)
+    kinds: list[Literal["solid", "part-solid", "ground-glass"]] = Field(
+        default=["solid", "part-solid", "ground-glass"], min_length=1)
     lobulation: Range = (0.0, 0.6)
     spiculation: Range = (0.0, 0.4)
 
@@ -116,18 +121,33 @@ class LibrarySource(_SourceBase):
     type: Literal["library"]
     path: str
     split: Literal["all", "train", "test"] = Field(
-        "train", description="index.csv only: the side of the fixed series-level split to draw from "
+        default="train", description="index.csv only: the side of the fixed series-level split to draw from "
         "(default train: held-out series never reach training data)")
 
 
-LesionSource = Annotated[ProceduralSource | LibrarySource, Field(discriminator="type")]
+class InpaintedSource(_Drawn):
+    """Lesions drawn by a learned inpainting model into a lesion-shaped hole (LINOP; 2D). The
+    model must be trained for ``lesion`` fill (``synthseg train-inpainter --masks DIR``); the
+    sample is stored as the record's pixels, so blend and contrast do not apply."""
+
+    type: Literal["inpainted"]
+    model: str
+    irregularity: float = Field(default=0.25, ge=0, le=1, description="lobulation of the hole's outline")
+    texture: float = Field(default=0.0, ge=0, le=1, description="seeded grain added to the fill")
+
+
+LesionSource = Annotated[ProceduralSource | LibrarySource | InpaintedSource, Field(discriminator="type")]
+
+
+def _default_source() -> LesionSource:
+    return ProceduralSource.model_validate({"type": "procedural"})
 
 
 class LesionPlan(_Strict):
-    count: tuple[int, int] = Field((1, 3), description="lesions per scene, [min, max] inclusive")
-    sources: list[LesionSource] = Field(default_factory=lambda: [ProceduralSource(type="procedural")], min_length=1)
-    min_distance_mm: float = Field(5.0, ge=0, description="gap between lesion edges")
-    max_tries: int = Field(30, ge=1, description="placement attempts per lesion before giving up")
+    count: tuple[int, int] = Field(default=(1, 3), description="lesions per scene, [min, max] inclusive")
+    sources: list[LesionSource] = Field(default_factory=lambda: [_default_source()], min_length=1)
+    min_distance_mm: float = Field(default=5.0, ge=0, description="gap between lesion edges")
+    max_tries: int = Field(default=30, ge=1, description="placement attempts per lesion before giving up")
 
     _count = field_validator("count", mode="before")(_as_range)
 
@@ -138,8 +158,8 @@ class LesionPlan(_Strict):
 
 
 class ConstraintSpec(_Strict):
-    organ: Literal["auto", "none"] = Field("auto", description="auto: CT lungs, CXR lung fields, MR brain")
-    min_inside: float = Field(1.0, ge=0, le=1, description="fraction of each lesion mask inside the organ")
+    organ: Literal["auto", "none"] = Field(default="auto", description="auto: CT lungs, CXR lung fields, MR brain")
+    min_inside: float = Field(default=1.0, ge=0, le=1, description="fraction of each lesion mask inside the organ")
 
 
 class HarmonizeSpec(_Strict):
@@ -149,8 +169,8 @@ class HarmonizeSpec(_Strict):
     ``model`` for one file per image (``models/{stem}.safetensors``)."""
 
     model: str
-    scale: int = Field(1, ge=0, description="injection scale")
-    margin_px: int = Field(8, ge=0)
+    scale: int = Field(default=1, ge=0, description="injection scale")
+    margin_px: int = Field(default=8, ge=0)
     add_back: Literal["replace", "coarse", "detail", "original", None] = None
 
 
@@ -169,15 +189,16 @@ class ReviewSpec(_Strict):
 
 class ExportSpec(_Strict):
     format: Literal["nnunet", "coco", "csv", "nifti"]
-    split: list[float] | None = Field(None, description="train, val[, test] fractions of PATIENTS")
+    split: list[float] | None = Field(default=None, description="train, val[, test] fractions of PATIENTS")
     name: str = "Synthseg"
-    dataset_id: int = Field(501, ge=1, le=999)
+    dataset_id: int = Field(default=501, ge=1, le=999)
     classes: Literal["binary", "kind"] = "binary"
-    real_fraction: float = Field(0.0, ge=0, le=1, description="fraction of the real training images included")
-    synthetic_ratio: float | None = Field(None, ge=0, description="synthetic per real training case")
-    synthetic_in: Literal["train", "all"] = Field("train", description="train: val/test measure on real images")
+    real_fraction: float = Field(default=0.0, ge=0, le=1, description="fraction of the real training images included")
+    synthetic_ratio: float | None = Field(default=None, ge=0, description="synthetic per real training case")
+    synthetic_in: Literal["train", "all"] = Field(default="train", description="train: val/test measure on real images")
+    nnunet_folds: int = Field(default=1, ge=1, le=20, description="1: the train/val split; K: K folds by patient")
     nnunet_preprocessed: str | None = Field(
-        None, description="nnunet: where splits_final.json goes (default: $nnUNet_preprocessed, else "
+        default=None, description="nnunet: where splits_final.json goes (default: $nnUNet_preprocessed, else "
         "OUT/nnUNet_preprocessed)")
 
     @field_validator("split")
@@ -194,14 +215,14 @@ class Recipe(_Strict):
     inputs: list[str] | str = Field(description="globs (a list), or the path of a CSV")
     seed: int = 0
     out: str
-    defaults: InputDefaults = InputDefaults()
-    scenes_per_image: int = Field(1, ge=1)
-    lesions: LesionPlan = LesionPlan()
-    constraint: ConstraintSpec = ConstraintSpec()
+    defaults: InputDefaults = Field(default_factory=lambda: InputDefaults.model_validate({}))
+    scenes_per_image: int = Field(default=1, ge=1)
+    lesions: LesionPlan = Field(default_factory=lambda: LesionPlan.model_validate({}))
+    constraint: ConstraintSpec = Field(default_factory=lambda: ConstraintSpec.model_validate({}))
     harmonize: HarmonizeSpec | None = None
     review: ReviewSpec | None = None
     export: list[ExportSpec] = Field(default_factory=list)
-    base_dir: str = Field("", exclude=True, description="folder relative paths resolve against (internal)")
+    base_dir: str = Field(default="", exclude=True, description="folder relative paths resolve against (internal)")
 
     @field_validator("inputs")
     @classmethod
@@ -238,7 +259,7 @@ class Recipe(_Strict):
 def _format_error(exc: ValidationError, where: str) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in
-                                                       ("procedural", "library")))
+                                                       ("procedural", "library", "inpainted")))
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; docs/batch.md lists every key)"

@@ -51,7 +51,7 @@ class Scheduler:
     def __str__(self) -> str:
         if self.kind == "local":
             return f"local:{self.workers}" if self.workers else "local"
-        return self.address if self.kind == "remote" else self.kind
+        return (self.address or "") if self.kind == "remote" else self.kind
 
 
 def parse_scheduler(text: str | None) -> Scheduler:
@@ -310,8 +310,13 @@ def _run_locked(recipe, sched, jobs, out, started, t0, progress, cancel, recipe_
 
 def _summary(recipe, jobs, records, sched, workers, started, seconds, dashboard, recipe_path) -> dict:
     ordered = [records[j.name] for j in jobs]
-    placement, review, by_class, by_source, spacing = Counter(), Counter(), Counter(), Counter(), Counter()
-    decisions, harmonize = Counter(), Counter()
+    placement: Counter[str] = Counter()
+    review: Counter[str] = Counter()
+    by_class: Counter[str] = Counter()
+    by_source: Counter[str] = Counter()
+    spacing: Counter[str] = Counter()
+    decisions: Counter[str] = Counter()
+    harmonize: Counter[str] = Counter()
     harmonized = 0
     for r in ordered:
         for reason, n in (r.get("rejects") or {}).items():
@@ -383,6 +388,7 @@ def run_exports(recipe: Recipe, rebuild: bool) -> list[dict]:
                 # default: $nnUNet_preprocessed, else OUT/nnUNet_preprocessed (beside OUT/nnUNet_raw)
                 kwargs["nnunet_preprocessed"] = (recipe.resolve(spec.nnunet_preprocessed)
                                                  if spec.nnunet_preprocessed else None)
+                kwargs["nnunet_folds"] = spec.nnunet_folds
             log.info("exporting %s to %s", spec.format, target)
             result = export_dataset(
                 scenes_dir, target_root, fmt=spec.format, name=spec.name, dataset_id=spec.dataset_id, force=True,

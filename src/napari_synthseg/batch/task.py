@@ -29,9 +29,9 @@ from scipy import ndimage as ndi
 
 from ..errors import SynthsegError
 from ..utils.atomic import atomic_write_text
-from .draw import draw_patch, harmonizer
+from .draw import draw_patch, harmonizer, inpainter
 from .inputs import ImageItem
-from .recipe import Recipe
+from .recipe import InpaintedSource, Recipe
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,19 @@ def _place_lesions(job: SceneJob, scene, image, allowed, rng, note: _Log, reject
                     note(f"lesion {n + 1}: no room for {size:.1f} mm")
                     break
                 at = candidates[int(rng.integers(len(candidates)))][::-1]
+                if isinstance(source, InpaintedSource):
+                    try:
+                        record = _inpaint_lesion(job, scene, image, allowed, source, size, at, rng)
+                    except SynthsegError as exc:
+                        rejects[f"placement refused: {_reason(exc)}"] += 1
+                        note(f"lesion {n + 1}: refused ({exc})")
+                        continue
+                    placed.append({"id": record.id, "class": record.kind, "size_mm": round(size, 4),
+                                   "blend": "inpainted", "contrast": None,
+                                   "center_mm": [round(v, 4) for v in record.center_mm], "source": record.source})
+                    note(f"lesion {n + 1}: {record.id} {record.kind} {size:.1f} mm inpainted at "
+                         f"{tuple(int(v) for v in at)}")
+                    break
                 patch, origin = draw_patch(source, size, image, rng, job.recipe.resolve)
                 origin = dict(origin, placed_by="batch")
                 if source.contrast == "node21":
@@ -181,6 +194,30 @@ def _place_lesions(job: SceneJob, scene, image, allowed, rng, note: _Log, reject
     return placed
 
 
+def _inpaint_lesion(job: SceneJob, scene, image, allowed, source, size: float, at, rng):
+    """LINOP: a lesion-shaped hole at ``at`` (x, y) filled by a lesion-fill model, kept as one record."""
+    from ..inpaint import inpaint_samples
+    from ..inpaint.masks import blob_mask
+    from ..lesions.accept import accept_fill_sample
+    from ..workflow.inpaint import InpaintSettings, fill_mask, sample_provenance
+
+    if image.ndim != 2:
+        raise SynthsegError("inpainted lesions go into 2D images")
+    seed = int(rng.integers(2**31 - 1))
+    radius_px = size / 2 / float(np.mean(image.scale))
+    mask = blob_mask(image.shape, rng, radius=radius_px, centre=(float(at[1]), float(at[0])),
+                     irregularity=source.irregularity)
+    mask = fill_mask(mask, image.shape, "the lesion hole")
+    if (mask & allowed).sum() < job.recipe.constraint.min_inside * mask.sum() - 1e-9:
+        raise SynthsegError("the inpainted lesion reaches outside the organ constraint")
+    model = source.model if source.model.startswith("builtin") else str(job.recipe.resolve(source.model))
+    settings = InpaintSettings(model=model, mode="lesion", samples=1, seed=seed, texture=source.texture)
+    sample = inpaint_samples(image.array, mask, model=inpainter(model), mode="lesion", n_samples=1, seed=seed,
+                             texture=source.texture, spacing=image.scale)[0]
+    provenance = dict(sample_provenance(settings, 0), type="inpainted", placed_by="batch")
+    return accept_fill_sample(scene, sample, mask, "lesion", provenance, kind=source.lesion_class)
+
+
 def _reason(exc: Exception) -> str:
     """A short, countable reason: the message without numbers (sizes, positions, fractions)."""
     import re
@@ -191,6 +228,7 @@ def _reason(exc: Exception) -> str:
 
 def harmonizer_path(job: SceneJob) -> Path:
     """The harmonizer file for this job's image (``{stem}`` in the recipe becomes the image name)."""
+    assert job.recipe.harmonize is not None
     return job.recipe.resolve(job.recipe.harmonize.model.replace("{stem}", job.item.stem))
 
 
@@ -202,12 +240,15 @@ def _harmonize(job: SceneJob, scene, note: _Log, rejects: Counter) -> int:
     from ..render import SceneRenderer, render_without
 
     spec = job.recipe.harmonize
+    assert spec is not None
     path = harmonizer_path(job)
     if not path.is_file():
         raise SynthsegError(f"harmonize.model: no such file for this image: {path}")
     model = harmonizer(str(path))
     done = 0
     for record in list(scene.lesions):
+        if record.source.get("type") == "inpainted":
+            continue  # its pixels are a learned fill already, not a paste to harmonize
         renderer = SceneRenderer(scene, follow=False, without_overlay={record.id})
         try:
             source, naive, mask = renderer.source, np.array(renderer.image), renderer.lesion_mask(record.id)
@@ -241,6 +282,7 @@ def _review(job: SceneJob, scene, note: _Log) -> dict:
     from ..qa.rules import apply_rules, load_rules, parse_rules
 
     spec = job.recipe.review
+    assert spec is not None
     if spec.accept == "all":
         with scene.batch("accept all"):
             for rec in scene.lesions:

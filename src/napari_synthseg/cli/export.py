@@ -35,6 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("--nnunet-preprocessed", metavar="DIR", default=None,
                    help="nnunet with --split: the nnUNet_preprocessed folder that gets DatasetXXX_Name/splits_final.json, "
                    "where nnU-Net reads it (default: $nnUNet_preprocessed, else a nnUNet_preprocessed folder beside --out)")
+    p.add_argument("--nnunet-folds", type=int, default=1, metavar="K",
+                   help="nnunet: 1 = one fold from --split's train/val (default); K >= 2 = K cross-validation "
+                   "folds by patient over the training set (train all K folds without patient leakage)")
     p.add_argument("--renderer", help="scene renderer as module:function (default: the built-in one)")
     p.set_defaults(func=run)
 
@@ -49,6 +52,7 @@ def run(args) -> int:
         synthetic_in=args.synthetic_in, seed=args.seed, classes=args.classes, file_ending=args.file_ending,
         png_compression=DEFAULT_PNG_COMPRESSION if args.png_compression is None else args.png_compression,
         renderer=args.renderer, workers=args.workers, nnunet_preprocessed=args.nnunet_preprocessed,
+        nnunet_folds=args.nnunet_folds,
         progress=ConsoleProgress(),
     )
     counts = "; ".join(
@@ -58,7 +62,7 @@ def run(args) -> int:
     resumed = f" ({result.resumed} resumed from an interrupted run)" if result.resumed else ""
     print(f"wrote {result.path}: {counts}{resumed}")
     if result.splits_final:
-        print(f"wrote {result.splits_final} (nnU-Net's patient-level fold 0: train with fold 0)")
+        print(f"wrote {result.splits_final} (nnU-Net's folds, by patient)")
     excluded = result.plan.excluded
     if excluded["lesions_not_accepted"]:
         print(f"left out {excluded['lesions_not_accepted']} lesions that are not accepted")

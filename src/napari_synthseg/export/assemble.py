@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__
-from .plan import SPLITS, ExportPlan
+from ..errors import SynthsegError
+from .plan import SPLITS, ExportPlan, _rank
 
 CHANNEL_NAMES = {"CT": "CT", "CXR": "CXR", "MR": "MRI"}
 
@@ -39,11 +40,36 @@ def nnunet_dataset_json(plan: ExportPlan, summaries: list[dict], class_map: dict
     }
 
 
-def nnunet_splits(summaries: list[dict]) -> list[dict] | None:
-    """splits_final.json (one fold) when the export has a patient-level validation split."""
-    train = sorted(s["case"]["case_id"] for s in summaries if s["case"]["split"] == "train")
-    val = sorted(s["case"]["case_id"] for s in summaries if s["case"]["split"] == "val")
-    return [{"train": train, "val": val}] if val else None
+def nnunet_splits(summaries: list[dict], folds: int = 1, seed: int = 0,
+                  synthetic_in: str = "train") -> list[dict] | None:
+    """splits_final.json: nnU-Net's folds, always by patient.
+
+    ``folds == 1``: one fold, the export's train/val split (None without a validation split).
+    ``folds >= 2``: cross-validation over the patients of all training-set cases (train + val
+    split), patients dealt to ``folds`` groups in a seeded order. Fold k validates on group k's
+    cases and trains on the other groups'; with ``synthetic_in == "train"`` validation holds real
+    images only, and group k's synthetic images are left out of fold k altogether (they are
+    built on its validation patients).
+    """
+    cases = [s["case"] for s in summaries if s["case"]["split"] in ("train", "val")]
+    if folds <= 1:
+        train = sorted(c["case_id"] for c in cases if c["split"] == "train")
+        val = sorted(c["case_id"] for c in cases if c["split"] == "val")
+        return [{"train": train, "val": val}] if val else None
+    patients = sorted({c["patient"] for c in cases}, key=lambda p: _rank(seed, f"fold:{p}"))
+    if len(patients) < folds:
+        raise SynthsegError(f"{folds} nnU-Net folds need at least {folds} patients; this export has {len(patients)}")
+    group = {p: i % folds for i, p in enumerate(patients)}
+    out = []
+    for k in range(folds):
+        val = sorted(c["case_id"] for c in cases
+                     if group[c["patient"]] == k and (synthetic_in == "all" or c["kind"] == "real"))
+        if not val:
+            raise SynthsegError(f"nnU-Net fold {k} has no validation case: validation uses real images "
+                                "(add them with --real-fraction, or --synthetic-in all)")
+        train = sorted(c["case_id"] for c in cases if group[c["patient"]] != k)
+        out.append({"train": train, "val": val})
+    return out
 
 
 def coco_files(summaries: list[dict], class_map: dict) -> dict[str, dict]:

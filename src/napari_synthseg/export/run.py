@@ -49,9 +49,9 @@ def nnunet_preprocessed_folder(raw: str | os.PathLike, explicit: str | os.PathLi
     return Path(raw).resolve().parent / "nnUNet_preprocessed"
 
 
-def _splits_from_plan(plan: ExportPlan) -> list[dict] | None:
+def _splits_from_plan(plan: ExportPlan, folds: int) -> list[dict] | None:
     cases = [{"case": c.to_dict()} for c in plan.cases]
-    return assemble.nnunet_splits(cases)
+    return assemble.nnunet_splits(cases, folds, int(plan.options["seed"]), plan.options["synthetic_in"])
 
 
 def dataset_folder(out: str | os.PathLike, fmt: str, name: str, dataset_id: int) -> Path:
@@ -105,6 +105,7 @@ def export_dataset(
     workers: int | None = None,
     mp_context: str | None = None,
     nnunet_preprocessed: str | os.PathLike | None = None,
+    nnunet_folds: int = 1,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> ExportResult:
@@ -155,7 +156,9 @@ def export_dataset(
 
     plan = plan_export(folders, split, real_fraction, synthetic_ratio, synthetic_in, seed)
     splits_path = None
-    splits = _splits_from_plan(plan) if fmt == "nnunet" else None
+    if nnunet_folds < 1:
+        raise SynthsegError(f"--nnunet-folds must be >= 1, got {nnunet_folds}")
+    splits = _splits_from_plan(plan, nnunet_folds) if fmt == "nnunet" else None
     if splits:
         splits_path = nnunet_preprocessed_folder(out, nnunet_preprocessed) / target.name / "splits_final.json"
         if splits_path.exists() and not force:
@@ -216,7 +219,7 @@ def export_dataset(
             cancel.raise_if_cancelled()
         ordered = [summaries[c.case_id] for c in plan.cases]
         _write_dataset_files(staging.path, plan, ordered, fmt, ending, class_map, name,
-                             renderer_name(func), folders, _modality(plan), splits_path)
+                             renderer_name(func), folders, _modality(plan), splits_path, splits)
         # nnU-Net keeps no empty test folders; other formats never create them.
         for folder in layout.folders():
             path = staging.path / folder
@@ -304,7 +307,7 @@ def _checked(job: CaseJob) -> dict:
 
 def _write_dataset_files(root: Path, plan: ExportPlan, summaries: list[dict], fmt: str, ending: str,
                          class_map: dict, name: str, renderer: str, folders: list[Path], modality: str,
-                         splits_path: Path | None = None) -> None:
+                         splits_path: Path | None = None, splits: list[dict] | None = None) -> None:
     extra: dict = {}
     if fmt == "nnunet":
         assemble.write_text(root / "dataset.json", assemble.dumps(
@@ -313,7 +316,7 @@ def _write_dataset_files(root: Path, plan: ExportPlan, summaries: list[dict], fm
             # nnU-Net's trainer reads nnUNet_preprocessed/DatasetXXX/splits_final.json (written
             # after the commit). A copy in the raw dataset keeps it self-contained; nnunetv2 2.8.1's
             # planner copies it to nnUNet_preprocessed when none is there, or checks they agree.
-            assemble.write_text(root / "splits_final.json", assemble.dumps(assemble.nnunet_splits(summaries)))
+            assemble.write_text(root / "splits_final.json", assemble.dumps(splits))
             extra["nnunet_splits_final"] = str(splits_path)
     elif fmt == "coco":
         files = {}
@@ -325,9 +328,9 @@ def _write_dataset_files(root: Path, plan: ExportPlan, summaries: list[dict], fm
     elif fmt == "csv":
         assemble.write_text(root / "boxes_px.csv", assemble.csv_boxes(summaries, "px"))
         assemble.write_text(root / "boxes_mm.csv", assemble.csv_boxes(summaries, "mm"))
-    splits = {s: sorted(x["case"]["case_id"] for x in summaries if x["case"]["split"] == s)
-              for s in ("train", "val", "test")}
-    assemble.write_text(root / "splits.json", assemble.dumps({"cases": splits, "patients": plan.patients}))
+    by_split = {s: sorted(x["case"]["case_id"] for x in summaries if x["case"]["split"] == s)
+                for s in ("train", "val", "test")}
+    assemble.write_text(root / "splits.json", assemble.dumps({"cases": by_split, "patients": plan.patients}))
     scenes_dir = str(Path(os.path.commonpath([str(Path(f).resolve()) for f in folders]))) if folders else ""
     assemble.write_text(root / "manifest.json", assemble.dumps(
         assemble.manifest(plan, summaries, fmt, ending, class_map, renderer, scenes_dir, extra)))
