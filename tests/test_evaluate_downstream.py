@@ -93,3 +93,31 @@ def test_downstream_user_errors(tmp_path, capsys):
                  "--steps", "0"]) == 2
     assert main(["evaluate", "downstream", "--real", str(test), "--test", str(test), "--out", str(tmp_path / "o"),
                  "--features", "1,2"]) == 2
+
+
+def _dataset_2d(folder, n, seed, noisy=True):
+    from _evaluate_data import write_mha
+
+    rng = np.random.default_rng(seed)
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    yy, xx = np.mgrid[:40, :40]
+    for i in range(n):
+        r = rng.uniform(3, 6)
+        mask = (yy - 20) ** 2 + (xx - 20) ** 2 <= r * r
+        image = rng.normal(100, 10, (40, 40))
+        image[mask] = 180 + (rng.normal(0, 15, int(mask.sum())) if noisy else 0)
+        write_mha(image.astype(np.int16), folder / "imagesTr" / f"c{i}_0000.mha", (0.5, 0.5))
+        write_mha(mask.astype(np.uint8), folder / "labelsTr" / f"c{i}.mha", (0.5, 0.5))
+    return folder
+
+
+@pytest.mark.slow
+def test_downstream_runs_in_2d(tmp_path):
+    from napari_synthseg.evaluate.downstream import downstream_report
+
+    real, fake, test = (_dataset_2d(tmp_path / n, 3, s, n != "fake") for s, n in enumerate(("real", "fake", "test")))
+    r = downstream_report(real, {"flat": fake}, test, tmp_path / "rep", steps=2, seeds=(0,), ratios=(1.0,),
+                          crop_mm=16, spacing_mm=0.5, batch_size=2, n_boot=10)
+    assert [a["name"] for a in r["arms"]] == ["real", "real+flatx1", "flat-only"]
+    assert r["settings"]["patch_voxels"] == 32 and r["n_test"] == 3

@@ -121,3 +121,11 @@ def test_widget_answers_by_keyboard_and_resumes(make_napari_viewer, qtbot, study
     again = ReaderStudyWidget(viewer, study=out, reader="dana")
     assert again.session.done == 2 and again.case == widget.case
     assert "case 3 of 8" in again.status.text()
+
+
+def test_cli_read_opens_the_widget_and_refuses_bad_names(study, capsys):
+    out, _ = study
+    assert main(["evaluate", "read", str(out), "--reader", "erin", "--no-block"]) == 0
+    assert "erin: 0 answered" in capsys.readouterr().err
+    assert main(["evaluate", "read", str(out), "--reader", "a b", "--no-block"]) == 2
+    assert "reader names" in capsys.readouterr().err

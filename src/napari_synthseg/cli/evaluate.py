@@ -165,7 +165,8 @@ def run_downstream(args) -> int:
 def run_reader_study(args) -> int:
     from ..evaluate.reader_study import make_reader_study
 
-    window = parse_floats(args.window, "--window", count=(2,)) if args.window else None
+    low_high = parse_floats(args.window, "--window", count=(2,)) if args.window else None
+    window = (low_high[0], low_high[1]) if low_high else None
     study = make_reader_study(args.real, args.synthetic, args.out, n=args.n, key_path=args.key, crop_mm=args.crop_mm,
                               spacing_mm=args.spacing_mm, window=window, seed=args.seed)
     print(f"wrote {study['n']} blinded cases to {args.out}; key: {study['key_path']} (keep it away from readers)")

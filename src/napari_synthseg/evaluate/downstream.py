@@ -28,7 +28,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -306,7 +306,7 @@ def summarise_arm(arm: Arm, per_seed: list[dict], cases_by_seed: list[list[CaseS
     diameters = np.array([d for c in cases_by_seed[0] for d in c.lesion_diameters])
     d_mean, d_lo, d_hi = bootstrap_two_level(dice, n_boot, seed)
     s_mean, s_lo, s_hi = bootstrap_two_level(detected, n_boot, seed) if detected.size else (math.nan,) * 3
-    by_size = {}
+    by_size: dict[str, dict[str, Any]] = {}
     bins = np.array([size_bin(d) for d in diameters])
     for _lo, _hi, name in SIZE_BINS:
         cols = np.flatnonzero(bins == name)

@@ -180,7 +180,7 @@ def samples_from_image(
         crop, crop_mask = crop_lesion(image.array, mask, image.scale, centre, crop_mm, spacing_mm)
         # A table's diameter describes its one lesion; further components get their own size.
         own = diameter_mm is not None and (largest_only or len(parts) == 1)
-        d = diameter_mm if own else _equivalent_diameter(part, image.scale)
+        d = float(diameter_mm) if own and diameter_mm is not None else _equivalent_diameter(part, image.scale)
         out.append(LesionSample(crop, crop_mask, (float(spacing_mm),) * ndim, f"{name}_{k}", str(image.source or name),
                                 float(d), group or name, box_only))
     return out
@@ -282,7 +282,9 @@ def _dataset_pairs(root: Path) -> list[tuple[Path, Path]]:
 
 def _read_dataset(path: Path, crop_mm, spacing_mm, limit, progress, cancel):
     pairs = _dataset_pairs(path)
-    samples, files, skipped = [], [], []
+    samples: list[LesionSample] = []
+    files: list[Path] = []
+    skipped: list[str] = []
     for i, (image_path, label_path) in enumerate(pairs):
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -370,7 +372,9 @@ def _box_rows(path: Path) -> tuple[Path, dict[str, list[tuple[float, float, floa
 
 def _read_boxes(path: Path, crop_mm, spacing_mm, limit, progress, cancel):
     root, boxes = _box_rows(path)
-    samples, files, skipped = [], [], []
+    samples: list[LesionSample] = []
+    files: list[Path] = []
+    skipped: list[str] = []
     items = sorted(boxes.items())
     for i, (file_name, rows) in enumerate(items):
         if cancel is not None:

@@ -24,13 +24,21 @@ import os
 import re
 import shlex
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import SynthsegError
-from .downstream import (Arm, SyntheticSets, _context_mm, as_synthetic_sets, plan_arms, pooled_froc, summarise_arm,
-                         write_downstream_report)
+from .downstream import (
+    Arm,
+    SyntheticSets,
+    _context_mm,
+    as_synthetic_sets,
+    plan_arms,
+    pooled_froc,
+    summarise_arm,
+    write_downstream_report,
+)
 from .lesion_sets import LesionSample
 from .realism import LesionSetLike, as_lesion_set
 from .report import environment, write_json
@@ -46,7 +54,7 @@ def _dataset_name(arm: Arm) -> str:
 
 
 def _write_case(sample: LesionSample, image_path: Path, label_path: Path | None) -> None:
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813 (the library's usual name)
 
     img = sitk.GetImageFromArray(sample.image.astype(np.float32))
     img.SetSpacing(tuple(float(v) for v in sample.spacing[::-1]))
@@ -124,7 +132,7 @@ def write_nnunet_arms(
     test_dir = out / "test"
     for case, sample in zip(test_cases, test_set.samples):
         _write_case(sample, test_dir / "images" / f"{case}_0000{ENDING}", test_dir / "labels" / f"{case}{ENDING}")
-    plan_arms_out = []
+    plan_arms_out: list[dict[str, Any]] = []
     synth_samples = {k: v.samples for k, v in synth_sets.items()}
     for offset, arm in enumerate(arms):
         did = dataset_id + offset
@@ -180,7 +188,7 @@ def _looks_like_ct(samples: Sequence[LesionSample]) -> bool:
 
 
 def _read(path: Path) -> np.ndarray:
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813 (the library's usual name)
 
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 

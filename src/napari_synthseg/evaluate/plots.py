@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def _pyplot():
@@ -17,7 +18,7 @@ def _pyplot():
     return plt
 
 
-def feature_grid(path: Path, panels: dict[str, dict[str, Sequence[float]]], notes: dict[str, str] | None = None,
+def feature_grid(path: Path, panels: dict[str, dict[str, ArrayLike]], notes: dict[str, str] | None = None,
                  columns: int = 4) -> Path:
     """Every feature's distributions side by side, one panel per feature, in one PNG (one
     savefig instead of one per feature: matplotlib's rendering dominates the report's time)."""
@@ -45,7 +46,7 @@ def feature_grid(path: Path, panels: dict[str, dict[str, Sequence[float]]], note
     return path
 
 
-def roc_curves(path: Path, curves: dict[str, tuple[Sequence[int], Sequence[float]]], title: str) -> Path:
+def roc_curves(path: Path, curves: Mapping[str, tuple[ArrayLike, ArrayLike]], title: str) -> Path:
     """ROC curves (sklearn) of several labelled score sets in one figure."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -67,7 +68,7 @@ def roc_curves(path: Path, curves: dict[str, tuple[Sequence[int], Sequence[float
     return path
 
 
-def line_plot(path: Path, series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str,
+def line_plot(path: Path, series: dict[str, tuple[ArrayLike, ArrayLike]], xlabel: str, ylabel: str,
               title: str, logx: bool = False) -> Path:
     """One line per named (x, y) series."""
     plt = _pyplot()

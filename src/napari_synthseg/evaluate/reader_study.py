@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -91,7 +91,7 @@ def make_reader_study(
     dict
         ``study.json``'s content plus ``key_path``.
     """
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813 (the library's usual name)
 
     if n < 2 or n % 2:
         raise SynthsegError(f"--n must be an even number of cases, at least 2; got {n}")
@@ -114,8 +114,8 @@ def make_reader_study(
     chosen = [(s, "real") for s in (real_set.samples[i] for i in rng.choice(len(real_set), half, replace=False))]
     chosen += [(s, "synthetic") for s in (synth_set.samples[i] for i in rng.choice(len(synth_set), half, replace=False))]
     order = rng.permutation(len(chosen))
-    window = tuple(float(v) for v in window) if window else _window(real_set.samples)
-    lo, hi = window
+    shown: tuple[float, float] = (float(window[0]), float(window[1])) if window else _window(real_set.samples)
+    lo, hi = shown
     (out / "cases").mkdir(parents=True, exist_ok=True)
     (out / "answers").mkdir(exist_ok=True)
     width = max(3, len(str(n)))
@@ -137,7 +137,7 @@ def make_reader_study(
         "crop_mm": crop_mm,
         "spacing_mm": spacing_mm,
         "display": "8-bit, window mapped to 0..255",
-        "window_native": list(window),
+        "window_native": list(shown),
         "instructions": "For each case: is the lesion at the centre real or synthetic? Answer R or S, then "
                         "confidence 1 (guess) to 5 (certain).",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -251,7 +251,7 @@ def _metrics(truth: np.ndarray, called: np.ndarray, ratings: np.ndarray, n_boot:
         neg = i[truth[i] == 0]
         return float((called[neg] == 0).mean()) if neg.size else math.nan
 
-    out = {"n": int(n)}
+    out: dict[str, Any] = {"n": int(n)}
     for name, fn in (("accuracy", acc), ("sensitivity", sens), ("specificity", spec)):
         value = fn(np.arange(n))
         lo, hi = bootstrap_statistic(fn, n, n_boot, seed, strata=truth)
@@ -279,8 +279,8 @@ def score_reader_study(folder: str | os.PathLike, key_path: str | os.PathLike | 
         raise SynthsegError(f"{key_path} is not a reader-study key") from None
     if set(key) != set(study["cases"]):
         raise SynthsegError(f"{key_path} is the key of another study")
-    readers = {}
-    pooled = ([], [], [], [])
+    readers: dict[str, dict[str, Any]] = {}
+    pooled: tuple[list, list, list, list] = ([], [], [], [])
     for path in sorted((folder / "answers").glob("*.csv")):
         answers = read_answers(path)
         cases = [c for c in study["cases"] if c in answers]
@@ -291,11 +291,11 @@ def score_reader_study(folder: str | os.PathLike, key_path: str | os.PathLike | 
         ratings = np.array([rating(*answers[c]) for c in cases], float)
         readers[path.stem] = _metrics(truth, called, ratings, n_boot, seed)
         readers[path.stem]["complete"] = len(cases) == len(study["cases"])
-        for acc, values in zip(pooled, (truth, called, ratings, cases)):
+        for acc, values in zip(pooled, (list(truth), list(called), list(ratings), cases)):
             acc.extend(values)
     if not readers:
         raise SynthsegError(f"no answers in {folder / 'answers'} yet")
-    result = {
+    result: dict[str, Any] = {
         "kind": "synthseg-reader-study-score",
         "study": str(folder),
         "n_cases": len(study["cases"]),

@@ -29,7 +29,6 @@ import os
 from pathlib import Path
 from typing import Sequence, Union
 
-
 from ..errors import SynthsegError
 from ..qa.realism import FEATURE_NAMES, RealismReference, realism_features
 from ..utils.atomic import atomic_write_text

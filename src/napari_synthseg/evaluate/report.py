@@ -37,7 +37,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, data: dict) -> Path:
+def write_json(path: Path, data: dict | list) -> Path:
     atomic_write_text(path, json.dumps(_plain(data), indent=2, sort_keys=False))
     return path
 

@@ -61,8 +61,9 @@ def score_case(prob: np.ndarray, sample: LesionSample, threshold: float = DETECT
     gt = sample.mask.astype(bool)
     pred = prob > threshold
     metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
-    dice = float(metric(torch.from_numpy(pred[None, None].astype(np.float32)),
-                        torch.from_numpy(gt[None, None].astype(np.float32)))[0, 0])
+    per_case = metric(torch.from_numpy(pred[None, None].astype(np.float32)),
+                      torch.from_numpy(gt[None, None].astype(np.float32)))
+    dice = float(torch.as_tensor(per_case)[0, 0])
     structure = _structure(gt.ndim)
     gt_labels, n_gt = ndi.label(gt, structure)
     pred_labels, _ = ndi.label(pred, structure)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 #: Bootstrap resamples used unless a caller asks otherwise.
 N_BOOT = 1000
@@ -16,7 +17,7 @@ def _finite(values) -> np.ndarray:
     return a[np.isfinite(a)]
 
 
-def bootstrap_mean(values: Sequence[float], n_boot: int = N_BOOT, seed: int = 0, alpha: float = 0.05) -> tuple[float, float, float]:
+def bootstrap_mean(values: ArrayLike, n_boot: int = N_BOOT, seed: int = 0, alpha: float = 0.05) -> tuple[float, float, float]:
     """(mean, low, high): the mean of ``values`` and its (1 - alpha) percentile bootstrap CI."""
     a = _finite(values)
     if a.size == 0:
@@ -48,7 +49,7 @@ def bootstrap_statistic(
     return float(lo), float(hi)
 
 
-def auc_with_ci(labels: Sequence[int], scores: Sequence[float], n_boot: int = N_BOOT, seed: int = 0,
+def auc_with_ci(labels: ArrayLike, scores: ArrayLike, n_boot: int = N_BOOT, seed: int = 0,
                 alpha: float = 0.05) -> tuple[float, float, float]:
     """ROC AUC (sklearn) and its stratified bootstrap CI: (auc, low, high); NaN for one class."""
     from sklearn.metrics import roc_auc_score
@@ -71,7 +72,7 @@ def proportion_with_ci(successes: int, total: int, n_boot: int = N_BOOT, seed: i
     return bootstrap_mean(values, n_boot, seed)
 
 
-def bootstrap_two_level(matrix: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, alpha: float = 0.05,
+def bootstrap_two_level(matrix: ArrayLike, n_boot: int = N_BOOT, seed: int = 0, alpha: float = 0.05,
                         statistic: Callable[[np.ndarray], float] | None = None) -> tuple[float, float, float]:
     """(mean, low, high) of a (training seeds x test cases) matrix, resampling both seeds and cases.
 

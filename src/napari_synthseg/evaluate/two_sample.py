@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -107,7 +107,7 @@ def feature_two_sample_test(
         scores[test] = model.predict_proba(x[test])[:, 1]
         importance += model[-1].feature_importances_ / k
     auc, lo, hi = auc_with_ci(labels, scores, n_boot, seed)
-    per_feature = {}
+    per_feature: dict[str, dict[str, Any]] = {}
     for j, name in enumerate(names):
         col = x[:, j]
         ok = np.isfinite(col)
@@ -119,7 +119,7 @@ def feature_two_sample_test(
             "real_median": _clean(float(np.nanmedian(col[labels == 0]))) if np.isfinite(col[labels == 0]).any() else None,
             "synthetic_median": _clean(float(np.nanmedian(col[labels == 1]))) if np.isfinite(col[labels == 1]).any() else None,
         }
-    ranked = sorted(per_feature, key=lambda n: -per_feature[n]["importance"])
+    ranked = sorted(per_feature, key=lambda n: -float(per_feature[n]["importance"]))
     return TwoSampleResult(auc, (lo, hi), labels, scores, k,
                            {"model": "sklearn RandomForestClassifier(100 trees)", "features": per_feature,
                             "ranked_features": ranked})

@@ -209,7 +209,7 @@ class RealismReference:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, rows: Sequence[dict[str, float]], quantiles: tuple[float, float] = (0.02, 0.98), source: str = "") -> "RealismReference":
+    def fit(cls, rows: Sequence[dict[str, float]], quantiles: tuple[float, float] = (0.02, 0.98), source: str = "") -> RealismReference:
         """The reference of real lesions' feature rows (from :func:`realism_features`)."""
         if not rows:
             raise SynthsegError("a realism reference needs at least one real lesion")
@@ -222,7 +222,7 @@ class RealismReference:
             lo, q1, med, q3, hi = np.quantile(values, [quantiles[0], 0.25, 0.5, 0.75, quantiles[1]])
             low[name], high[name], median[name] = float(lo), float(hi), float(med)
             scale[name] = float((q3 - q1) / 1.349) if q3 > q1 else float(np.std(values)) or 1.0
-        return cls(low, high, median, scale, tuple(quantiles), len(rows), source)
+        return cls(low, high, median, scale, (float(quantiles[0]), float(quantiles[1])), len(rows), source)
 
     def outside(self, features: dict[str, float], names: Sequence[str] | None = None) -> list[tuple[str, float, float, float]]:
         """(name, value, low, high) for every feature outside the real range."""
@@ -267,7 +267,7 @@ class RealismReference:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "RealismReference":
+    def load(cls, path: str | os.PathLike) -> RealismReference:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -277,7 +277,8 @@ class RealismReference:
             raise SynthsegError(f"{path.name} is not valid JSON: {exc}") from None
         if not isinstance(data, dict) or data.get("kind") != "synthseg-realism-reference":
             raise SynthsegError(f"{path.name} is not a realism reference (write one with synthseg evaluate realism)")
-        return cls(data["low"], data["high"], data["median"], data["scale"], tuple(data.get("quantiles", (0.02, 0.98))),
+        q = data.get("quantiles", (0.02, 0.98))
+        return cls(data["low"], data["high"], data["median"], data["scale"], (float(q[0]), float(q[1])),
                    int(data.get("n", 0)), str(data.get("source", "")), dict(data.get("extra", {})))
 
 

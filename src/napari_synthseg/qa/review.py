@@ -92,6 +92,7 @@ def review_scenes(
                         scene.set_decision(rec.id, "accepted", by=by, reason="accept-all")
                         decided[rec.id] = ("accepted", by, "accept-all")
         else:
+            assert rules is not None  # checked above: exactly one of rules / accept_all
             qa = qa_scene(scene, func, ring_mm=ring_mm)
             extra = None
             if rules.realism_reference is not None:

@@ -89,7 +89,7 @@ class ReaderStudyWidget(QWidget):
         layout.addWidget(QLabel("Confidence: 1 guess … 5 certain"))
         layout.addLayout(confidence)
         layout.addStretch(1)
-        self.setFocusPolicy(Qt.StrongFocus)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._bind_viewer_keys()
         self._update_controls()
         if study and reader:
@@ -110,9 +110,9 @@ class ReaderStudyWidget(QWidget):
 
         return handler
 
-    def keyPressEvent(self, event) -> None:
+    def keyPressEvent(self, event) -> None:  # noqa: N802 (Qt API name)
         text = event.text().lower()
-        if event.key() == Qt.Key_Backspace:
+        if event.key() == Qt.Key.Key_Backspace:
             text = "Backspace"
         if text and self.handle_key(text):
             event.accept()
