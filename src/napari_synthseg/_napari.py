@@ -18,6 +18,7 @@ import numpy as np
 from .errors import SynthsegError
 from .io import MedicalImage, is_supported_path, read_image, window_limits, write_image
 
+
 def _sample_dir() -> Path:
     """Bundled samples: inside an installed wheel, or sample_data/ of a source checkout."""
     here = Path(__file__).resolve().parent

@@ -70,7 +70,7 @@ def feature_frd(real_rows: Sequence[dict[str, float]], synthetic_rows: Sequence[
 
 
 def _write_crops(samples: Sequence[LesionSample], folder: Path) -> tuple[list[str], list[str]]:
-    import SimpleITK as sitk  # noqa: N813 (the library's usual name)
+    import SimpleITK as sitk
 
     images, masks = [], []
     for i, s in enumerate(samples):

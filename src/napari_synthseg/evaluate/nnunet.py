@@ -54,7 +54,7 @@ def _dataset_name(arm: Arm) -> str:
 
 
 def _write_case(sample: LesionSample, image_path: Path, label_path: Path | None) -> None:
-    import SimpleITK as sitk  # noqa: N813 (the library's usual name)
+    import SimpleITK as sitk
 
     img = sitk.GetImageFromArray(sample.image.astype(np.float32))
     img.SetSpacing(tuple(float(v) for v in sample.spacing[::-1]))
@@ -188,7 +188,7 @@ def _looks_like_ct(samples: Sequence[LesionSample]) -> bool:
 
 
 def _read(path: Path) -> np.ndarray:
-    import SimpleITK as sitk  # noqa: N813 (the library's usual name)
+    import SimpleITK as sitk
 
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 

@@ -91,7 +91,7 @@ def make_reader_study(
     dict
         ``study.json``'s content plus ``key_path``.
     """
-    import SimpleITK as sitk  # noqa: N813 (the library's usual name)
+    import SimpleITK as sitk
 
     if n < 2 or n % 2:
         raise SynthsegError(f"--n must be an even number of cases, at least 2; got {n}")

@@ -4,8 +4,8 @@ Use :func:`get_filler` (``"biharmonic"``, ``"telea"``; learned models register m
 :meth:`Filler.fill`. See :mod:`.base` for the interface a new method implements.
 """
 
-from .base import Filler, available_fillers, get_filler, register_filler
 from . import classical  # noqa: F401  (registers the classical fillers)
+from .base import Filler, available_fillers, get_filler, register_filler
 from .classical import BiharmonicFiller, TeleaFiller
 
 __all__ = [

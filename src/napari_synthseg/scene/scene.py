@@ -71,7 +71,7 @@ class SourceInfo:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SourceInfo":
+    def from_dict(cls, data: dict[str, Any]) -> SourceInfo:
         return cls(
             paths=list(data["paths"]),
             sha256=data["sha256"],
@@ -155,7 +155,7 @@ class Scene:
         folder: str | os.PathLike | None = None,
         patient_id: str | None = None,
         overwrite: bool = False,
-    ) -> "Scene":
+    ) -> Scene:
         """A new scene on ``image`` (which must come from a file), saved in ``folder`` if given."""
         if not image.source_paths:
             raise SynthsegError("a scene needs an image read from a file (save the image first)")
@@ -183,7 +183,7 @@ class Scene:
         return scene
 
     @classmethod
-    def open(cls, folder: str | os.PathLike) -> "Scene":
+    def open(cls, folder: str | os.PathLike) -> Scene:
         """Reopen a scene folder exactly as it was last saved."""
         folder = Path(folder)
         path = folder / SCENE_FILE
@@ -317,7 +317,7 @@ class Scene:
             self.masks[name] = key
 
     @contextlib.contextmanager
-    def batch(self, label: str) -> Iterator["Scene"]:
+    def batch(self, label: str) -> Iterator[Scene]:
         """Group several changes into one undo step (one save, one change event)."""
         if self._pending is not None:  # nested: join the outer step
             yield self

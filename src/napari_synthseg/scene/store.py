@@ -26,7 +26,7 @@ class SceneStore:
     """Hands out the one live scene of each folder (held weakly: a scene nobody uses goes)."""
 
     def __init__(self) -> None:
-        self._scenes: "weakref.WeakValueDictionary[Path, Scene]" = weakref.WeakValueDictionary()
+        self._scenes: weakref.WeakValueDictionary[Path, Scene] = weakref.WeakValueDictionary()
         self._lock = threading.RLock()
 
     def get(self, folder: str | os.PathLike) -> Scene | None:

@@ -73,7 +73,7 @@ def viewer_grid(viewer):
 
 # The lesion editor that owns the scene of a viewer: other widgets (inpainting, harmonization)
 # put accepted results into that scene instead of keeping a second one.
-_SCENE_EDITORS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_SCENE_EDITORS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def register_scene_editor(viewer, editor) -> None:

@@ -74,7 +74,7 @@ def _sample_dir() -> Path | None:
         from .._napari import _sample_dir as sample_dir
 
         return sample_dir()
-    except Exception:  # noqa: BLE001 - no bundled samples in this installation
+    except Exception:
         return None
 
 

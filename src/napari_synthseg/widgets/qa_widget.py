@@ -193,7 +193,7 @@ class QAWidget(JobPanel):
                 from app_model.types import KeyBinding
 
                 self.viewer.keymap.pop(KeyBinding.from_str(key), None)
-            except Exception:  # noqa: BLE001 - older napari stores plain strings only
+            except Exception:
                 pass
         self._bound.clear()
 
@@ -386,7 +386,7 @@ class QAWidget(JobPanel):
 
     def _update_text(self) -> None:
         coords, texts, statuses = self._text_rows()
-        hexes = ["#%02x%02x%02x" % STATUS_COLORS.get(s, (200, 200, 200)) for s in statuses]
+        hexes = ["#{:02x}{:02x}{:02x}".format(*STATUS_COLORS.get(s, (200, 200, 200))) for s in statuses]
         for name in TEXT_NAMES:
             shown = name == TEXT_NAMES[1]
             data = coords if shown else np.zeros((0, coords.shape[1]))

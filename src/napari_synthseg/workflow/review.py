@@ -64,7 +64,7 @@ class ExportSettings:
 
     @classmethod
     def from_text(cls, fmt: str, name: str = "", split: str = "", real_fraction: float = 0.0,
-                  synthetic_ratio: str = "", workers: int = 2) -> "ExportSettings":
+                  synthetic_ratio: str = "", workers: int = 2) -> ExportSettings:
         from ..export import FORMATS
 
         if fmt not in FORMATS:

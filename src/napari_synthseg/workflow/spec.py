@@ -116,7 +116,7 @@ class PlaceSettings:
         if not 0 <= int(self.seed) < 2**32:
             raise SynthsegError(f"seed must be a whole number in [0, 2^32), got {self.seed}")
 
-    def with_changes(self, **changes: Any) -> "PlaceSettings":
+    def with_changes(self, **changes: Any) -> PlaceSettings:
         return replace(self, **changes)
 
 
@@ -171,7 +171,7 @@ class LesionSpec:
     # ---- parsing ------------------------------------------------------------------------------
 
     @classmethod
-    def parse(cls, text: str, mask_path: str | os.PathLike | None = None) -> "LesionSpec":
+    def parse(cls, text: str, mask_path: str | os.PathLike | None = None) -> LesionSpec:
         """The spec a text names; files are checked now, so a typo fails before any work."""
         text = (text or "").strip()
         if not text:
