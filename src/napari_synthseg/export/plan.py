@@ -23,11 +23,11 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import SynthsegError
-from ..scene import Scene
 from ..qa.review import image_status
+from ..scene import Scene
 
 SPLITS = ("train", "val", "test")
 ANNOTATION_MASK = "annotation"
@@ -50,7 +50,7 @@ class Case:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Case":
+    def from_dict(cls, data: dict) -> Case:
         return cls(**data)
 
 
@@ -150,7 +150,7 @@ def plan_export(
 
     synthetic: list[Case] = []
     real: dict[str, Case] = {}
-    excluded = {"scenes_without_accepted_lesions": [], "scenes_rejected": [], "lesions_not_accepted": 0}
+    excluded: dict[str, Any] = {"scenes_without_accepted_lesions": [], "scenes_rejected": [], "lesions_not_accepted": 0}
     used_ids: set[str] = set()
 
     def unique(name: str) -> str:

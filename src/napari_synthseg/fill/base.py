@@ -204,9 +204,9 @@ def _component_boxes(mask: np.ndarray, min_px: int, frac: float, slicewise: bool
     """
     # Label only inside the mask's bounding box: a small lesion in a 2048^2 radiograph
     # should not pay for labelling 4 M pixels.
-    outer = tuple(slice(int(np.argmax(a)), len(a) - int(np.argmax(a[::-1])))
-                  for a in (mask.any(axis=tuple(j for j in range(mask.ndim) if j != ax))
-                            for ax in range(mask.ndim)))
+    profiles = [np.asarray(mask.any(axis=tuple(j for j in range(mask.ndim) if j != ax)))
+                for ax in range(mask.ndim)]
+    outer = tuple(slice(int(np.argmax(a)), len(a) - int(np.argmax(a[::-1]))) for a in profiles)
     labels, n = ndi.label(mask[outer])
     raw = [None if sl is None else tuple(slice(s.start + o.start, s.stop + o.start)
                                          for s, o in zip(sl, outer))

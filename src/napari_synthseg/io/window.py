@@ -25,6 +25,8 @@ class WindowPreset:
         """Contrast limits (low, high) for ``array``."""
         if self.percentiles is not None:
             return percentile_limits(array, *self.percentiles)
+        if self.level is None or self.width is None:
+            raise ValueError("a window preset needs level and width, or percentiles")
         return (self.level - self.width / 2.0, self.level + self.width / 2.0)
 
 

@@ -25,7 +25,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
     """Rebuild ``cls`` from a dict, refusing unknown or missing fields with a clear message."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # C is a dataclass type (checked by callers' annotations)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise SynthsegError(

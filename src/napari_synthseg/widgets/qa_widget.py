@@ -18,6 +18,7 @@ worker thread with a progress bar.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import napari
 import numpy as np
@@ -70,8 +71,8 @@ class QAWidget(JobPanel):
         self.folders: list[Path] = []
         self.scene_index = -1
         self.lesion_index = -1
-        self.scene: Scene | None = None
-        self.qa = None
+        self.scene: Any = None  # the live Scene shown (None before the first is loaded)
+        self.qa: Any = None  # its SceneQA (rendered images, metrics)
         self._wanted: tuple[int, int] | None = None  # (scene, lesion) asked for, still loading
         self._preparing: dict[Path, object] = {}  # folder -> worker opening and rendering it
         self._prepared: dict[Path, tuple] = {}  # folder -> (scene.json stamp, Scene, SceneQA)
@@ -249,11 +250,13 @@ class QAWidget(JobPanel):
     def _prepare(self, folder: Path) -> None:
         if folder in self._preparing:
             return
-        self._preparing[folder] = run_in_thread(
-            _open_for_qa, folder, self.renderer,
-            on_done=lambda result, f=folder: self._prepared_scene(f, result),
-            on_error=lambda exc, f=folder: self._prepare_failed(f, exc),
-        )
+        def done(result: Any, f: Path = folder) -> None:
+            self._prepared_scene(f, result)
+
+        def failed(exc: BaseException, f: Path = folder) -> None:
+            self._prepare_failed(f, exc)
+
+        self._preparing[folder] = run_in_thread(_open_for_qa, folder, self.renderer, on_done=done, on_error=failed)
 
     def _prepared_scene(self, folder: Path, result) -> None:
         self._preparing.pop(folder, None)
@@ -407,7 +410,7 @@ class QAWidget(JobPanel):
             layer.refresh()
 
     def _recolor(self) -> None:
-        colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0)}
+        colors: dict[int | None, tuple[float, ...]] = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0)}
         for rec in self.scene.lesions:
             rgb = STATUS_COLORS.get(rec.status, (200, 200, 200))
             colors[rec.label] = tuple(c / 255.0 for c in rgb) + (1.0,)
@@ -504,8 +507,9 @@ class QAWidget(JobPanel):
         self.reason_edit.clear()
         rec = self.scene.lesions[self.lesion_index]
         item = self.lesion_list.item(self.lesion_index)
-        item.setText(self._item_text(rec))
-        item.setForeground(_qcolor(STATUS_COLORS.get(rec.status, (200, 200, 200))))
+        if item is not None:
+            item.setText(self._item_text(rec))
+            item.setForeground(_qcolor(STATUS_COLORS.get(rec.status, (200, 200, 200))))
         self._recolor()
         self._update_text()
         if advance and self.lesion_index + 1 < len(self.scene.lesions):
