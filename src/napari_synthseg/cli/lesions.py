@@ -6,14 +6,17 @@ They call the same core functions as the widgets (``lesions.place``, ``render``,
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from ..errors import SynthsegError
 from ..io import MedicalImage, read_image, write_image
 from ..scene import Scene
+from ..utils.atomic import atomic_directory
 from ._common import add_read_options, parse_floats, read_from_args
 
 RENDER_FORMATS = (".nii.gz", ".nii", ".mha", ".nrrd", ".png")
@@ -104,22 +107,67 @@ def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def _open_or_create_scene(args) -> Scene:
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (both resolved)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _check_replaceable(out: Path, inputs: list[Path], force: bool) -> None:
+    """``--out`` may replace only a previous scene, and never a folder holding an input.
+
+    ``--force`` once meant ``rm -rf --out``: given the parent of the input scene it deleted
+    the user's whole folder. Now it replaces a folder only if that folder is a scene (has
+    ``scene.json``) and holds none of the inputs; an empty folder is used as it is.
+    """
+    for src in inputs:
+        if _inside(src, out):
+            raise SynthsegError(f"--out {out} holds the input {src}; choose a new folder for the scene")
+        if src.is_dir() and _inside(out, src):
+            raise SynthsegError(f"--out {out} lies inside the input scene {src}; choose a folder outside it")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SynthsegError(f"--out {out} exists and is not a folder")
+    if (out / "scene.json").exists():
+        if not force:
+            raise SynthsegError(f"{out} already holds a scene; open it, or pass --force to replace it")
+        return
+    if any(out.iterdir()):
+        raise SynthsegError(
+            f"--out {out} is a folder that is not a scene and is not empty; --force replaces only a "
+            "previous scene, so choose a new or empty folder"
+        )
+
+
+@contextlib.contextmanager
+def _open_or_create_scene(args) -> Iterator[Scene]:
+    """The scene ``place`` works on; a new scene folder appears only if the command succeeds.
+
+    Into an image (or a copy of a scene at another ``--out``) the scene is built in a hidden
+    staging folder beside ``--out`` and renamed into place at the end, so a failed command
+    leaves nothing (and its re-run needs no ``--force``). A scene edited in place is changed
+    in one undoable step by the caller.
+    """
     src = Path(args.input)
     if (src / "scene.json").exists():
-        if args.out and Path(args.out).resolve() != src.resolve():
-            out = Path(args.out)
-            if out.exists():
-                if not args.force:
-                    raise SynthsegError(f"{out} already exists; pass --force to replace it")
-                shutil.rmtree(out)
-            shutil.copytree(src, out)  # never modify the input scene when --out names another
-            return Scene.open(out)
-        return Scene.open(src)
+        if not args.out or Path(args.out).resolve() == src.resolve():
+            yield Scene.open(src)
+            return
+        out = Path(args.out)
+        _check_replaceable(out, [src], args.force)
+        with atomic_directory(out, overwrite=True, create_parents=True) as staging:
+            # never modify the input scene when --out names another
+            shutil.copytree(src, staging, dirs_exist_ok=True)
+            yield Scene.open(staging)
+        return
     if not args.out:
         raise SynthsegError("give --out SCENE_DIR: placing into an image creates a new scene folder")
+    out = Path(args.out)
+    _check_replaceable(out, [src], args.force)
     image = read_from_args(args.input, args)
-    return Scene.create(image, args.out, overwrite=args.force)
+    with atomic_directory(out, overwrite=True, create_parents=True) as staging:
+        yield Scene.create(image, staging, overwrite=True)
 
 
 def _lesion_from_args(args, image: MedicalImage):
@@ -175,21 +223,27 @@ def _contrast_arg(text: str) -> float | str:
 def run_place(args) -> int:
     from ..lesions.place import place_lesion
 
-    scene = _open_or_create_scene(args)
-    image = scene.load_image()
-    _apply_constraint(scene, image, args.constraint)
-    patch, source = _lesion_from_args(args, image)
+    # Validate every argument before anything is read or written.
     rotation = parse_floats(args.rotation, "--rotation", count=(1, 3))
-    at = parse_floats(args.at, "--at") if args.at else None
-    at_mm = parse_floats(args.at_mm, "--at-mm") if args.at_mm else None
-    record = place_lesion(
-        scene, patch, at_xyz=at, at_mm=at_mm, size_mm=args.size_mm,
-        rotation_deg=rotation[0] if len(rotation) == 1 else rotation,
-        blend=args.blend, contrast=_contrast_arg(args.contrast), feather_mm=args.feather_mm, seed=args.seed,
-        source=source,
-    )
-    print(f"placed {record.id} (label {record.label}, {record.size_mm:.1f} mm, {args.blend}) in {scene.folder}")
-    print(f"scene lesions: {', '.join(scene.lesion_ids)}")
+    at = parse_floats(args.at, "--at", count=(2, 3)) if args.at else None
+    at_mm = parse_floats(args.at_mm, "--at-mm", count=(2, 3)) if args.at_mm else None
+    contrast = _contrast_arg(args.contrast)
+    with _open_or_create_scene(args) as scene:
+        image = scene.load_image()
+        patch, source = _lesion_from_args(args, image)
+        # Constraint and lesion are one step: a failed placement leaves the scene as it was.
+        with scene.batch("place lesion"):
+            _apply_constraint(scene, image, args.constraint)
+            record = place_lesion(
+                scene, patch, at_xyz=at, at_mm=at_mm, size_mm=args.size_mm,
+                rotation_deg=rotation[0] if len(rotation) == 1 else rotation,
+                blend=args.blend, contrast=contrast, feather_mm=args.feather_mm, seed=args.seed,
+                source=source,
+            )
+        lesion_ids = scene.lesion_ids
+    folder = args.out or args.input
+    print(f"placed {record.id} (label {record.label}, {record.size_mm:.1f} mm, {args.blend}) in {folder}")
+    print(f"scene lesions: {', '.join(lesion_ids)}")
     return 0
 
 

@@ -1,0 +1,324 @@
+"""Issue 18: bad input gets one clear line and loses nothing.
+
+Each data-loss case the 358-case corpus found has a test here that fails on the code before the
+fix: ``place --out PARENT --force`` deleting the user's folder, ``b.mhd`` replacing another
+image's ``b.zraw``, a short write reported as "wrote", private 0600 outputs, and asset keys in
+``scene.json`` used as paths outside the scene.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from napari_synthseg.cli import main
+from napari_synthseg.errors import SynthsegError
+from napari_synthseg.io import MedicalImage, read_image, write_image
+from napari_synthseg.scene import Scene
+from napari_synthseg.utils.atomic import atomic_directory, atomic_write_text
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``folder`` (folders as '<dir>')."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        out[rel] = "<dir>" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def one_error_line(capsys, match: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1, err
+    assert match.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def cxr(tmp_path) -> Path:
+    """A small 2D radiograph-like image that stores its spacing."""
+    rng = np.random.default_rng(0)
+    image = sitk.GetImageFromArray(rng.normal(1000, 50, (96, 96)).astype(np.uint16))
+    image.SetSpacing((0.5, 0.5))
+    path = tmp_path / "in" / "cxr.mha"
+    path.parent.mkdir()
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+PLACE = ["--lesion", "procedural:solid", "--size-mm", "8", "--constraint", "none", "--modality", "CXR"]
+
+
+def place(*args: str) -> int:
+    return main(["place", *args, *PLACE])
+
+
+# ---- place --force ---------------------------------------------------------------------------
+
+
+def test_place_force_never_deletes_the_folder_holding_the_input_scene(cxr, tmp_path, capsys):
+    project = tmp_path / "project"
+    project.mkdir()
+    scene = project / "scene"
+    assert place(str(cxr), "--out", str(scene), "--at", "48,48") == 0
+    (project / "notes.txt").write_text("the user's own file")
+    before = tree_digest(tmp_path)
+    capsys.readouterr()
+    # Before the fix: rmtree(project), then copytree failed: scene and notes gone.
+    assert place(str(scene), "--out", str(project), "--force", "--at", "20,20") == 2
+    one_error_line(capsys, "holds the input")
+    assert tree_digest(tmp_path) == before
+
+
+def test_place_force_replaces_only_a_scene(cxr, tmp_path, capsys):
+    user = tmp_path / "results"
+    user.mkdir()
+    (user / "keep.csv").write_text("a,b\n1,2\n")
+    before = tree_digest(tmp_path)
+    assert place(str(cxr), "--out", str(user), "--force", "--at", "48,48") == 2
+    one_error_line(capsys, "not a scene")
+    assert tree_digest(tmp_path) == before
+    # a previous scene is replaced by --force, and only then
+    scene = tmp_path / "scene"
+    assert place(str(cxr), "--out", str(scene), "--at", "48,48") == 0
+    assert place(str(cxr), "--out", str(scene), "--at", "30,30") == 2
+    assert place(str(cxr), "--out", str(scene), "--force", "--at", "30,30") == 0
+    reopened = Scene.open(scene)
+    assert len(reopened.lesions) == 1 and reopened.lesions[0].center_mm == (15.0, 15.0)
+
+
+def test_place_copy_into_its_own_subfolder_is_refused(cxr, tmp_path, capsys):
+    scene = tmp_path / "scene"
+    assert place(str(cxr), "--out", str(scene), "--at", "48,48") == 0
+    before = tree_digest(tmp_path)
+    capsys.readouterr()
+    assert place(str(scene), "--out", str(scene / "copy"), "--at", "20,20") == 2
+    one_error_line(capsys, "inside the input scene")
+    assert tree_digest(tmp_path) == before
+
+
+def test_failed_place_leaves_nothing_and_rerun_needs_no_force(cxr, tmp_path, capsys):
+    scene = tmp_path / "new" / "scene"
+    assert place(str(cxr), "--out", str(scene), "--at", "4800,48") == 2
+    one_error_line(capsys, "outside the image")
+    assert sorted(os.listdir(tmp_path)) == ["in"]  # not even the missing parent folder
+    assert place(str(cxr), "--out", str(scene), "--at", "48,48") == 0
+
+
+def test_failed_place_into_a_scene_leaves_it_unchanged(cxr, tmp_path, capsys):
+    scene = tmp_path / "scene"
+    assert place(str(cxr), "--out", str(scene), "--at", "48,48") == 0
+    before = (scene / "scene.json").read_bytes()
+    capsys.readouterr()
+    lungs = sitk.GetImageFromArray(np.ones((96, 96), np.uint8))
+    lungs.CopyInformation(sitk.ReadImage(str(cxr)))
+    sitk.WriteImage(lungs, str(tmp_path / "lungs.mha"))
+    # the constraint is set first, then the lesion fails: both must be rolled back
+    assert main(["place", str(scene), "--lesion", "procedural:solid", "--size-mm", "8", "--at", "900,9",
+                 "--constraint", str(tmp_path / "lungs.mha")]) == 2
+    assert (scene / "scene.json").read_bytes() == before
+
+
+# ---- every file a writer creates counts ----------------------------------------------------
+
+
+def test_mhd_does_not_replace_another_images_pixel_file(cxr, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    other = out / "b.zraw"
+    other.write_bytes(b"pixels of another image")
+    before = tree_digest(out)
+    # Before the fix: exit 0, b.zraw replaced.
+    assert main(["convert", str(cxr), str(out / "b.mhd")]) == 2
+    one_error_line(capsys, "b.zraw already exists")
+    assert tree_digest(out) == before
+    assert main(["convert", str(cxr), str(out / "b.mhd"), "--force"]) == 0
+    np.testing.assert_array_equal(read_image(out / "b.mhd").array, read_image(cxr).array)
+
+
+def test_mhd_never_replaces_the_sources_pixel_file(tmp_path):
+    image = MedicalImage(array=np.arange(64, dtype=np.int16).reshape(8, 8), spacing=(1.0, 1.0),
+                         origin=(0.0, 0.0), direction=(1.0, 0.0, 0.0, 1.0))
+    write_image(image, tmp_path / "a.mhd", compress=False)
+    # a header whose pixel file has another stem (as scanners and ITK scripts write them)
+    (tmp_path / "a.raw").rename(tmp_path / "b.raw")
+    header = (tmp_path / "a.mhd").read_text().replace("a.raw", "b.raw")
+    (tmp_path / "a.mhd").write_text(header)
+    source = read_image(tmp_path / "a.mhd")
+    before = tree_digest(tmp_path)
+    # b.mhd writes b.raw: the source's pixels. Refused even with overwrite.
+    with pytest.raises(SynthsegError, match="file of the source image"):
+        write_image(source, tmp_path / "b.mhd", overwrite=True, compress=False)
+    assert tree_digest(tmp_path) == before
+
+
+# ---- short writes and full disks -------------------------------------------------------------
+
+
+def _truncating_writer(real):
+    def write(image, path, *args, **kwargs):
+        real(image, path, *args, **kwargs)
+        # what ITK's NIfTI writer leaves on a full disk: the file, cut short, and no error
+        size = os.path.getsize(path)
+        with open(path, "rb+") as fh:
+            fh.truncate(size // 2)
+
+    return write
+
+
+@pytest.mark.parametrize("name", ["out.nii", "out.nii.gz", "out.mha", "out.nrrd", "out.png"])
+def test_short_write_is_an_error_not_wrote(cxr, tmp_path, capsys, monkeypatch, name):
+    monkeypatch.setattr(sitk, "WriteImage", _truncating_writer(sitk.WriteImage))
+    out = tmp_path / "out"
+    out.mkdir()
+    # Before the fix: exit 0 and "wrote", a half file at the final path.
+    assert main(["convert", str(cxr), str(out / name)]) == 2
+    one_error_line(capsys, "incomplete")
+    assert os.listdir(out) == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 512 KiB tmpfs (root only); skips where mounting is not permitted."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()[:80]}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_full_disk_nifti_is_an_error_and_leaves_nothing(tmp_path, tiny_disk, capsys):
+    big = tmp_path / "big.mha"
+    rng = np.random.default_rng(1)
+    sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 30000, (16, 128, 256)).astype(np.int16)), str(big))
+    assert main(["convert", str(big), str(tiny_disk / "big.nii")]) == 2
+    one_error_line(capsys, "could not write big.nii")
+    assert os.listdir(tiny_disk) == []
+
+
+def test_full_disk_scene_assets_give_one_line(tmp_path, tiny_disk, capsys):
+    rng = np.random.default_rng(2)
+    image = sitk.GetImageFromArray(rng.integers(0, 4000, (800, 800)).astype(np.uint16))
+    image.SetSpacing((0.5, 0.5))
+    src = tmp_path / "cxr.mha"
+    sitk.WriteImage(image, str(src))
+    mask = sitk.GetImageFromArray(np.ones((800, 800), np.uint8))
+    mask.CopyInformation(image)
+    sitk.WriteImage(mask, str(tmp_path / "lungs.mha"))
+    # the constraint mask is a 640 KB asset on a 512 KiB disk
+    assert main(["place", str(src), "--out", str(tiny_disk / "scene"), "--at", "200,200", *PLACE[:4],
+                 "--constraint", str(tmp_path / "lungs.mha")]) == 2
+    line = one_error_line(capsys, "synthseg place: error:")
+    assert "space" in line.lower() or "could not write" in line.lower() or "cannot write" in line.lower()
+    assert not (tiny_disk / "scene").exists()
+
+
+# ---- permissions -----------------------------------------------------------------------------
+
+
+def test_outputs_honour_the_umask(cxr, tmp_path):
+    old = os.umask(0o022)
+    try:
+        text = atomic_write_text(tmp_path / "a.json", "{}")
+        with atomic_directory(tmp_path / "folder") as staging:
+            (staging / "x").write_text("1")
+        write_image(read_image(cxr), tmp_path / "img.nii.gz")
+        assert place(str(cxr), "--out", str(tmp_path / "scene"), "--at", "48,48") == 0
+    finally:
+        os.umask(old)
+    assert text.stat().st_mode & 0o777 == 0o644  # was 0600 (tempfile's private mode)
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "img.nii.gz").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "scene" / "scene.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "scene").stat().st_mode & 0o777 == 0o755
+
+
+# ---- asset keys are not paths ----------------------------------------------------------------
+
+
+def _edit_scene(folder: Path, edit) -> None:
+    path = folder / "scene.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("target", ["mask", "lesion"])
+def test_asset_keys_with_paths_are_refused(cxr, tmp_path, capsys, target):
+    scene = tmp_path / "scene"
+    assert place(str(cxr), "--out", str(scene), "--at", "48,48") == 0
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    key = next((scene / "assets").iterdir())
+    shutil.copy(key, outside / "x.safetensors")
+    traversal = "../../outside/x"
+
+    def edit(data):
+        if target == "mask":
+            data["masks"]["constraint"] = traversal
+        else:
+            data["lesions"][0]["assets"]["mask"] = traversal
+
+    _edit_scene(scene, edit)
+    capsys.readouterr()
+    with pytest.raises(SynthsegError, match="invalid key"):
+        Scene.open(scene)
+    assert main(["render", str(scene), str(tmp_path / "render")]) == 2
+    one_error_line(capsys, "invalid key")
+    assert not (tmp_path / "render").exists()
+
+
+def test_missing_asset_is_refused_at_open(cxr, tmp_path):
+    scene = tmp_path / "scene"
+    assert place(str(cxr), "--out", str(scene), "--at", "48,48") == 0
+    for asset in (scene / "assets").iterdir():
+        asset.unlink()
+    with pytest.raises(SynthsegError, match="missing from its assets"):
+        Scene.open(scene)
+
+
+def test_asset_file_under_another_keys_name_is_refused(cxr, tmp_path):
+    from napari_synthseg.scene import AssetStore
+
+    store = AssetStore(tmp_path)
+    a = store.put(np.zeros((4, 4), np.float32))
+    b = store.put(np.ones((4, 4), np.float32))
+    shutil.copy(tmp_path / "assets" / f"{b}.safetensors", tmp_path / "assets" / f"{a}.safetensors")
+    with pytest.raises(SynthsegError, match="corrupt"):
+        AssetStore(tmp_path).get(a)
+    with pytest.raises(SynthsegError, match="invalid asset key"):
+        AssetStore(tmp_path).get("../" + uuid.uuid4().hex)
+
+
+def test_cli_subprocess_prints_no_c_library_lines(tmp_path):
+    # libpng prints "libpng error/warning" straight to fd 2 before our message.
+    png = tmp_path / "bad.png"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((32, 32), np.uint8)), str(png))
+    data = bytearray(png.read_bytes())
+    data[40:60] = b"\x00" * 20  # corrupt the IHDR/IDAT but keep the end chunk
+    png.write_bytes(bytes(data))
+    result = subprocess.run([sys.executable, "-m", "napari_synthseg.cli", "info", str(png)],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert result.stderr.startswith("synthseg info: error:")
