@@ -322,3 +322,26 @@ def test_cli_subprocess_prints_no_c_library_lines(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert result.stderr.startswith("synthseg info: error:")
+
+
+# ---- asset compaction ------------------------------------------------------------------------
+
+
+def test_asset_store_compaction_bounds_unreferenced_files(cxr, tmp_path):
+    from napari_synthseg.scene.assets import COMPACT_SLACK_FILES
+
+    scene = Scene.create(read_image(cxr), tmp_path / "scene")
+    rng = np.random.default_rng(0)
+    # set a mask, undo it, set another: the redo step (and its asset) is dropped each time
+    for _ in range(COMPACT_SLACK_FILES + 40):
+        scene.set_mask("constraint", rng.random((96, 96)) > 0.5)
+        scene.undo()
+        scene.assets.maybe_compact(scene.referenced_assets)
+    referenced = scene.referenced_assets()
+    files = scene.assets.file_count()
+    assert files - len(referenced) <= COMPACT_SLACK_FILES
+    assert files < COMPACT_SLACK_FILES + 40
+    # nothing the scene or its history needs was removed
+    reopened = Scene.open(tmp_path / "scene")
+    for key in reopened.referenced_assets():
+        reopened.assets.get(key)

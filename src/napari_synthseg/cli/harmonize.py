@@ -57,6 +57,10 @@ def register(subparsers) -> None:
     h.set_defaults(func=run_harmonize)
 
 
+#: Harmonized samples are held in memory to compare and pick from (each is a whole 2D image).
+MAX_HARMONIZE_SAMPLES = 64
+
+
 def _threads(n) -> None:
     if n:
         import torch
@@ -119,6 +123,15 @@ def run_harmonize(args) -> int:
     from ..render import render_without
     from ..scene import Scene
 
+    # Validate first, write last: nothing is computed or written for arguments that must fail.
+    if not 1 <= args.samples <= MAX_HARMONIZE_SAMPLES:
+        raise SynthsegError(
+            f"--samples takes 1..{MAX_HARMONIZE_SAMPLES} (all samples are held to choose from), got {args.samples}"
+        )
+    if args.accept is not None and not 0 <= args.accept < args.samples:
+        raise SynthsegError(f"--accept takes 0..{args.samples - 1} (the sample to keep), got {args.accept}")
+    if args.out_dir and Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        raise SynthsegError(f"--out-dir {args.out_dir} exists and is not a folder")
     _threads(args.threads)
     scene = Scene.open(args.scene)
     if args.lesion not in scene.lesion_ids:

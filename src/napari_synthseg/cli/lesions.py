@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import SynthsegError
-from ..io import MedicalImage, read_image, write_image
+from ..io import MedicalImage, check_same_grid, read_image, write_image
 from ..scene import Scene
 from ..utils.atomic import atomic_directory
 from ._common import add_read_options, parse_floats, read_from_args
@@ -93,8 +93,8 @@ def register(subparsers) -> None:
 
 def _mask_for(path: str, image: MedicalImage) -> np.ndarray:
     mask = read_image(path)
-    if mask.shape != image.shape:
-        raise SynthsegError(f"mask {Path(path).name} has shape {mask.shape}, the image {image.shape}")
+    # same shape, and (when both files store geometry) the same spacing, orientation and origin
+    check_same_grid(mask, image, f"mask {Path(path).name}")
     return np.asarray(mask.array) != 0
 
 

@@ -119,7 +119,7 @@ def _parse_condition(rule_name: str, key: str, spec: Any, where: str) -> dict[st
     if key not in METRIC_NAMES:
         raise SynthsegError(f"{where}: rule {rule_name!r} uses unknown metric {key!r}; known: {', '.join(METRIC_NAMES)}")
     if not isinstance(spec, dict):
-        return {"eq": spec}
+        spec = {"eq": spec}
     for op, arg in spec.items():
         if op not in OPERATORS:
             raise SynthsegError(f"{where}: rule {rule_name!r} has unknown operator {op!r}; use {', '.join(OPERATORS)}")
@@ -127,7 +127,9 @@ def _parse_condition(rule_name: str, key: str, spec: Any, where: str) -> dict[st
             if not (isinstance(arg, (list, tuple)) and len(arg) == 2 and all(_num(a) is not None for a in arg)):
                 raise SynthsegError(f"{where}: rule {rule_name!r}: between takes [low, high]")
         elif op in ("lt", "le", "gt", "ge") and _num(arg) is None:
-            raise SynthsegError(f"{where}: rule {rule_name!r}: {op} needs a number, got {arg!r}")
+            raise SynthsegError(f"{where}: rule {rule_name!r}: {op} needs a number, got {str(arg)[:40]!r}")
+        elif op in ("eq", "ne") and not isinstance(arg, bool) and _num(arg) is None:
+            raise SynthsegError(f"{where}: rule {rule_name!r}: {op} needs a number or true/false, got {str(arg)[:40]!r}")
     return dict(spec)
 
 
@@ -157,7 +159,12 @@ def parse_rules(data: Any, source: str = "rules") -> RuleSet:
     default = data.get("default", "accepted")
     if default is not None and default not in DECISIONS:
         raise SynthsegError(f"{source}: default must be one of {', '.join(DECISIONS)} or null, got {default!r}")
-    extra = {"ring_mm": float(data["ring_mm"])} if "ring_mm" in data else {}
+    extra = {}
+    if "ring_mm" in data:
+        ring = _num(data["ring_mm"])
+        if ring is None or not 0 < ring <= 1000:
+            raise SynthsegError(f"{source}: ring_mm must be a number of mm in (0, 1000], got {str(data['ring_mm'])[:40]!r}")
+        extra["ring_mm"] = ring
     return RuleSet(rules, default, source, str(data.get("default_reason", "no rule matched")), extra)
 
 
@@ -168,6 +175,12 @@ def load_rules(path: str | os.PathLike) -> RuleSet:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SynthsegError(f"rules file not found: {path}") from None
+    except IsADirectoryError:
+        raise SynthsegError(f"{path} is a folder, not a rules file") from None
+    except UnicodeDecodeError:
+        raise SynthsegError(f"{path.name} is not UTF-8 text; save the rules file as UTF-8") from None
+    except RecursionError:
+        raise SynthsegError(f"{path.name} is nested too deeply to be a rules file") from None
     except yaml.YAMLError as exc:
         raise SynthsegError(f"{path.name} is not valid YAML: {str(exc).splitlines()[0]}") from None
     return parse_rules(data, source=path.name)

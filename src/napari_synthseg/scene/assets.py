@@ -7,9 +7,12 @@ unreferenced file behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -45,12 +48,18 @@ def array_key(array: np.ndarray) -> str:
     return h.hexdigest()[:32]
 
 
+#: Automatic compaction lets at most this many unreferenced asset files accumulate in a
+#: scene's store before they are removed (see :meth:`AssetStore.maybe_compact`).
+COMPACT_SLACK_FILES = 64
+
+
 class AssetStore:
     """Arrays by key, in memory and (when the scene has a folder) on disk."""
 
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder
         self._cache: dict[str, np.ndarray] = {}
+        self._files_after_compaction = 0
 
     def attach(self, folder: Path) -> None:
         """Give an in-memory store a folder and write what it holds."""
@@ -127,7 +136,31 @@ class AssetStore:
         removed = 0
         for path in (self.folder / "assets").glob("*.safetensors"):
             if path.stem not in keep:
-                path.unlink()
+                with contextlib.suppress(FileNotFoundError):  # another process pruned it first
+                    path.unlink()
                 self._cache.pop(path.stem, None)
                 removed += 1
+        return removed
+
+    def file_count(self) -> int:
+        """How many asset files the store's folder holds (one ``listdir``)."""
+        if self.folder is None or not (self.folder / "assets").is_dir():
+            return 0
+        return sum(1 for name in os.listdir(self.folder / "assets") if name.endswith(".safetensors"))
+
+    def maybe_compact(self, referenced: Callable[[], set[str]], slack: int = COMPACT_SLACK_FILES) -> int:
+        """Prune unreferenced assets once more than ``slack`` new files have appeared.
+
+        Meant to run after every save: it costs one ``listdir`` until the store has grown by
+        ``slack`` files since the last compaction, and only then asks ``referenced()`` (the
+        scene's current state plus its undo/redo history) and deletes the rest. So the store
+        holds what the scene and its history use plus at most ``slack`` files, however long the
+        edit session. Call it only after ``scene.json`` and ``history.json`` are written, so
+        that every asset either file names is in ``referenced()``.
+        """
+        count = self.file_count()
+        if count <= self._files_after_compaction + slack:
+            return 0
+        removed = self.prune(referenced())
+        self._files_after_compaction = count - removed
         return removed
