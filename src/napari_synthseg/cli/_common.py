@@ -6,6 +6,7 @@ import argparse
 import math
 import re
 import sys
+from pathlib import Path
 
 from ..errors import SynthsegError
 from ..io import MedicalImage, read_image
@@ -30,7 +31,7 @@ def parse_floats(
     if count is not None and len(values) not in count:
         raise SynthsegError(f"{name} takes {' or '.join(map(str, count))} numbers, got {text!r}")
     if any(not math.isfinite(v) or abs(v) > max_abs for v in values):
-        raise SynthsegError(f"{name} takes finite numbers within ±{max_abs:g}, got {text!r}")
+        raise SynthsegError(f"{name} takes finite numbers within +-{max_abs:g}, got {text!r}")
     return values
 
 
@@ -167,6 +168,23 @@ def join_negative_values(argv: list[str], options: set[str]) -> list[str]:
             break
         out.append(token)
         i += 1
+    return out
+
+
+def check_output_file(path: str, force: bool) -> Path:
+    """Refuse a bad output path before any work (validate first, write last)."""
+    from ..io import WRITE_EXTENSIONS
+    from ..io.read import file_extension
+
+    out = Path(path)
+    if file_extension(out) not in WRITE_EXTENSIONS:
+        raise SynthsegError(f"cannot write {out.name}: use one of {', '.join(WRITE_EXTENSIONS)}")
+    if not out.parent.is_dir():
+        raise SynthsegError(f"output folder does not exist: {out.parent}")
+    if out.is_dir():
+        raise SynthsegError(f"{out} is a folder; give an output file name")
+    if out.exists() and not force:
+        raise SynthsegError(f"{out} already exists; pass --force to replace it")
     return out
 
 

@@ -67,6 +67,9 @@ MAX_PIXELS_ENV = "SYNTHSEG_MAX_PIXELS"
 # Deflate cannot compress better than about 1032:1, so a PNG whose pixels would need more than
 # this many times its file size is truncated or a decompression bomb.
 _PNG_MAX_RATIO = 1100
+# A JPEG spends at least one bit per 8 x 8 block (its DC code, even with progressive EOB runs),
+# so it cannot hold more than 512 pixels per byte; twice that is the bound.
+_JPEG_MAX_PIXELS_PER_BYTE = 1024
 _UNCOMPRESSED_DICOM = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99")
 
 
@@ -160,7 +163,15 @@ def _check_nifti(path: Path, name: str) -> None:
 
     try:
         # The array proxy knows where the data really starts (the header's vox_offset may be 0).
-        proxy = nib.load(str(path)).dataobj
+        # nibabel prints header repairs ("sform_code 254 not valid") through its own handler;
+        # ITK has already accepted the header, so they are only noise before our message.
+        nib_logger = logging.getLogger("nibabel.global")
+        level = nib_logger.level
+        nib_logger.setLevel(logging.CRITICAL)
+        try:
+            proxy = nib.load(str(path)).dataobj
+        finally:
+            nib_logger.setLevel(level)
         shape, dtype, offset = proxy.shape, np.dtype(proxy.dtype), int(proxy.offset)
         slope, inter = proxy.slope, proxy.inter
     except Exception:  # nibabel raises many types for a broken header; ITK already parsed it
@@ -185,6 +196,11 @@ def _check_nifti(path: Path, name: str) -> None:
                     usable = len(chunk) - len(chunk) % dtype.itemsize
                     values = np.frombuffer(chunk[:usable], dtype=dtype)
                     bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+            if opener is not open and total >= needed:
+                # read to the end so gzip checks its CRC and length trailer (a cut or damaged
+                # .nii.gz whose pixels happen to be complete is still a damaged file)
+                while fh.read(1 << 22):
+                    pass
     except (EOFError, OSError, zlib.error):
         total = -1
     if total < needed:
@@ -273,6 +289,11 @@ def check_complete(path: str | os.PathLike, reader, name: str | None = None) -> 
         # The end-of-image marker cannot occur inside entropy-coded data (0xFF is stuffed).
         if b"\xff\xd9" not in tail[-64:]:
             raise SynthsegError(f"{name} is truncated or corrupt: the JPEG has no end-of-image marker")
+        if n_pixels > _JPEG_MAX_PIXELS_PER_BYTE * file_size:
+            raise SynthsegError(
+                f"{name} declares {' x '.join(map(str, size))} pixels, more than its {file_size} bytes "
+                "can encode: truncated, corrupt or a decompression bomb"
+            )
     elif kind == "png":
         with open(path, "rb") as fh:
             fh.seek(max(0, file_size - 64))

@@ -32,7 +32,7 @@ def _finite(value: float, what: str, bound: float | None = None) -> float:
     if isinstance(value, bool) or not math.isfinite(value):
         raise ValueError(f"{what} must be a finite number")
     if bound is not None and abs(value) > bound:
-        raise ValueError(f"{what} must be within ±{bound:g}")
+        raise ValueError(f"{what} must be within +-{bound:g}")
     return value
 
 
