@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def register(subparsers) -> None:
                         "builtin:cxr_inpainter_small for healthy, builtin:cxr_outpainter_small for "
                         "outpaint), or a classical method: biharmonic, telea")
     p.add_argument("--mode", default="healthy", choices=["healthy", "lesion", "outpaint"])
-    p.add_argument("--samples", type=int, default=1, help="number of seeded samples")
+    p.add_argument("--samples", type=int, default=1, help="number of seeded samples (1..64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first sample")
     p.add_argument("--margin", type=int, default=8,
                    help="outpaint: pixels kept around the lesion's box (default 8)")
@@ -202,12 +203,11 @@ def _as_output(arr: np.ndarray, out: Path, source_dtype: np.dtype) -> np.ndarray
 
 
 def run_inpaint(args) -> int:
-    from ..inpaint import inpaint_samples
-    from ..inpaint.infer import CLASSICAL, Inpainter, resolve_model_path
     from ..io import write_image
+    from ..workflow.inpaint import InpaintSettings, fill_mask, inpaint
 
-    if args.samples < 1:
-        raise SynthsegError(f"--samples must be at least 1, got {args.samples}")
+    settings = InpaintSettings(model=args.model, mode=args.mode, samples=args.samples, seed=args.seed,
+                               margin_px=args.margin, texture=args.texture)
     stem = Path(args.image).name.split(".")[0] or "image"
     # Validate first (outputs, then inputs), write last.
     outs = _outputs(args.out, args.samples, stem, args.mode)
@@ -217,19 +217,15 @@ def run_inpaint(args) -> int:
     image = read_from_args(args.image, args)
     mask_img = read_from_args(args.mask, args)
     check_same_grid(mask_img, image, f"mask {Path(args.mask).name}")
-    mask = np.asarray(mask_img.array) > 0
-    model = args.model
-    if str(model).strip().lower() not in CLASSICAL:
-        # loaded once, then one sample at a time: each is written as soon as it exists, so
-        # memory holds one sample whatever --samples is
-        model = Inpainter(resolve_model_path(model, args.mode), device=args.device, threads=args.threads)
+    mask = fill_mask(mask_img.array, image.shape, what=f"mask {Path(args.mask).name}")
     source_dtype = np.asarray(image.array).dtype
     progress = ConsoleProgress()
     for i, o in enumerate(outs):
-        (sample,) = inpaint_samples(image.array, mask, model=model, mode=args.mode, n_samples=1,
-                                    seed=args.seed + i, margin=args.margin,
-                                    spacing=tuple(reversed(image.spacing)), device=args.device,
-                                    texture=args.texture, threads=args.threads)
+        # One sample at a time (sample i is seeded seed + i, as in one call for all): each is
+        # written as soon as it exists, so memory holds one sample whatever --samples is.
+        one = dataclasses.replace(settings, samples=1, seed=settings.seed + i)
+        (sample,) = inpaint(image.array, mask, one, spacing=tuple(reversed(image.spacing)), device=args.device,
+                            threads=args.threads)
         write_image(_as_output(sample, o, source_dtype), o, like=image, overwrite=args.force)
         del sample
         progress(i + 1, len(outs), f"sample {i + 1}/{len(outs)}")
