@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import glob
+from pathlib import Path
+
 from ..batch import BatchConfig, generate_batch, list_images
+from ..errors import SynthsegError
 from ..utils.progress import ConsoleProgress
 from ._common import parse_floats
 
@@ -33,7 +37,52 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+#: Lesions per image the batch accepts: far above any real design, far below "hangs".
+MAX_LESIONS_PER_IMAGE = 100
+_KINDS = ("solid", "part-solid", "ground-glass")
+_BLENDS = ("alpha", "additive", "poisson")
+
+
+def _expand_inputs(inputs: list[str]) -> list[str]:
+    """Globs expanded here (absolute ones too: ``Path.glob`` refuses them), each must match."""
+    expanded = []
+    for item in inputs:
+        if any(ch in item for ch in "*?[") and not Path(item).exists():
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise SynthsegError(f"no files match {item}")
+            expanded.extend(matches)
+        else:
+            expanded.append(item)
+    return expanded
+
+
+def _validated_ranges(args) -> None:
+    """Every config option checked before any image is read or any folder is made."""
+    per_image = _range(args.per_image, "--per-image", int)
+    if not 0 <= per_image[0] <= per_image[1] <= MAX_LESIONS_PER_IMAGE:
+        raise SynthsegError(f"--per-image takes N or MIN-MAX within 0..{MAX_LESIONS_PER_IMAGE}, got {args.per_image!r}")
+    size_mm = _range(args.size_mm, "--size-mm")
+    if not 0 < size_mm[0] <= size_mm[1] <= 1000:
+        raise SynthsegError(f"--size-mm takes a diameter or MIN-MAX in (0, 1000] mm, got {args.size_mm!r}")
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    if not kinds or any(k not in _KINDS for k in kinds):
+        raise SynthsegError(f"--kinds takes a comma list of {', '.join(_KINDS)}, got {args.kinds!r}")
+    blends = tuple(b.strip() for b in args.blend.split(",") if b.strip())
+    if not blends or any(b not in _BLENDS for b in blends):
+        raise SynthsegError(f"--blend takes a comma list of {', '.join(_BLENDS)}, got {args.blend!r}")
+    node21 = args.contrast == "node21"
+    contrast = (1.0, 1.0) if node21 else _range(args.contrast, "--contrast")
+    if not 0 < contrast[0] <= contrast[1] <= 100:
+        raise SynthsegError(f"--contrast takes a factor or MIN-MAX in (0, 100], or node21, got {args.contrast!r}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SynthsegError(f"--out {out} exists and is not a folder")
+
+
 def run(args) -> int:
+    _validated_ranges(args)
+    args.images = _expand_inputs(list(args.images))
     node21 = args.contrast == "node21"
     config = BatchConfig(
         lesions_per_image=_range(args.per_image, "--per-image", int),
