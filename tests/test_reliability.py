@@ -345,3 +345,139 @@ def test_asset_store_compaction_bounds_unreferenced_files(cxr, tmp_path):
     reopened = Scene.open(tmp_path / "scene")
     for key in reopened.referenced_assets():
         reopened.assets.get(key)
+
+
+# ---- arguments -------------------------------------------------------------------------------
+
+
+def test_negative_number_lists_need_no_equals_sign(tmp_path, capsys):
+    from napari_synthseg.cli._common import join_negative_values
+
+    assert join_negative_values(["place", "S", "--at", "-1,5", "--at-mm", "-77.5,-155.2,224", "--force"],
+                                {"--at", "--at-mm"}) == ["place", "S", "--at=-1,5", "--at-mm=-77.5,-155.2,224", "--force"]
+    # a value that is not a number list stays a separate token (argparse then reports it)
+    assert join_negative_values(["--at", "-x"], {"--at"}) == ["--at", "-x"]
+    image = sitk.GetImageFromArray(np.full((64, 64), 1000, np.uint16))
+    image.SetSpacing((0.5, 0.5))
+    image.SetOrigin((-20.0, -20.0))
+    src = tmp_path / "neg.mha"
+    sitk.WriteImage(image, str(src))
+    # before: "argument --at-mm: expected one argument"
+    assert main(["place", str(src), "--out", str(tmp_path / "s"), "--at-mm", "-5.5,-4", *PLACE]) == 0
+    placed = Scene.open(tmp_path / "s").lesions[0]
+    assert placed.center_mm == pytest.approx((-5.5, -4.0), abs=0.5)
+    assert main(["info", str(src), "--spacing", "-1,2"]) == 2
+    one_error_line(capsys, "positive")
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["place", "x", "--lesion", "procedural:solid", "--at", "1,1", "--seed", "-1"], "--seed: -1 is out of range"),
+    (["inpaint", "x", "--mask", "y", "--out", "z.mha", "--threads", "-3"], "--threads: -3 is out of range"),
+    (["inpaint", "x", "--mask", "y", "--out", "z.mha", "--samples", "100000"], "--samples: 100000 is out of range"),
+    (["place", "x", "--lesion", "procedural:solid", "--at", "1,1", "--size-mm", "nan"], "finite"),
+    (["place", "x", "--lesion", "procedural:solid", "--at-mm", "1e308,1", "--out", "o"], "finite numbers within"),
+    (["library", "procedural", "--library", "L", "--n", "1000000000"], "--n"),
+])
+def test_arguments_are_bounded_in_the_parser(tmp_path, capsys, monkeypatch, argv, match):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    one_error_line(capsys, match)
+    assert os.listdir(tmp_path) == []
+
+
+def test_pixel_budget_option_and_environment(cxr, capsys, monkeypatch):
+    assert main(["--max-pixels", "100", "info", str(cxr)]) == 2
+    one_error_line(capsys, "pixel budget")
+    assert "SYNTHSEG_MAX_PIXELS" not in os.environ  # the option does not leak past the command
+    monkeypatch.setenv("SYNTHSEG_MAX_PIXELS", "50")
+    with pytest.raises(SynthsegError, match="pixel budget"):
+        read_image(cxr)
+
+
+# ---- readers ---------------------------------------------------------------------------------
+
+
+def test_nifti_truncated_or_non_finite_is_refused(tmp_path):
+    import nibabel as nib
+
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    for ext in (".nii", ".nii.gz"):
+        path = tmp_path / f"a{ext}"
+        nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+        raw = path.read_bytes()
+        cut = tmp_path / f"cut{ext}"
+        cut.write_bytes(raw[: len(raw) // 2])
+        with pytest.raises(SynthsegError, match="truncated|corrupt"):
+            read_image(cut)
+        bad = data.copy()
+        bad[1, 2, 3] = np.nan
+        nib.save(nib.Nifti1Image(bad, np.eye(4)), path)
+        # ITK reads the NaN as 0 without a word; we refuse it like MHA and TIFF
+        with pytest.raises(SynthsegError, match="NaN or infinite"):
+            read_image(path)
+
+
+def test_cut_jpeg_and_short_dicom_pixel_data_are_refused(tmp_path):
+    import pydicom
+
+    from _dicom import write_series
+
+    jpg = tmp_path / "a.jpg"
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).integers(0, 255, (64, 64)).astype(np.uint8)), str(jpg))
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(jpg.read_bytes()[: jpg.stat().st_size * 3 // 10])
+    with pytest.raises(SynthsegError, match="truncated"):
+        read_image(cut)
+    (dcm,) = write_series(tmp_path / "one", np.zeros((1, 32, 32)), "1.2.826.0.1.3680043.2.1125.5")
+    dataset = pydicom.dcmread(dcm)
+    dataset.PixelData = dataset.PixelData[:1000]
+    dataset.save_as(tmp_path / "short.dcm")
+    with pytest.raises(SynthsegError, match="PixelData is short"):
+        read_image(tmp_path / "short.dcm")
+    dataset = pydicom.dcmread(dcm)
+    dataset.Rows = dataset.Columns = 65535
+    dataset.save_as(tmp_path / "bomb.dcm")
+    with pytest.raises(SynthsegError, match="pixel budget"):
+        read_image(tmp_path / "bomb.dcm")
+
+
+def test_dicom_series_problems_are_refused(tmp_path):
+    import pydicom
+
+    from _dicom import write_series
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "dup"
+    files = sorted(write_series(folder, rng.integers(-1000, 500, (5, 8, 8)), "1.2.826.0.1.3680043.2.1125.6"))
+    dataset = pydicom.dcmread(files[1])
+    dataset.ImagePositionPatient = pydicom.dcmread(files[2]).ImagePositionPatient
+    dataset.save_as(files[1])
+    with pytest.raises(SynthsegError, match="same slice position"):
+        read_image(folder)
+    folder = tmp_path / "cut"
+    files = sorted(write_series(folder, rng.integers(-1000, 500, (5, 8, 8)), "1.2.826.0.1.3680043.2.1125.7"))
+    files[2].write_bytes(files[2].read_bytes()[:-64])
+    with pytest.raises(SynthsegError, match="truncated|corrupt"):
+        read_image(folder)
+    folder = tmp_path / "noipp"
+    for f in write_series(folder, rng.integers(-1000, 500, (3, 8, 8)), "1.2.826.0.1.3680043.2.1125.8"):
+        dataset = pydicom.dcmread(f)
+        del dataset.ImagePositionPatient
+        dataset.save_as(f)
+    with pytest.raises(SynthsegError, match="ImagePositionPatient"):
+        read_image(folder)
+
+
+def test_mask_from_another_scan_is_refused(cxr, tmp_path, capsys):
+    mask = sitk.GetImageFromArray((np.arange(96 * 96).reshape(96, 96) % 97 == 0).astype(np.uint8))
+    mask.SetSpacing((0.5, 0.5))
+    mask.SetOrigin((1e5, 0.0))  # 100 km away, same matrix size
+    sitk.WriteImage(mask, str(tmp_path / "far.mha"))
+    out = tmp_path / "out.mha"
+    assert main(["remove", str(cxr), "--mask", str(tmp_path / "far.mha"), "--out", str(out)]) == 2
+    one_error_line(capsys, "origin is")
+    assert not out.exists()
