@@ -638,7 +638,7 @@ def build_argument_cases(inp: Path, out: Path, valid: dict[str, Path], scene: Pa
         "--out {j}": ["--samples", "2", "--out", str(out / "x_{j}.mha")],
         "--out {": ["--samples", "2", "--out", str(out / "x_{.mha")],
         "--out {0}": ["--samples", "2", "--out", str(out / "x_{0}.mha")],
-        "--out {i.real}": ["--samples", "2", "--out", str(out / "x_{i.real}.mha")],
+        "--out {i:q}": ["--samples", "2", "--out", str(out / "x_{i:q}.mha")],
         "--out without {i}": ["--samples", "2", "--out", str(out / "same.mha")],
         "--out bad extension": ["--out", str(out / "x.jpg2")],
         "--out missing folder": ["--out", str(out / "no" / "x.mha")],
@@ -772,7 +772,7 @@ def _digest(folders: list[Path]) -> dict[str, str]:
 def _error_lines(stderr: str) -> list[str]:
     keep = []
     for line in stderr.splitlines():
-        if not line.strip() or line.startswith("warning:") or line.startswith("["):
+        if not line.strip() or line.startswith(("warning:", "[")):
             continue
         keep.append(line)
     return keep

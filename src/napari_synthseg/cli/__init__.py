@@ -35,7 +35,7 @@ EXIT_CANCELLED = 130
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (exit 2) like every other user error."""
 
-    def error(self, message: str):  # noqa: D102 - argparse's hook
+    def error(self, message: str):
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR)
 

@@ -106,8 +106,8 @@ def bounded(kind: type, low: float, high: float):
 
 def _subparsers(parser: argparse.ArgumentParser):
     yield parser
-    for action in parser._actions:  # noqa: SLF001 - argparse has no public walk of its tree
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
             for sub in dict.fromkeys(action.choices.values()):
                 yield from _subparsers(sub)
 
@@ -120,7 +120,7 @@ def bound_number_options(parser: argparse.ArgumentParser) -> None:
     ``--size-mm nan`` are refused in the parser with one line.
     """
     for sub in _subparsers(parser):
-        for action in sub._actions:  # noqa: SLF001
+        for action in sub._actions:
             if action.type is int:
                 action.type = bounded(int, *INT_BOUNDS.get(action.dest, DEFAULT_INT_BOUNDS))
             elif action.type is float:
@@ -135,10 +135,10 @@ def value_options(parser: argparse.ArgumentParser) -> set[str]:
     """Option strings (anywhere in the tree) that take exactly one value."""
     found = set()
     for sub in _subparsers(parser):
-        for action in sub._actions:  # noqa: SLF001
+        for action in sub._actions:
             if action.option_strings and action.nargs in (None, 1) and not isinstance(
-                action, (argparse._StoreConstAction, argparse._CountAction,  # noqa: SLF001
-                         argparse._HelpAction, argparse._VersionAction)  # noqa: SLF001
+                action, (argparse._StoreConstAction, argparse._CountAction,
+                         argparse._HelpAction, argparse._VersionAction)
             ):
                 found.update(action.option_strings)
     return found

@@ -57,9 +57,9 @@ def _library(folder: str):
     try:
         yield LesionLibrary(path)
     except BaseException:
-        for folder in created:
+        for made in created:
             with contextlib.suppress(OSError):
-                folder.rmdir()  # only if still empty
+                made.rmdir()  # only if still empty
         raise
 
 

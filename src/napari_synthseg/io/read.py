@@ -28,6 +28,7 @@ import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -169,7 +170,7 @@ def _check_nifti(path: Path, name: str) -> None:
         level = nib_logger.level
         nib_logger.setLevel(logging.CRITICAL)
         try:
-            proxy = nib.load(str(path)).dataobj
+            proxy: Any = nib.load(str(path)).dataobj  # type: ignore[attr-defined]
         finally:
             nib_logger.setLevel(level)
         shape, dtype, offset = proxy.shape, np.dtype(proxy.dtype), int(proxy.offset)
@@ -590,7 +591,8 @@ def _check_series_files(folder: Path, chosen: SeriesInfo, series: list[SeriesInf
                 f"{folder.name}/{candidate.name} is a DICOM file that cannot be read as part of a series "
                 "(corrupt or truncated); remove or replace it"
             )
-    sizes, positions = set(), {}
+    sizes: set[tuple[int, ...]] = set()
+    positions: dict[tuple[float, ...], str] = {}
     for path in chosen.files:
         name = f"{folder.name}/{Path(path).name}"
         header = _read_header(path)

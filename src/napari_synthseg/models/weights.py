@@ -41,7 +41,7 @@ def register_architecture(name: str, config_cls: type) -> Callable[[type], type]
         if name in _REGISTRY and _REGISTRY[name][0] is not module_cls:
             raise RuntimeError(f"architecture {name!r} registered twice")
         _REGISTRY[name] = (module_cls, config_cls)
-        module_cls.architecture = name
+        module_cls.architecture = name  # type: ignore[attr-defined]
         return module_cls
 
     return decorate
@@ -224,7 +224,7 @@ def load_model(
         raise SynthsegError(f"{path.name} holds an unknown architecture {architecture!r}")
     module_cls, config_cls = _REGISTRY[architecture]
     try:
-        config = config_from_dict(config_cls, info["config"])
+        config: Any = config_from_dict(config_cls, info["config"])
     except (TypeError, ValueError) as exc:
         raise SynthsegError(f"{path.name}: its {architecture} config is invalid ({str(exc)[:120]})") from None
     _check_shapes_before_building(path, module_cls, config, architecture)

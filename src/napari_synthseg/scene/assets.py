@@ -20,7 +20,6 @@ from safetensors.numpy import load_file, save_file
 from ..errors import SynthsegError
 from ..utils.atomic import atomic_path
 
-
 #: What every asset key looks like: the first 32 hex digits of a sha256 (see :func:`array_key`).
 #: Keys come from scene.json, which is user-editable data; anything else (``../../x``, an
 #: absolute path) would be used as a path outside the scene's store, so it is refused.

@@ -114,7 +114,7 @@ class LesionRecord:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LesionRecord":
+    def from_dict(cls, data: dict[str, Any]) -> LesionRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -125,7 +125,7 @@ class LesionRecord:
             data["rotation_deg"] = tuple(data["rotation_deg"])
         return cls(**data)
 
-    def copy(self, **changes: Any) -> "LesionRecord":
+    def copy(self, **changes: Any) -> LesionRecord:
         return LesionRecord.from_dict({**self.to_dict(), **copy.deepcopy(changes)})
 
 

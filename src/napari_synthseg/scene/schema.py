@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import SynthsegError
 from .assets import is_asset_key
 from .records import BLEND_MODES, LESION_STATUSES, MAX_COORD_MM, MAX_LESION_MM
+
 #: Most pixels a scene's source may declare (the reader's own budget applies when it is read).
 MAX_SOURCE_PIXELS = 2**40
 MAX_LESIONS = 100_000
