@@ -85,7 +85,21 @@ def serve(workers: int) -> None:
                               "timed_out": False}), flush=True)
 
 
+#: Imported once before forking, so children do not each pay for them (the commands import
+#: them lazily; a forked child finds them in ``sys.modules``). torch starts no threads at import.
+PRELOAD = ("torch", "nibabel", "pydicom", "napari_synthseg.render", "napari_synthseg.workflow.edit",
+           "napari_synthseg.workflow.inpaint", "napari_synthseg.inpaint", "napari_synthseg.qa",
+           "napari_synthseg.export", "napari_synthseg.lesions", "napari_synthseg.constraints")
+
 if __name__ == "__main__":
+    import importlib
+
     from napari_synthseg.cli import main
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
 
     serve(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
