@@ -67,11 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     if argv is None:
         argv = sys.argv[1:]
-    args = parser.parse_args(join_negative_values(list(argv), value_options(parser)))
+    try:
+        args = parser.parse_args(join_negative_values(list(argv), value_options(parser)))
+    except SystemExit as exc:  # usage errors (one line, see OneLineParser), --help, --version
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     saved_budget = os.environ.get(MAX_PIXELS_ENV)
     if args.max_pixels is not None:
         if not 1 <= args.max_pixels <= 2**48:
-            parser.error(f"--max-pixels must be from 1 to {2**48:.3g}")
+            print(f"synthseg: error: --max-pixels must be from 1 to {2**48:.3g}", file=sys.stderr)
+            return EXIT_USER_ERROR
         # through the environment, so worker processes (generate, export) get it too
         os.environ[MAX_PIXELS_ENV] = str(int(args.max_pixels))
     try:
