@@ -40,7 +40,7 @@ def tree_digest(folder: Path) -> dict[str, str]:
 def one_error_line(capsys, match: str) -> str:
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if not line.startswith("warning:")]
+    lines = [line for line in err.splitlines() if not line.startswith(("warning:", "["))]  # not progress
     assert len(lines) == 1, err
     assert match.lower() in lines[0].lower(), lines[0]
     return lines[0]
@@ -481,3 +481,20 @@ def test_mask_from_another_scan_is_refused(cxr, tmp_path, capsys):
     assert main(["remove", str(cxr), "--mask", str(tmp_path / "far.mha"), "--out", str(out)]) == 2
     one_error_line(capsys, "origin is")
     assert not out.exists()
+
+
+def test_export_does_not_serve_a_missing_asset_from_another_scene(cxr, tmp_path, capsys):
+    scenes = tmp_path / "scenes"
+    for name in ("a", "b"):  # the same procedural lesion: the same asset keys in both scenes
+        assert place(str(cxr), "--out", str(scenes / name), "--at", "48,48") == 0
+    keys_a = {p.name for p in (scenes / "a" / "assets").iterdir()}
+    assert keys_a == {p.name for p in (scenes / "b" / "assets").iterdir()}
+    for asset in (scenes / "b" / "assets").iterdir():
+        asset.unlink()
+    capsys.readouterr()
+    # before: scene b rendered with scene a's cached patch, and the export succeeded
+    assert main(["review", str(scenes), "--accept-all"]) == 2
+    one_error_line(capsys, "missing")
+    assert main(["export", str(scenes), "--format", "csv", "--out", str(tmp_path / "dataset")]) == 2
+    one_error_line(capsys, "missing")
+    assert not (tmp_path / "dataset").exists()

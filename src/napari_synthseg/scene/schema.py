@@ -232,7 +232,5 @@ def check_assets_present(folder: Path, data: dict[str, Any]) -> None:
     """Every asset the scene uses is a file in its own store (``assets/<key>.safetensors``)."""
     missing = sorted(k for k in referenced_keys(data) if not (folder / "assets" / f"{k}.safetensors").is_file())
     if missing:
-        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise SynthsegError(
-            f"{folder} is incomplete: asset {missing[0]}{more} is missing from its assets/ folder"
-        )
+        what = f"asset {missing[0]} is" if len(missing) == 1 else f"{len(missing)} assets ({missing[0]}, ...) are"
+        raise SynthsegError(f"{folder} is incomplete: {what} missing from its assets/ folder")
