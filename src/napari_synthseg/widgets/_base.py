@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: Width every panel fits in: 1920 px minus napari's canvas and layer list leave about this.
 PANEL_WIDTH = 340
+#: Height below which a panel scrolls instead of shrinking further (several panels docked in one area).
+PANEL_MIN_HEIGHT = 220
 
 
 class JobPanel(QScrollArea):
@@ -50,6 +52,8 @@ class JobPanel(QScrollArea):
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setFrameShape(QScrollArea.Shape.NoFrame)
         self.setMinimumWidth(PANEL_WIDTH)
+        # Docked one above another, each panel keeps room for a few rows and scrolls the rest.
+        self.setMinimumHeight(PANEL_MIN_HEIGHT)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Ignored)
         inner = QWidget()
         self.body = QVBoxLayout(inner)
@@ -59,6 +63,8 @@ class JobPanel(QScrollArea):
 
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # A long path in a message wraps or is cut, never widens the panel.
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.progress_bar = QProgressBar()
         self.progress_bar.setMaximumHeight(14)
