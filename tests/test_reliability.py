@@ -498,3 +498,64 @@ def test_export_does_not_serve_a_missing_asset_from_another_scene(cxr, tmp_path,
     assert main(["export", str(scenes), "--format", "csv", "--out", str(tmp_path / "dataset")]) == 2
     one_error_line(capsys, "missing")
     assert not (tmp_path / "dataset").exists()
+
+
+# ---- no process outlives a killed parent -------------------------------------------------------
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text(errors="replace").lower()
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc")
+def test_killed_generate_leaves_no_worker_alive(tmp_path):
+    import signal
+    import time
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(30):
+        image = sitk.GetImageFromArray(np.random.default_rng(i).normal(1000, 50, (512, 512)).astype(np.uint16))
+        image.SetSpacing((0.6, 0.6))
+        sitk.WriteImage(image, str(images / f"img{i:02d}.mha"))
+    cmd = [sys.executable, "-m", "napari_synthseg.cli", "generate", str(images), "--out", str(tmp_path / "out"),
+           "--per-image", "3", "--blend", "poisson", "--constraint", "none", "--modality", "CXR", "--workers", "2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    workers: set[int] = set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = _descendants(proc.pid)
+        if len(workers) >= 2 and (tmp_path / "out" / "scenes").exists():
+            break
+        time.sleep(0.2)
+    if proc.poll() is not None:
+        pytest.skip("generate finished before it could be killed")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = {p for p in alive if _running(p)}
+        time.sleep(0.5)
+    assert not alive, f"{len(alive)} process(es) outlived the killed generate"

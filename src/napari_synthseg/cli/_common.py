@@ -46,6 +46,7 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "threads": (0, 1024),
     "workers": (1, 1024),
     "samples": (1, 1000),
+    "scenes_per_image": (1, 1000),
     "n": (1, 100_000),
     "steps": (1, 100_000_000),
     "iterations": (1, 10_000_000),
