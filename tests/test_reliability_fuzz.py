@@ -22,7 +22,7 @@ from napari_synthseg.models.weights import read_model_info
 from napari_synthseg.qa.rules import parse_rules
 from napari_synthseg.scene.schema import validate_scene_data
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+FUZZ = settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.too_slow])
 
 json_values = st.recursive(
@@ -49,6 +49,10 @@ def valid_files(tmp_path_factory) -> dict[str, bytes]:
         path = folder / f"v{ext}"
         sitk.WriteImage(image, str(path), useCompression=ext != ".nii")
         out[ext] = path.read_bytes()
+    from _dicom import write_series
+
+    (dcm,) = write_series(folder / "series", rng.integers(-1000, 1000, (1, 16, 16)), "1.2.826.0.1.3680043.2.1125.55")
+    out[".dcm"] = dcm.read_bytes()
     path = folder / "v.jpg"
     sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 255, (24, 20)).astype(np.uint8)), str(path))
     out[".jpg"] = path.read_bytes()
@@ -56,7 +60,7 @@ def valid_files(tmp_path_factory) -> dict[str, bytes]:
 
 
 @FUZZ
-@given(ext=st.sampled_from([".png", ".tif", ".nii", ".nii.gz", ".mha", ".nrrd", ".jpg"]),
+@given(ext=st.sampled_from([".png", ".tif", ".nii", ".nii.gz", ".mha", ".nrrd", ".jpg", ".dcm"]),
        cut=st.floats(0.0, 1.0), edits=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=6))
 def test_readers_return_an_image_or_one_line(tmp_path, valid_files, ext, cut, edits):
     data = bytearray(valid_files[ext])
@@ -161,7 +165,7 @@ def test_rules_parse_or_refuse_and_decisions_never_crash(data, rule, metrics):
         assert status in (None, "accepted", "rejected", "flagged")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(st.lists(st.sampled_from(["--at", "--spacing", "--force", "--"]) | st.text(alphabet="-0123456789.,e ab", max_size=12), max_size=8))
 def test_negative_value_joining_keeps_every_token(argv):
     from napari_synthseg.cli._common import join_negative_values
