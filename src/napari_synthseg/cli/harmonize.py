@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+
 from ..errors import SynthsegError
 from ..utils.progress import ConsoleProgress
 from ..workflow.harmonize import (
