@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..io import write_image
-from ._common import add_read_options, read_from_args
+from ._common import add_read_options, check_output_file, read_from_args
 
 
 def register(subparsers) -> None:
@@ -18,6 +18,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    check_output_file(args.output, args.force)
     image = read_from_args(args.input, args)
     out = write_image(image, args.output, overwrite=args.force)
     print(f"wrote {out} ({' x '.join(map(str, image.shape))} {image.array.dtype}, {image.modality})")

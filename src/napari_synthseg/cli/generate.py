@@ -65,11 +65,19 @@ def build_recipe_data(args) -> dict:
     }
 
 
+#: Lesions per scene this shortcut accepts: far above any real design, far below "hangs".
+MAX_LESIONS_PER_SCENE = 100
+
+
 def run(args) -> int:
     from ..batch import parse_recipe, run_recipe
+    from ..errors import SynthsegError
     from .batch import exit_code, print_summary, show_progress
 
     data = build_recipe_data(args)
+    low, high = data["lesions"]["count"]
+    if not 0 <= low <= high <= MAX_LESIONS_PER_SCENE:
+        raise SynthsegError(f"--per-image takes N or MIN-MAX within 0..{MAX_LESIONS_PER_SCENE}, got {args.per_image!r}")
     if args.print_recipe:
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
         return 0

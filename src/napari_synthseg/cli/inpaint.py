@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SynthsegError
+from ..io import WRITE_EXTENSIONS, check_same_grid
+from ..io.read import file_extension
 from ..utils.progress import ConsoleProgress
 from ._common import add_read_options, read_from_args
 
@@ -168,39 +171,64 @@ def run_train(args) -> int:
 def _outputs(out: str, n: int, stem: str, mode: str) -> list[Path]:
     p = Path(out)
     if p.is_dir():
-        return [p / f"{stem}_{mode}_{i}.nii.gz" for i in range(n)]
-    if "{i}" in out:
-        return [Path(out.format(i=i)) for i in range(n)]
-    if n == 1:
-        return [p]
-    raise SynthsegError("--out must be a folder or contain {i} when --samples is more than 1")
+        outs = [p / f"{stem}_{mode}_{i}.nii.gz" for i in range(n)]
+    elif "{" in out or "}" in out:
+        try:
+            outs = [Path(out.format(i=i)) for i in range(n)]
+        except (KeyError, IndexError, ValueError, AttributeError):
+            raise SynthsegError(
+                f"--out {out!r} is not a valid pattern: use {{i}} for the sample number, e.g. fill_{{i}}.nii.gz"
+            ) from None
+        if len(set(outs)) != len(outs):
+            raise SynthsegError(f"--out {out!r} gives every sample the same name; put {{i}} in it")
+    elif n == 1:
+        outs = [p]
+    else:
+        raise SynthsegError("--out must be a folder or contain {i} when --samples is more than 1")
+    for o in outs:
+        if not o.parent.is_dir():
+            raise SynthsegError(f"output folder does not exist: {o.parent}")
+        if file_extension(o) not in WRITE_EXTENSIONS:
+            raise SynthsegError(f"cannot write {o.name}: use one of {', '.join(WRITE_EXTENSIONS)}")
+    return outs
+
+
+def _as_output(arr: np.ndarray, out: Path, source_dtype: np.dtype) -> np.ndarray:
+    if out.suffix == ".png":
+        return np.clip(np.rint(arr), 0, 65535).astype(
+            source_dtype if source_dtype in (np.uint8, np.uint16) else np.uint16)
+    if np.issubdtype(source_dtype, np.integer):
+        info = np.iinfo(source_dtype)
+        return np.clip(np.rint(arr), info.min, info.max).astype(source_dtype)
+    return arr
 
 
 def run_inpaint(args) -> int:
+    from ..io import write_image
     from ..workflow.inpaint import InpaintSettings, fill_mask, inpaint
 
     settings = InpaintSettings(model=args.model, mode=args.mode, samples=args.samples, seed=args.seed,
                                margin_px=args.margin, texture=args.texture)
-    image = read_from_args(args.image, args)
-    mask_img = read_from_args(args.mask, args)
-    mask = fill_mask(mask_img.array, image.shape, what=f"mask {Path(args.mask).name}")
     stem = Path(args.image).name.split(".")[0] or "image"
+    # Validate first (outputs, then inputs), write last.
     outs = _outputs(args.out, args.samples, stem, args.mode)
     for o in outs:
         if o.exists() and not args.force:
             raise SynthsegError(f"{o} exists; use --force to replace it")
-    samples = inpaint(image.array, mask, settings, spacing=tuple(reversed(image.spacing)), device=args.device,
-                      threads=args.threads, progress=ConsoleProgress())
-    from ..io import write_image
-
-    for o, arr in zip(outs, samples):
-        if o.suffix == ".png":
-            arr = np.clip(np.rint(arr), 0, 65535).astype(
-                np.asarray(image.array).dtype if np.asarray(image.array).dtype in (np.uint8, np.uint16)
-                else np.uint16)
-        elif np.issubdtype(np.asarray(image.array).dtype, np.integer):
-            info = np.iinfo(np.asarray(image.array).dtype)
-            arr = np.clip(np.rint(arr), info.min, info.max).astype(np.asarray(image.array).dtype)
-        write_image(arr, o, like=image, overwrite=args.force)
+    image = read_from_args(args.image, args)
+    mask_img = read_from_args(args.mask, args)
+    check_same_grid(mask_img, image, f"mask {Path(args.mask).name}")
+    mask = fill_mask(mask_img.array, image.shape, what=f"mask {Path(args.mask).name}")
+    source_dtype = np.asarray(image.array).dtype
+    progress = ConsoleProgress()
+    for i, o in enumerate(outs):
+        # One sample at a time (sample i is seeded seed + i, as in one call for all): each is
+        # written as soon as it exists, so memory holds one sample whatever --samples is.
+        one = dataclasses.replace(settings, samples=1, seed=settings.seed + i)
+        (sample,) = inpaint(image.array, mask, one, spacing=tuple(reversed(image.spacing)), device=args.device,
+                            threads=args.threads)
+        write_image(_as_output(sample, o, source_dtype), o, like=image, overwrite=args.force)
+        del sample
+        progress(i + 1, len(outs), f"sample {i + 1}/{len(outs)}")
         print(f"wrote {o}", file=sys.stdout)
     return 0

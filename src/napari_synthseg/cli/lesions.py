@@ -6,16 +6,19 @@ They call the same core functions as the widgets (``lesions.place``, ``render``,
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from ..errors import SynthsegError
-from ..io import MedicalImage, read_image, write_image
+from ..io import MedicalImage, check_same_grid, read_image, write_image
 from ..scene import Scene
+from ..utils.atomic import atomic_directory
 from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings, blend_mode
-from ._common import add_read_options, parse_floats, read_from_args
+from ._common import add_read_options, check_output_file, parse_floats, read_from_args
 
 RENDER_FORMATS = (".nii.gz", ".nii", ".mha", ".nrrd", ".png")
 
@@ -91,9 +94,28 @@ def register(subparsers) -> None:
 
 
 def _mask_for(path: str, image: MedicalImage) -> np.ndarray:
-    from ..workflow.edit import read_mask
+    mask = read_image(path)
+    # same shape, and (when both files store geometry) the same spacing, orientation and origin
+    check_same_grid(mask, image, f"mask {Path(path).name}")
+    return np.asarray(mask.array) != 0
 
-    return read_mask(path, image)
+
+#: ``remove``/``extract`` fill lesions: a mask over more than this fraction of the image, or
+#: more than :data:`MAX_FILL_PIXELS` pixels, is refused (a near-whole-image biharmonic solve
+#: took 120 s and 6 GB and is never what the user meant).
+MAX_FILL_FRACTION = 0.5
+MAX_FILL_PIXELS = 4_000_000
+
+
+def _check_fill_mask(mask: np.ndarray, name: str) -> None:
+    count = int(np.count_nonzero(mask))
+    if count == 0:
+        raise SynthsegError(f"mask {name} is empty; nothing to fill")
+    if count > MAX_FILL_FRACTION * mask.size or count > MAX_FILL_PIXELS:
+        raise SynthsegError(
+            f"mask {name} covers {count} pixels ({100 * count / mask.size:.0f}% of the image); a lesion "
+            f"fill takes at most {MAX_FILL_FRACTION:.0%} of the image and {MAX_FILL_PIXELS:,} pixels"
+        )
 
 
 def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -105,22 +127,67 @@ def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def _open_or_create_scene(args) -> Scene:
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (both resolved)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _check_replaceable(out: Path, inputs: list[Path], force: bool) -> None:
+    """``--out`` may replace only a previous scene, and never a folder holding an input.
+
+    ``--force`` once meant ``rm -rf --out``: given the parent of the input scene it deleted
+    the user's whole folder. Now it replaces a folder only if that folder is a scene (has
+    ``scene.json``) and holds none of the inputs; an empty folder is used as it is.
+    """
+    for src in inputs:
+        if _inside(src, out):
+            raise SynthsegError(f"--out {out} holds the input {src}; choose a new folder for the scene")
+        if src.is_dir() and _inside(out, src):
+            raise SynthsegError(f"--out {out} lies inside the input scene {src}; choose a folder outside it")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SynthsegError(f"--out {out} exists and is not a folder")
+    if (out / "scene.json").exists():
+        if not force:
+            raise SynthsegError(f"{out} already holds a scene; open it, or pass --force to replace it")
+        return
+    if any(out.iterdir()):
+        raise SynthsegError(
+            f"--out {out} is a folder that is not a scene and is not empty; --force replaces only a "
+            "previous scene, so choose a new or empty folder"
+        )
+
+
+@contextlib.contextmanager
+def _open_or_create_scene(args) -> Iterator[Scene]:
+    """The scene ``place`` works on; a new scene folder appears only if the command succeeds.
+
+    Into an image (or a copy of a scene at another ``--out``) the scene is built in a hidden
+    staging folder beside ``--out`` and renamed into place at the end, so a failed command
+    leaves nothing (and its re-run needs no ``--force``). A scene edited in place is changed
+    in one undoable step by the caller.
+    """
     src = Path(args.input)
     if (src / "scene.json").exists():
-        if args.out and Path(args.out).resolve() != src.resolve():
-            out = Path(args.out)
-            if out.exists():
-                if not args.force:
-                    raise SynthsegError(f"{out} already exists; pass --force to replace it")
-                shutil.rmtree(out)
-            shutil.copytree(src, out)  # never modify the input scene when --out names another
-            return Scene.open(out)
-        return Scene.open(src)
+        if not args.out or Path(args.out).resolve() == src.resolve():
+            yield Scene.open(src)
+            return
+        out = Path(args.out)
+        _check_replaceable(out, [src], args.force)
+        with atomic_directory(out, overwrite=True, create_parents=True) as staging:
+            # never modify the input scene when --out names another
+            shutil.copytree(src, staging, dirs_exist_ok=True)
+            yield Scene.open(staging)
+        return
     if not args.out:
         raise SynthsegError("give --out SCENE_DIR: placing into an image creates a new scene folder")
+    out = Path(args.out)
+    _check_replaceable(out, [src], args.force)
     image = read_from_args(args.input, args)
-    return Scene.create(image, args.out, overwrite=args.force)
+    with atomic_directory(out, overwrite=True, create_parents=True) as staging:
+        yield Scene.create(image, staging, overwrite=True)
 
 
 def _contrast_arg(text: str) -> float | str:
@@ -148,22 +215,30 @@ def run_place(args) -> int:
         contrast=_contrast_arg(args.contrast), feather_mm=args.feather_mm, seed=args.seed,
         lobulation=args.lobulation, spiculation=args.spiculation,
     )
-    at = parse_floats(args.at, "--at") if args.at else None
-    at_mm = parse_floats(args.at_mm, "--at-mm") if args.at_mm else None
-    session = EditSession(_open_or_create_scene(args), actor="cli")
-    session.apply_constraint_choice(args.constraint)
-    record = session.place(spec, settings, at_xyz=at, at_mm=at_mm)
-    scene = session.scene
-    print(f"placed {record.id} (label {record.label}, {record.size_mm:.1f} mm, {args.blend}) in {scene.folder}")
-    print(f"scene lesions: {', '.join(scene.lesion_ids)}")
+    at = parse_floats(args.at, "--at", count=(2, 3)) if args.at else None
+    at_mm = parse_floats(args.at_mm, "--at-mm", count=(2, 3)) if args.at_mm else None
+    with _open_or_create_scene(args) as scene:
+        session = EditSession(scene, actor="cli")
+        if args.constraint not in ("scene", "auto", "none"):
+            _mask_for(args.constraint, session.image)  # on the image's grid (origin, spacing), not only its shape
+        # Constraint and lesion are one step: a failed placement leaves the scene as it was.
+        with scene.batch("place lesion"):
+            session.apply_constraint_choice(args.constraint)
+            record = session.place(spec, settings, at_xyz=at, at_mm=at_mm)
+        lesion_ids = scene.lesion_ids
+    folder = args.out or args.input
+    print(f"placed {record.id} (label {record.label}, {record.size_mm:.1f} mm, {args.blend}) in {folder}")
+    print(f"scene lesions: {', '.join(lesion_ids)}")
     return 0
 
 
 def run_remove(args) -> int:
     from ..workflow.fillers import filler
 
+    check_output_file(args.out, args.force)
     image = read_from_args(args.image, args)
     mask = _mask_for(args.mask, image)
+    _check_fill_mask(mask, Path(args.mask).name)
     filled = filler(args.method).fill(image.array, mask, spacing=image.scale)
     out = write_image(cast_like(filled, image.array.dtype), args.out, like=image, overwrite=args.force)
     print(f"wrote {out} ({int(mask.sum())} pixels filled with {args.method})")
@@ -175,6 +250,7 @@ def run_extract(args) -> int:
 
     image = read_from_args(args.image, args)
     mask = _mask_for(args.mask, image)
+    _check_fill_mask(mask, Path(args.mask).name)
     lesion_id = extract_to_library(image, mask, args.library, method=args.method, margin_mm=args.margin_mm,
                                    kind=args.kind)
     print(f"stored {lesion_id} in {args.library}")
@@ -200,6 +276,7 @@ def run_render(args) -> int:
 def run_constraint(args) -> int:
     from ..constraints import organ_constraint
 
+    check_output_file(args.out, args.force)
     image = read_from_args(args.image, args)
     mask = organ_constraint(image.array, image.scale, image.modality)
     out = write_image(mask.astype(np.uint8), args.out, like=image, overwrite=args.force)

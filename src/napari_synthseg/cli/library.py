@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from ..errors import SynthsegError
@@ -35,13 +36,31 @@ def register(subparsers) -> None:
     ls.set_defaults(func=run_list)
 
 
+@contextlib.contextmanager
 def _library(folder: str):
+    """The library at ``folder``; a folder this command creates is removed again if it fails.
+
+    Items are prepared before the library is opened, so a bad patch or option leaves no empty
+    library folder behind.
+    """
     from ..lesions import LesionLibrary
 
     path = Path(folder)
-    if not path.exists():
-        path.mkdir(parents=True)
-    return LesionLibrary(path)
+    if path.exists() and not path.is_dir():
+        raise SynthsegError(f"--library {path} exists and is not a folder")
+    created = [p for p in [path, *path.parents] if not p.exists()]  # innermost first
+    if created:
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise SynthsegError(f"cannot create library folder {path}: {exc.strerror}") from None
+    try:
+        yield LesionLibrary(path)
+    except BaseException:
+        for made in created:
+            with contextlib.suppress(OSError):
+                made.rmdir()  # only if still empty
+        raise
 
 
 def _maybe_project(item, spacing_text: str | None):
@@ -56,11 +75,11 @@ def _maybe_project(item, spacing_text: str | None):
 def run_add(args) -> int:
     from ..lesions import load_ct_patch
 
-    library = _library(args.library)
-    for path in args.patches:
-        item = _maybe_project(load_ct_patch(path), args.project)
-        lesion_id = library.add(item)
-        print(f"{lesion_id}  {item.diameter_mm():5.1f} mm  {item.ndim}D  {item.units}  from {path}")
+    items = [(path, _maybe_project(load_ct_patch(path), args.project)) for path in args.patches]
+    with _library(args.library) as library:
+        for path, item in items:
+            lesion_id = library.add(item)
+            print(f"{lesion_id}  {item.diameter_mm():5.1f} mm  {item.ndim}D  {item.units}  from {path}")
     return 0
 
 
@@ -69,13 +88,18 @@ def run_procedural(args) -> int:
 
     if args.n < 1:
         raise SynthsegError("--n must be at least 1")
-    library = _library(args.library)
     spacing = min(1.0, max(0.25, args.size_mm / 12.0))
-    for k in range(args.n):
+
+    def make(k: int):
         item = procedural_nodule(args.size_mm, args.kind, spacing=spacing, lobulation=args.lobulation,
                                  spiculation=args.spiculation, seed=args.seed + k)
-        item = _maybe_project(item, args.project)
-        print(f"{library.add(item)}  {item.diameter_mm():5.1f} mm  {item.ndim}D  {item.units}  seed {args.seed + k}")
+        return _maybe_project(item, args.project)
+
+    first = make(0)  # made before the folder exists: a bad option fails with no folder left
+    with _library(args.library) as library:
+        for k in range(args.n):
+            item = first if k == 0 else make(k)
+            print(f"{library.add(item)}  {item.diameter_mm():5.1f} mm  {item.ndim}D  {item.units}  seed {args.seed + k}")
     return 0
 
 

@@ -41,7 +41,7 @@ def register_architecture(name: str, config_cls: type) -> Callable[[type], type]
         if name in _REGISTRY and _REGISTRY[name][0] is not module_cls:
             raise RuntimeError(f"architecture {name!r} registered twice")
         _REGISTRY[name] = (module_cls, config_cls)
-        module_cls.architecture = name
+        module_cls.architecture = name  # type: ignore[attr-defined]
         return module_cls
 
     return decorate
@@ -83,12 +83,53 @@ def _header(path: Path) -> dict[str, Any]:
                     )
                 raise SynthsegError(f"{path.name} is not a safetensors file (bad header length)")
             raw = head[8:] + fh.read(n - 1)
+            if len(raw) < n:
+                raise SynthsegError(f"{path.name} is truncated (its header is cut short)")
         header = json.loads(raw)
     except FileNotFoundError:
         raise SynthsegError(f"model file not found: {path}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except IsADirectoryError:
+        raise SynthsegError(f"{path} is a folder, not a model file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        # RecursionError: a header nested 100k levels deep
         raise SynthsegError(f"{path.name} is not a safetensors file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise SynthsegError(f"{path.name} is not a safetensors file (the header is not a JSON object)")
+    _check_tensor_table(path, header, size - 8 - n)
     return header
+
+
+def _check_tensor_table(path: Path, header: dict[str, Any], data_bytes: int) -> None:
+    """Every tensor entry is well-formed and lies inside the file (a cut file is refused here)."""
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if entry is not None and not (
+                isinstance(entry, dict) and all(isinstance(v, str) for v in entry.values())
+            ):
+                raise SynthsegError(f"{path.name}: the header's metadata must map names to strings")
+            continue
+        try:
+            shape = [int(v) for v in entry["shape"]]
+            start, stop = (int(v) for v in entry["data_offsets"])
+            str(entry["dtype"])
+        except (KeyError, TypeError, ValueError):
+            raise SynthsegError(f"{path.name}: tensor {str(name)[:40]!r} has a malformed header entry") from None
+        if any(v < 0 for v in shape) or not 0 <= start <= stop:
+            raise SynthsegError(f"{path.name}: tensor {str(name)[:40]!r} has a malformed header entry")
+        end = max(end, stop)
+    if end > data_bytes:
+        raise SynthsegError(f"{path.name} is truncated: its tensors need {end} bytes, the file holds {data_bytes}")
+
+
+def _json_field(path: Path, meta: dict[str, Any], key: str) -> dict[str, Any]:
+    try:
+        value = json.loads(meta.get(key, "{}"))
+    except (json.JSONDecodeError, RecursionError, TypeError):
+        raise SynthsegError(f"{path.name}: the {key} in its header is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise SynthsegError(f"{path.name}: the {key} in its header must be a JSON object")
+    return value
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -141,15 +182,19 @@ def read_model_info(path: str | os.PathLike) -> dict[str, Any]:
         raise SynthsegError(
             f"{path.name} is a safetensors file but not a napari-synthseg model (no format tag)"
         )
-    if int(meta.get("format_version", "0")) > FORMAT_VERSION:
+    try:
+        version = int(meta.get("format_version", "0"))
+    except (TypeError, ValueError):
+        raise SynthsegError(f"{path.name}: format_version {str(meta.get('format_version'))[:20]!r} is not a number") from None
+    if version > FORMAT_VERSION:
         raise SynthsegError(
             f"{path.name} was written by a newer napari-synthseg (format "
             f"{meta.get('format_version')}); update the plugin"
         )
     return {
         "architecture": meta.get("architecture", ""),
-        "config": json.loads(meta.get("config", "{}")),
-        "provenance": json.loads(meta.get("provenance", "{}")),
+        "config": _json_field(path, meta, "config"),
+        "provenance": _json_field(path, meta, "provenance"),
     }
 
 
@@ -178,13 +223,23 @@ def load_model(
     if architecture not in _REGISTRY:
         raise SynthsegError(f"{path.name} holds an unknown architecture {architecture!r}")
     module_cls, config_cls = _REGISTRY[architecture]
-    config = config_from_dict(config_cls, info["config"])
-    module = module_cls(config)
+    try:
+        config: Any = config_from_dict(config_cls, info["config"])
+    except (TypeError, ValueError) as exc:
+        raise SynthsegError(f"{path.name}: its {architecture} config is invalid ({str(exc)[:120]})") from None
+    _check_shapes_before_building(path, module_cls, config, architecture)
+    try:
+        module = module_cls(config)
+    except (TypeError, ValueError, ZeroDivisionError, RuntimeError) as exc:
+        raise SynthsegError(f"{path.name}: its {architecture} config is invalid ({str(exc)[:120]})") from None
     state = {}
-    with safe_open(str(path), framework="pt", device="cpu") as fh:
-        for key in fh.keys():
-            if not key.startswith("extra/"):
-                state[key] = fh.get_tensor(key)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            for key in fh.keys():
+                if not key.startswith("extra/"):
+                    state[key] = fh.get_tensor(key)
+    except Exception as exc:  # safetensors' own error type: cut or inconsistent file
+        raise SynthsegError(f"{path.name} is corrupt or truncated ({str(exc).splitlines()[0][:100]})") from None
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -202,6 +257,33 @@ def load_model(
         provenance=info["provenance"],
         sha256=file_sha256(path),
     )
+
+
+def _check_shapes_before_building(path: Path, module_cls, config, architecture: str) -> None:
+    """Compare the config's parameter shapes with the file's before allocating anything.
+
+    The module is first built on PyTorch's ``meta`` device (shapes, no memory), so a config
+    asking for 60000 channels is refused in milliseconds instead of allocating gigabytes of
+    random weights that ``load_state_dict`` would then reject.
+    """
+    header = _header(path)
+    stored = {k: [int(v) for v in e["shape"]] for k, e in header.items()
+              if k != "__metadata__" and not k.startswith("extra/")}
+    try:
+        with torch.device("meta"):
+            skeleton = module_cls(config)
+    except Exception:  # an architecture whose __init__ computes on real tensors: skip the check
+        return
+    expected = {k: list(v.shape) for k, v in skeleton.state_dict().items()}
+    if expected != stored:
+        differing = sorted(set(expected) ^ set(stored)) or sorted(
+            k for k in expected if expected[k] != stored.get(k)
+        )
+        first = differing[0] if differing else "?"
+        raise SynthsegError(
+            f"{path.name} does not match its {architecture} config (tensor {first[:60]!r}: config wants "
+            f"{expected.get(first)}, file has {stored.get(first)})"
+        )
 
 
 def load_extra_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -146,7 +146,7 @@ def _parse_condition(rule_name: str, key: str, spec: Any, where: str) -> dict[st
         raise SynthsegError(f"{where}: rule {rule_name!r} uses unknown metric {key!r}; known: {', '.join(METRIC_NAMES)}, "
                             f"and with a realism: block {', '.join(REALISM_METRICS[:2])}, realism_<feature>")
     if not isinstance(spec, dict):
-        return {"eq": spec}
+        spec = {"eq": spec}
     for op, arg in spec.items():
         if op not in OPERATORS:
             raise SynthsegError(f"{where}: rule {rule_name!r} has unknown operator {op!r}; use {', '.join(OPERATORS)}")
@@ -154,7 +154,9 @@ def _parse_condition(rule_name: str, key: str, spec: Any, where: str) -> dict[st
             if not (isinstance(arg, (list, tuple)) and len(arg) == 2 and all(_num(a) is not None for a in arg)):
                 raise SynthsegError(f"{where}: rule {rule_name!r}: between takes [low, high]")
         elif op in ("lt", "le", "gt", "ge") and _num(arg) is None:
-            raise SynthsegError(f"{where}: rule {rule_name!r}: {op} needs a number, got {arg!r}")
+            raise SynthsegError(f"{where}: rule {rule_name!r}: {op} needs a number, got {str(arg)[:40]!r}")
+        elif op in ("eq", "ne") and not isinstance(arg, bool) and _num(arg) is None:
+            raise SynthsegError(f"{where}: rule {rule_name!r}: {op} needs a number or true/false, got {str(arg)[:40]!r}")
     return dict(spec)
 
 
@@ -199,7 +201,12 @@ def parse_rules(data: Any, source: str = "rules", base: Path | None = None) -> R
     default = data.get("default", "accepted")
     if default is not None and default not in DECISIONS:
         raise SynthsegError(f"{source}: default must be one of {', '.join(DECISIONS)} or null, got {default!r}")
-    extra = {"ring_mm": float(data["ring_mm"])} if "ring_mm" in data else {}
+    extra = {}
+    if "ring_mm" in data:
+        ring = _num(data["ring_mm"])
+        if ring is None or not 0 < ring <= 1000:
+            raise SynthsegError(f"{source}: ring_mm must be a number of mm in (0, 1000], got {str(data['ring_mm'])[:40]!r}")
+        extra["ring_mm"] = ring
     reference, features = _parse_realism(data["realism"], source, base) if "realism" in data else (None, None)
     uses_realism = [r.name for r in rules if any(k in REALISM_METRICS for k in r.conditions)]
     if uses_realism and reference is None:
@@ -214,6 +221,12 @@ def load_rules(path: str | os.PathLike) -> RuleSet:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SynthsegError(f"rules file not found: {path}") from None
+    except IsADirectoryError:
+        raise SynthsegError(f"{path} is a folder, not a rules file") from None
+    except UnicodeDecodeError:
+        raise SynthsegError(f"{path.name} is not UTF-8 text; save the rules file as UTF-8") from None
+    except RecursionError:
+        raise SynthsegError(f"{path.name} is nested too deeply to be a rules file") from None
     except yaml.YAMLError as exc:
         raise SynthsegError(f"{path.name} is not valid YAML: {str(exc).splitlines()[0]}") from None
     return parse_rules(data, source=path.name, base=path.parent)

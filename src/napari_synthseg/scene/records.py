@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -17,6 +19,10 @@ from ..errors import SynthsegError
 
 LESION_STATUSES = ("placed", "accepted", "rejected", "flagged")
 BLEND_MODES = ("alpha", "additive", "poisson")
+#: Largest lesion diameter accepted (mm): larger than any organ; 1e7 mm would need PiB to render.
+MAX_LESION_MM = 1000.0
+#: Largest distance of a lesion centre from the scanner origin (mm), 100 m.
+MAX_COORD_MM = 1e5
 
 
 def utc_now() -> str:
@@ -81,8 +87,21 @@ class LesionRecord:
         mode = (self.blend or {}).get("mode", "alpha")
         if mode not in BLEND_MODES:
             raise SynthsegError(f"blend mode must be one of {', '.join(BLEND_MODES)}, got {mode!r}")
-        if self.size_mm < 0:
-            raise SynthsegError(f"lesion size must be positive, got {self.size_mm} mm")
+        try:
+            size = float(self.size_mm)
+            center = [float(v) for v in self.center_mm]
+        except (TypeError, ValueError):
+            raise SynthsegError("lesion size and centre must be numbers") from None
+        if not math.isfinite(size) or size < 0:
+            raise SynthsegError(f"lesion size must be a positive number, got {self.size_mm} mm")
+        if size > MAX_LESION_MM:
+            raise SynthsegError(f"lesion size {size:g} mm is over the {MAX_LESION_MM:g} mm limit")
+        if self.center_mm and len(center) not in (2, 3):
+            raise SynthsegError(f"lesion centre takes 2 or 3 coordinates, got {len(center)}")
+        if any(not math.isfinite(v) or abs(v) > MAX_COORD_MM for v in center):
+            raise SynthsegError(f"lesion centre {tuple(center)} mm is not a finite point within {MAX_COORD_MM:g} mm")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 2**63:
+            raise SynthsegError(f"lesion seed must be a whole number from 0 to 2**63-1, got {self.seed!r}")
 
     def to_dict(self) -> dict[str, Any]:
         # One deep copy of the mutable fields (dataclasses.asdict would walk everything twice).
@@ -95,7 +114,7 @@ class LesionRecord:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LesionRecord":
+    def from_dict(cls, data: dict[str, Any]) -> LesionRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -106,7 +125,7 @@ class LesionRecord:
             data["rotation_deg"] = tuple(data["rotation_deg"])
         return cls(**data)
 
-    def copy(self, **changes: Any) -> "LesionRecord":
+    def copy(self, **changes: Any) -> LesionRecord:
         return LesionRecord.from_dict({**self.to_dict(), **copy.deepcopy(changes)})
 
 

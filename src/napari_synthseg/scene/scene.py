@@ -32,6 +32,7 @@ from ..io import MedicalImage, read_image, sha256_of_files
 from ..utils.atomic import atomic_write_text
 from .assets import AssetStore
 from .records import LESION_STATUSES, LesionRecord, utc_now
+from .schema import read_scene_json
 
 try:  # POSIX advisory locks; elsewhere saves rely on the revision check alone
     import fcntl
@@ -189,15 +190,8 @@ class Scene:
         path = folder / SCENE_FILE
         if not path.exists():
             raise SynthsegError(f"{folder} is not a scene folder (no {SCENE_FILE})")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise SynthsegError(f"{path} is corrupt (not valid JSON)") from None
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise SynthsegError(
-                f"{path} has schema version {version}; this napari-synthseg reads version {SCHEMA_VERSION}"
-            )
+        # Parsed and validated (schema, asset keys, assets present) before anything is used.
+        data = read_scene_json(path, SCHEMA_VERSION)
         scene = cls(SourceInfo.from_dict(data["source"]), folder)
         scene._load_state(data)
         history_path = folder / HISTORY_FILE
