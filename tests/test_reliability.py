@@ -327,8 +327,12 @@ def test_cli_subprocess_prints_no_c_library_lines(tmp_path):
 # ---- asset compaction ------------------------------------------------------------------------
 
 
-def test_asset_store_compaction_bounds_unreferenced_files(cxr, tmp_path):
+def test_asset_store_compaction_bounds_unreferenced_files(cxr, tmp_path, monkeypatch):
+    import napari_synthseg.scene.scene as scene_module
     from napari_synthseg.scene.assets import COMPACT_SLACK_FILES
+
+    # Every save compacts; here no asset counts as "in flight" (see the next test for those).
+    monkeypatch.setattr(scene_module, "RECENT_ASSET_S", 0.0)
 
     scene = Scene.create(read_image(cxr), tmp_path / "scene")
     rng = np.random.default_rng(0)
@@ -559,3 +563,17 @@ def test_killed_generate_leaves_no_worker_alive(tmp_path):
         alive = {p for p in alive if _running(p)}
         time.sleep(0.5)
     assert not alive, f"{len(alive)} process(es) outlived the killed generate"
+
+
+def test_compaction_keeps_an_asset_another_writer_has_not_saved_yet(cxr, tmp_path):
+    """An asset put in the store moments before the scene.json naming it is saved survives."""
+    from napari_synthseg.scene.assets import COMPACT_SLACK_FILES
+
+    scene = Scene.create(read_image(cxr), tmp_path / "scene")
+    other = Scene.open(tmp_path / "scene")  # another program on the same folder
+    in_flight = other.assets.put(np.full((7, 7), 3.0, np.float32))
+    rng = np.random.default_rng(1)
+    for _ in range(COMPACT_SLACK_FILES + 10):  # enough churn for the first program to compact
+        scene.set_mask("constraint", rng.random((96, 96)) > 0.5)
+        scene.undo()
+    np.testing.assert_array_equal(other.assets.get(in_flight), np.full((7, 7), 3.0, np.float32))

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import SynthsegError
-from ..io import MedicalImage, check_same_grid, read_image, write_image
+from ..io import MedicalImage, write_image
 from ..scene import Scene
 from ..utils.atomic import atomic_directory
 from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings, blend_mode
@@ -94,10 +94,10 @@ def register(subparsers) -> None:
 
 
 def _mask_for(path: str, image: MedicalImage) -> np.ndarray:
-    mask = read_image(path)
+    from ..workflow.edit import read_mask
+
     # same shape, and (when both files store geometry) the same spacing, orientation and origin
-    check_same_grid(mask, image, f"mask {Path(path).name}")
-    return np.asarray(mask.array) != 0
+    return read_mask(path, image)
 
 
 #: ``remove``/``extract`` fill lesions: a mask over more than this fraction of the image, or
@@ -219,8 +219,6 @@ def run_place(args) -> int:
     at_mm = parse_floats(args.at_mm, "--at-mm", count=(2, 3)) if args.at_mm else None
     with _open_or_create_scene(args) as scene:
         session = EditSession(scene, actor="cli")
-        if args.constraint not in ("scene", "auto", "none"):
-            _mask_for(args.constraint, session.image)  # on the image's grid (origin, spacing), not only its shape
         # Constraint and lesion are one step: a failed placement leaves the scene as it was.
         with scene.batch("place lesion"):
             session.apply_constraint_choice(args.constraint)

@@ -46,6 +46,9 @@ SCENE_FILE = "scene.json"
 HISTORY_FILE = "history.json"
 LOCK_FILE = ".lock"
 MAX_HISTORY = 500
+#: Unreferenced assets younger than this are never compacted away (another writer's in flight:
+#: an asset is put in the store shortly before the scene.json that names it is saved).
+RECENT_ASSET_S = 300.0
 
 
 class SceneConflictError(SynthsegError):
@@ -576,6 +579,25 @@ class Scene:
         atomic_write_text(folder / SCENE_FILE, json.dumps(self.to_dict(), indent=1))
         self._unsynced.clear()
         self._last_action = None
+        # Keep the asset store bounded (docs/reliability.md): after both files are written,
+        # every asset they name is referenced. Assets written in the last few minutes are kept too:
+        # another program editing this folder, or a fill prepared in a worker, may have put an
+        # asset in the store that its scene.json does not name yet.
+        self.assets.maybe_compact(lambda: self.referenced_assets() | self._recent_assets(folder))
+
+    @staticmethod
+    def _recent_assets(folder: Path) -> set[str]:
+        import time
+
+        now, max_age_s = time.time(), RECENT_ASSET_S
+        recent = set()
+        for path in (folder / "assets").glob("*.safetensors"):
+            try:
+                if now - path.stat().st_mtime < max_age_s:
+                    recent.add(path.name[: -len(".safetensors")])
+            except OSError:
+                continue
+        return recent
 
     @contextlib.contextmanager
     def _folder_lock(self) -> Iterator[None]:

@@ -242,9 +242,10 @@ class EditSession:
 
 def read_mask(path: str | os.PathLike, image: MedicalImage) -> np.ndarray:
     """A mask file on ``image``'s grid as booleans (non-zero = inside)."""
+    from ..io import check_same_grid
+
     mask = read_image(path)
-    if mask.shape != image.shape:
-        raise SynthsegError(f"mask {Path(path).name} has shape {mask.shape}, the image {image.shape}")
+    check_same_grid(mask, image, f"mask {Path(path).name}")
     return np.asarray(mask.array) != 0
 
 
