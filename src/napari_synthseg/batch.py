@@ -38,7 +38,9 @@ class BatchConfig:
 
     lesions_per_image: tuple[int, int] = (1, 3)
     size_mm: tuple[float, float] = (6.0, 20.0)
-    lesion_source: str = "procedural"  # 'procedural', a LesionLibrary folder, or a folder of CT patches
+    # 'auto' (the library in $SYNTHSEG_LESION_LIBRARY if there is one, else procedural),
+    # 'procedural', a LesionLibrary folder, or a folder of CT patches
+    lesion_source: str = "auto"
     kinds: tuple[str, ...] = PROCEDURAL_KINDS
     blends: tuple[str, ...] = ("alpha", "poisson")
     contrast: tuple[float, float] = (0.8, 1.2)
@@ -76,6 +78,10 @@ class _LesionSource:
     """Draws a lesion patch of about a given diameter."""
 
     def __init__(self, spec: str, kinds: Sequence[str]) -> None:
+        if spec == "auto":
+            from .lesions.library import default_lesion_source
+
+            spec = default_lesion_source()
         self.spec, self.kinds = spec, tuple(kinds)
         self.library = None
         self.ct_files: list[Path] = []
@@ -94,7 +100,9 @@ class _LesionSource:
         from .lesions import load_ct_patch, procedural_nodule
 
         if self.library is not None:
-            lesion_id = self.library.pick(size_mm, rng)
+            # real nodules of the requested classes (measured from HU at import); all three: any item
+            classes = None if set(PROCEDURAL_KINDS) <= set(self.kinds) else [k for k in self.kinds if k in PROCEDURAL_KINDS]
+            lesion_id = self.library.pick(size_mm, rng, cls=classes or None)
             return self.library.get(lesion_id), {"type": "library", "library": self.spec, "id": lesion_id}
         if self.ct_files:
             path = self.ct_files[int(rng.integers(len(self.ct_files)))]
