@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 
 from ..errors import SynthsegError
 from ..io import MedicalImage
-from ..lesions.item import LesionPatch
+from ..lesions.item import LesionPatch, _threshold_mask, rotation_matrix
 from ..scene import LesionRecord, Scene
 from .poisson import blend_roi
 
@@ -110,6 +110,71 @@ def feather_alpha(mask: np.ndarray, spacing, feather_mm: float) -> np.ndarray:
     return np.clip(0.5 + signed / feather_mm, 0.0, 1.0).astype(np.float32)
 
 
+def box_kernel(width: float) -> np.ndarray:
+    """Weights of a box of ``width`` input pixels centred on a pixel centre (sums to 1).
+
+    Each tap is the overlap of that input pixel ([x - 1/2, x + 1/2]) with the box
+    [-width/2, width/2]: exact integration of piecewise-constant voxels over a slab.
+    """
+    half = width / 2.0
+    n = int(np.ceil(half - 0.5))
+    x = np.arange(-n, n + 1, dtype=float)
+    w = np.clip(np.minimum(x + 0.5, half) - np.maximum(x - 0.5, -half), 0.0, None)
+    return (w / w.sum()).astype(np.float32)
+
+
+def slab_integrate(values: np.ndarray, widths, mode: str = "constant") -> np.ndarray:
+    """Average ``values`` over a box of ``widths[i]`` input pixels along each axis (> 1 only)."""
+    out = np.asarray(values, np.float32)
+    for axis, width in enumerate(widths):
+        if width > 1.0 + 1e-6:
+            out = ndi.convolve1d(out, box_kernel(float(width)), axis=axis, mode=mode, cval=0.0)
+    return out
+
+
+def to_image_grid(
+    patch: LesionPatch, scale: float, rotation_deg, spacing: tuple[float, ...]
+) -> tuple[LesionPatch, np.ndarray]:
+    """The patch scaled, rotated and resampled onto ``spacing``, and its partial-volume coverage.
+
+    Unlike a point sample (or a Gaussian anti-alias) at each output voxel's centre, every output
+    voxel here holds the *average of the lesion over its own footprint*: a 5 mm CT slice gets the
+    nodule integrated over its 5 mm slab, as the scanner would have measured it. ``coverage`` is
+    the fraction of each output voxel the lesion mask occupies (the same integration of the
+    mask); the blend mask is coverage >= 0.5, and the slices with smaller partial volumes get
+    labelled where their change exceeds the label tolerance (:mod:`.truth`).
+    """
+    ndim = patch.ndim
+    forward = rotation_matrix(ndim, rotation_deg, (-2, -1)) * float(scale)
+    sp = np.asarray(patch.spacing, float)
+    sp_out = np.asarray(spacing, float)
+    shape_in = np.asarray(patch.shape)
+    half_in = shape_in * sp / 2.0
+    corners = np.array(np.meshgrid(*[[-h, h] for h in half_in], indexing="ij")).reshape(ndim, -1)
+    half_out = np.abs(forward @ corners).max(axis=1)
+    shape_out = np.maximum(1, np.ceil(2 * half_out / sp_out - 1e-6)).astype(int)
+    half_out = shape_out * sp_out / 2.0
+    inverse = np.linalg.inv(forward)
+    matrix = np.diag(1.0 / sp) @ inverse @ np.diag(sp_out)
+    offset = (inverse @ (0.5 * sp_out - half_out) + half_in) / sp - 0.5
+    kw = dict(matrix=matrix, offset=offset, output_shape=tuple(int(v) for v in shape_out), order=1, cval=0.0)
+    # footprint of one output voxel along each input axis, in input pixels
+    widths = np.abs(matrix).max(axis=1)
+
+    def sample(values: np.ndarray, mode: str) -> np.ndarray:
+        return ndi.affine_transform(slab_integrate(values, widths, mode), mode=mode, **kw).astype(np.float32)
+
+    intensity = sample(patch.intensity, "constant")
+    absolute = None if patch.absolute is None else sample(patch.absolute, "nearest")
+    coverage = np.clip(sample(patch.mask.astype(np.float32), "constant"), 0.0, 1.0)
+    mask = _threshold_mask(coverage)
+    op = {"op": "to_image_grid", "scale": float(scale), "rotation_deg": np.atleast_1d(rotation_deg).tolist(),
+          "spacing": sp_out.tolist(), "integration": "slab"}
+    out = patch._derive(op, intensity=intensity, mask=mask, absolute=absolute,
+                        spacing=tuple(float(v) for v in sp_out))
+    return out, coverage
+
+
 class PatchCache:
     """Transformed + resampled patches by (assets, size, rotation, spacing); small LRU.
 
@@ -119,11 +184,17 @@ class PatchCache:
 
     def __init__(self, capacity: int = 256) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[str, LesionPatch] = OrderedDict()
+        self._items: OrderedDict[str, tuple[LesionPatch, np.ndarray]] = OrderedDict()
         # QA prepares neighbouring scenes and exports in worker threads that share this cache
         self._lock = threading.Lock()
 
     def get(self, scene: Scene, record: LesionRecord, spacing: tuple[float, ...]) -> LesionPatch:
+        return self.get_with_coverage(scene, record, spacing)[0]
+
+    def get_with_coverage(
+        self, scene: Scene, record: LesionRecord, spacing: tuple[float, ...]
+    ) -> tuple[LesionPatch, np.ndarray]:
+        """The record's patch on the image grid and its partial-volume coverage (0..1)."""
         key = _key(record.assets, record.params.get("patch_spacing"), record.size_mm, record.rotation_deg, spacing)
         with self._lock:
             if key in self._items:
@@ -132,17 +203,20 @@ class PatchCache:
         patch = record_patch(scene, record)
         scale = record.size_mm / patch.diameter_mm() if record.size_mm > 0 else 1.0
         rotation = record.rotation_deg
-        if abs(scale - 1.0) > 1e-6 or np.any(np.asarray(rotation, dtype=float) != 0):
-            # onto the image's spacing in the same interpolation: resampling afterwards would blur
-            # the patch and quantise its mask a second time
-            patch = patch.transform(scale=scale, rotation_deg=rotation, spacing=spacing)
-        elif tuple(patch.spacing) != tuple(spacing):
-            patch = patch.resample_to(spacing)
+        if abs(scale - 1.0) > 1e-6 or np.any(np.asarray(rotation, dtype=float) != 0) or (
+            tuple(patch.spacing) != tuple(spacing)
+        ):
+            # one interpolation onto the image's spacing, integrating over each voxel's footprint
+            # (slab integration on thick slices); resampling twice would blur the patch and
+            # quantise its mask a second time
+            entry = to_image_grid(patch, scale, rotation, tuple(spacing))
+        else:
+            entry = (patch, patch.mask.astype(np.float32))
         with self._lock:  # the transform above runs unlocked: two threads may both compute it
-            self._items[key] = patch
+            self._items[key] = entry
             if len(self._items) > self.capacity:
                 self._items.popitem(last=False)
-        return patch
+        return entry
 
 
 SHARED_CACHE = PatchCache()
@@ -160,7 +234,7 @@ def place(
             f"lesion {record.id} holds pixels on the image's own grid (an accepted fill); it can be moved "
             "or deleted but not resized or rotated"
         )
-    patch = (cache or SHARED_CACHE).get(scene, record, spacing)
+    patch, coverage = (cache or SHARED_CACHE).get_with_coverage(scene, record, spacing)
     if patch.ndim != image.ndim:
         raise SynthsegError(
             f"lesion {record.id} is {patch.ndim}D but the image is {image.ndim}D"
@@ -178,7 +252,11 @@ def place(
     box = _blend_box(mode, blend, patch.mask, offset, spacing, image.shape)
     if box is None:
         raise SynthsegError(f"lesion {record.id} lies entirely outside the image")
-    alpha = feather_alpha(patch.mask, spacing, float(blend.get("feather_mm", 0.0))) if mode == "alpha" else None
+    alpha = None
+    if mode == "alpha":
+        # the feathered opacity, and at least the partial-volume coverage: a slab that holds a
+        # third of the nodule takes a third of it (the label follows from what that changes)
+        alpha = np.maximum(feather_alpha(patch.mask, spacing, float(blend.get("feather_mm", 0.0))), coverage)
     overlay = None
     if "overlay" in record.assets:
         values = scene.assets.get(record.assets["overlay"])
@@ -204,7 +282,8 @@ def _blend_box(mode: str, blend: dict, mask: np.ndarray, offset, spacing, image_
         return blend_roi(image_shape, mask, offset=offset, margin=1)
     if mode == "alpha":
         feather_px = float(blend.get("feather_mm", 0.0)) / min(spacing)
-        grown = ndi.binary_dilation(mask, iterations=int(np.ceil(feather_px / 2)) + 1) if feather_px > 0 else mask
+        # one voxel more than the feather: the partial-volume coverage reaches one voxel past the mask
+        grown = ndi.binary_dilation(mask, iterations=int(np.ceil(feather_px / 2)) + 1)
         found = ndi.find_objects(grown.astype(np.uint8))[0]
         return _clip_box([o + s.start for o, s in zip(offset, found)], [s.stop - s.start for s in found], image_shape)
     return _clip_box(offset, mask.shape, image_shape)
