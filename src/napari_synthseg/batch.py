@@ -131,6 +131,7 @@ def generate_scene(image_path: str, out_folder: str, config: BatchConfig, seed_e
     from .io import read_image
     from .lesions.place import place_lesion
     from .render import SceneRenderer
+    from .render.visibility import MIN_CNR
     from .scene import Scene
 
     summary = SceneSummary(image=str(image_path), scene=None)
@@ -165,6 +166,7 @@ def generate_scene(image_path: str, out_folder: str, config: BatchConfig, seed_e
                         scene, patch, at_xyz=tuple(float(v) for v in at), size_mm=size,
                         rotation_deg=float(rng.uniform(0, 360)), blend=config.blends[int(rng.integers(len(config.blends)))],
                         contrast=contrast, seed=int(rng.integers(2**31 - 1)), source=source_info, min_inside=config.min_inside,
+                        min_cnr=MIN_CNR,  # issue 15: a lesion too faint to see is refused and drawn again
                     )
                 except SynthsegError:
                     continue  # e.g. the transformed mask pokes out of the constraint: draw again

@@ -91,6 +91,7 @@ def place_lesion(
     source: dict[str, Any] | None = None,
     project: bool = True,
     min_inside: float = 1.0,
+    min_cnr: float | None = None,
 ) -> LesionRecord:
     """Place ``patch`` into ``scene`` and return the stored record.
 
@@ -110,6 +111,12 @@ def place_lesion(
     min_inside : float
         Fraction of the lesion mask that must lie inside the organ constraint (if the scene
         has one).
+    min_cnr : float, optional
+        Refuse the lesion (:class:`SynthsegError`) if its contrast-to-noise ratio against the
+        local background is below this (batch generation passes
+        :data:`~napari_synthseg.render.visibility.MIN_CNR`). Either way the record keeps its
+        ``params["visibility"]`` (cnr, contrast, noise, visible) and a lesion below
+        ``MIN_CNR`` logs a warning: it is flagged, not silently labelled.
     """
     if blend not in BLEND_MODES:
         raise SynthsegError(f"blend must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
@@ -149,7 +156,25 @@ def place_lesion(
     if contrast_mode == "node21":
         record = _with_node21_contrast(scene, record, image)
     _validate(scene, record, image, min_inside)
+    record = _with_visibility(scene, record, image, min_cnr)
     return scene.add_lesion(record, label=f"place {kind}")
+
+
+def _with_visibility(scene: Scene, record: LesionRecord, image: MedicalImage, min_cnr: float | None) -> LesionRecord:
+    import logging
+
+    from ..render.visibility import placement_visibility
+
+    visibility = placement_visibility(scene, record, image)
+    cnr = visibility["cnr"]
+    if min_cnr is not None and (cnr is None or cnr < min_cnr):
+        raise SynthsegError(f"the lesion would be too faint to see here (CNR {cnr} < {min_cnr}); "
+                            "raise its contrast or choose another place")
+    if not visibility["visible"]:
+        logging.getLogger(__name__).warning(
+            "lesion at %s is hardly visible (CNR %s < %s against its local background); it is flagged",
+            record.center_mm, cnr, visibility["min_cnr"])
+    return record.copy(params=dict(record.params, visibility=visibility))
 
 
 def _with_node21_contrast(scene: Scene, record: LesionRecord, image: MedicalImage) -> LesionRecord:

@@ -69,8 +69,16 @@ def review_scenes(
     renderer: RendererSpec = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    visibility_rule: bool = True,
+    min_cnr: float | None = None,
 ) -> dict[str, dict[str, tuple[str | None, str, str]]]:
     """Decide lesions of many scenes with ``rules`` (rendering them) or accept all undecided.
+
+    With ``accept_all``, the minimum-visibility rule still applies unless ``visibility_rule``
+    is False: each scene is rendered and a lesion whose CNR against its local background is
+    below ``min_cnr`` (default :data:`~napari_synthseg.render.visibility.MIN_CNR`, QA's "too
+    faint" threshold) is *flagged* with the reason instead of accepted, so a labelled but
+    invisible lesion never reaches an export unseen.
 
     Returns scene folder -> lesion id -> (status, by, reason) for lesions decided now.
     """
@@ -86,9 +94,22 @@ def review_scenes(
         scene = Scene.open(folder)
         decided: dict[str, tuple[str | None, str, str]] = {}
         if accept_all:
+            cnrs: dict[str, float] = {}
+            if visibility_rule:
+                from ..render.visibility import MIN_CNR
+
+                threshold = MIN_CNR if min_cnr is None else float(min_cnr)
+                qa = qa_scene(scene, renderer, ring_mm=ring_mm)
+                cnrs = {k: m.cnr for k, m in qa.metrics.items()}
             with scene.batch("accept all"):
                 for rec in list(scene.lesions):
                     if rec.status == "placed" or overwrite:
+                        cnr = cnrs.get(rec.id)
+                        if visibility_rule and rec.kind != "removal" and not (cnr is not None and cnr >= threshold):
+                            reason = f"visibility rule: CNR {cnr if cnr is None else round(cnr, 2)} < {threshold:g} (too faint to see)"
+                            scene.set_decision(rec.id, "flagged", by=by, reason=reason)
+                            decided[rec.id] = ("flagged", by, reason)
+                            continue
                         scene.set_decision(rec.id, "accepted", by=by, reason="accept-all")
                         decided[rec.id] = ("accepted", by, "accept-all")
         else:
