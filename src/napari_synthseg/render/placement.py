@@ -30,6 +30,8 @@ Box = tuple[slice, ...]
 # which take about 60 % of a percentile window; so a window spans ~3 units. A lesion's residual
 # attenuation is turned into grey values with gain = window width / 3 (times the contrast).
 ATTENUATION_PER_WINDOW = 3.0
+#: Poisson blending takes in voxels the lesion covers at least this much (partial volume).
+POISSON_MIN_COVERAGE = 0.2
 
 
 @dataclass
@@ -249,14 +251,20 @@ def place(
         # The lesion with its own recorded background; contrast scales only the lesion part.
         absolute = patch.absolute - patch.intensity + residual
     mode = blend.get("mode", "alpha")
-    box = _blend_box(mode, blend, patch.mask, offset, spacing, image.shape)
-    if box is None:
-        raise SynthsegError(f"lesion {record.id} lies entirely outside the image")
+    blend_mask = patch.mask
+    if mode == "poisson":
+        # gradient-domain blending changes pixels only inside its mask: take in the partial-volume
+        # voxels too (a nodule centred on a 5 mm slice fills part of its neighbours), so the thick
+        # slices show the slab-integrated lesion and get labelled where that changes them
+        blend_mask = patch.mask | (coverage >= POISSON_MIN_COVERAGE)
     alpha = None
     if mode == "alpha":
         # the feathered opacity, and at least the partial-volume coverage: a slab that holds a
         # third of the nodule takes a third of it (the label follows from what that changes)
         alpha = np.maximum(feather_alpha(patch.mask, spacing, float(blend.get("feather_mm", 0.0))), coverage)
+    box = _blend_box(mode, blend, blend_mask, offset, spacing, image.shape, alpha)
+    if box is None:
+        raise SynthsegError(f"lesion {record.id} lies entirely outside the image")
     overlay = None
     if "overlay" in record.assets:
         values = scene.assets.get(record.assets["overlay"])
@@ -272,14 +280,22 @@ def place(
         label_mask = np.asarray(scene.assets.get(record.assets["label_mask"]), bool)
         if label_mask.shape != patch.mask.shape:
             raise SynthsegError(f"lesion {record.id}: its label mask does not match its patch")
-    return PlacedLesion(record=record, residual=residual, absolute=absolute, mask=patch.mask, offset=offset,
+    return PlacedLesion(record=record, residual=residual, absolute=absolute, mask=blend_mask, offset=offset,
                         box=box, alpha=alpha, overlay=overlay, label_mask=label_mask, spacing=tuple(spacing))
 
 
-def _blend_box(mode: str, blend: dict, mask: np.ndarray, offset, spacing, image_shape) -> Box | None:
+def _blend_box(mode: str, blend: dict, mask: np.ndarray, offset, spacing, image_shape,
+               alpha: np.ndarray | None = None) -> Box | None:
     """The image box a lesion's blend may change (before any overlay)."""
     if mode == "poisson":
         return blend_roi(image_shape, mask, offset=offset, margin=1)
+    if mode == "alpha" and alpha is not None:
+        # exactly where the opacity is non-zero (feather and partial-volume coverage, which can
+        # reach past the mask where a thin part of the lesion fell below half a voxel)
+        found = ndi.find_objects((alpha > 0).astype(np.uint8))
+        if not found or found[0] is None:
+            return None
+        return _clip_box([o + s.start for o, s in zip(offset, found[0])], [s.stop - s.start for s in found[0]], image_shape)
     if mode == "alpha":
         feather_px = float(blend.get("feather_mm", 0.0)) / min(spacing)
         # one voxel more than the feather: the partial-volume coverage reaches one voxel past the mask
@@ -292,7 +308,8 @@ def _blend_box(mode: str, blend: dict, mask: np.ndarray, offset, spacing, image_
 def place_box(placed: PlacedLesion, image_shape) -> Box:
     """The blend box of a placed lesion, without its overlay."""
     blend = placed.record.blend or {}
-    return _blend_box(blend.get("mode", "alpha"), blend, placed.mask, placed.offset, placed.spacing, image_shape)
+    return _blend_box(blend.get("mode", "alpha"), blend, placed.mask, placed.offset, placed.spacing, image_shape,
+                      placed.alpha)
 
 
 def footprint_check(

@@ -181,3 +181,33 @@ def check_label_truth(
             report.unchanged_labels.append(int(value))
         report.fragments += int(ndi.label(small_fragments(mine, min_fragment), structure=_face_structure(mine.ndim))[1])
     return report
+
+
+@dataclass
+class LesionTruth:
+    """Independent measurement of one rendered lesion against the rule (tests, benchmarks)."""
+
+    outside_voxels: int  # unlabelled voxels near the lesion changed by > tolerance x its contrast
+    contrast: float  # peak |change| inside its label
+    changed_in_label: int  # label voxels that changed at all
+    fragments: int  # detached label pieces below the size limit
+
+
+def measure_lesion_truth(
+    source: np.ndarray,
+    image: np.ndarray,
+    labels: np.ndarray,
+    value: int,
+    region: Box,
+    tolerance: float = LABEL_TOLERANCE,
+    min_fragment: int = MIN_FRAGMENT_VOXELS,
+) -> LesionTruth:
+    """Measure lesion ``value`` in ``region`` (which must hold no other lesion's change) from the
+    pixels alone: the image before and after, and the label map."""
+    diff = np.abs(np.asarray(image[region], np.float32) - np.asarray(source[region], np.float32))
+    mine = labels[region] == value
+    contrast = float(diff[mine].max()) if mine.any() else 0.0
+    outside = int(((labels[region] == 0) & (diff > tolerance * contrast)).sum()) if mine.any() else int((diff > 0).sum())
+    fragments = int(ndi.label(small_fragments(mine, min_fragment), structure=_face_structure(mine.ndim))[1])
+    return LesionTruth(outside_voxels=outside, contrast=contrast, changed_in_label=int((diff[mine] > 0).sum()),
+                       fragments=fragments)
