@@ -196,8 +196,11 @@ def run_inpaint(args) -> int:
                               texture=args.texture, threads=args.threads,
                               progress=ConsoleProgress())
     from ..io import write_image
+    from ._provenance import clip_to_source, model_reference, write_sidecar
 
-    for o, arr in zip(outs, samples):
+    model = model_reference(args.model, args.mode)
+    for i, (o, arr) in enumerate(zip(outs, samples)):
+        arr, clipping = clip_to_source(arr, image.array)
         if o.suffix == ".png":
             arr = np.clip(np.rint(arr), 0, 65535).astype(
                 np.asarray(image.array).dtype if np.asarray(image.array).dtype in (np.uint8, np.uint16)
@@ -205,6 +208,9 @@ def run_inpaint(args) -> int:
         elif np.issubdtype(np.asarray(image.array).dtype, np.integer):
             info = np.iinfo(np.asarray(image.array).dtype)
             arr = np.clip(np.rint(arr), info.min, info.max).astype(np.asarray(image.array).dtype)
-        write_image(arr, o, like=image, overwrite=args.force)
+        written = write_image(arr, o, like=image, overwrite=args.force)
+        write_sidecar(written, command="synthseg inpaint", method=f"inpaint:{args.mode}", image=image,
+                      mask_path=args.mask, model=model, clipping=clipping,
+                      extra={"seed": args.seed, "sample": i, "samples": args.samples, "margin": args.margin})
         print(f"wrote {o}", file=sys.stdout)
     return 0
