@@ -187,3 +187,25 @@ def test_export_refuses_a_disagreeing_label(ct_scene, ct_nodule, monkeypatch, tm
     rendered.labels[rendered.labels == record.label] = 0
     with pytest.raises(SynthsegError, match="export of case case-1"):
         export_case.check_export_labels(ct_scene, rendered, "case-1")
+
+
+@pytest.mark.parametrize("blend", ["alpha", "poisson"])
+def test_ct_lesions_take_on_the_target_noise(ct_scene, blend):
+    from napari_synthseg.render.noise import lesion_noise, noise_at
+
+    smooth = procedural_nodule(20.0, "solid", spacing=1.0, seed=1)
+    measured = {}
+    for match in (False, True):
+        record = place_lesion(ct_scene, smooth, at_xyz=(150, 250, 40), blend=blend, match_noise=match)
+        renderer = SceneRenderer(ct_scene, follow=False)
+        renderer.check()
+        derived = renderer.derived[record.id]
+        measured[match] = lesion_noise(renderer.image[derived.box], renderer.labels[derived.box] == record.label)
+        if match:
+            noise = record.blend["noise"]
+            assert noise["sigma"] > 0 and noise["target_sigma"] > noise["lesion_sigma"]
+            target = noise["target_sigma"]
+        ct_scene.remove_lesion(record.id)
+    # without matching the nodule is visibly smoother than the lung; with it, within 25 %
+    assert measured[False] < 0.7 * target
+    assert abs(measured[True] - target) < 0.25 * target, (measured, target)

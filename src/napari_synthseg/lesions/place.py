@@ -92,6 +92,7 @@ def place_lesion(
     project: bool = True,
     min_inside: float = 1.0,
     min_cnr: float | None = None,
+    match_noise: bool = True,
 ) -> LesionRecord:
     """Place ``patch`` into ``scene`` and return the stored record.
 
@@ -117,6 +118,9 @@ def place_lesion(
         :data:`~napari_synthseg.render.visibility.MIN_CNR`). Either way the record keeps its
         ``params["visibility"]`` (cnr, contrast, noise, visible) and a lesion below
         ``MIN_CNR`` logs a warning: it is flagged, not silently labelled.
+    match_noise : bool
+        CT, alpha and Poisson blends: give the lesion the target's noise level and texture
+        measured in the lung around the site (:mod:`napari_synthseg.render.noise`).
     """
     if blend not in BLEND_MODES:
         raise SynthsegError(f"blend must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
@@ -156,8 +160,32 @@ def place_lesion(
     if contrast_mode == "node21":
         record = _with_node21_contrast(scene, record, image)
     _validate(scene, record, image, min_inside)
+    if match_noise:
+        record = _with_matched_noise(scene, record, image)
     record = _with_visibility(scene, record, image, min_cnr)
     return scene.add_lesion(record, label=f"place {kind}")
+
+
+def _with_matched_noise(scene: Scene, record: LesionRecord, image: MedicalImage) -> LesionRecord:
+    import math
+
+    from ..render.noise import choose_blur, lesion_noise, noise_at
+
+    if image.ndim != 3 or image.modality != "CT" or record.params.get("units") != "HU":
+        return record
+    if record.blend.get("mode") not in ("alpha", "poisson"):
+        return record  # additive keeps the target's own noise
+    placed = place(scene, record, image)
+    center = [(b.start + b.stop) / 2.0 for b in placed.box]
+    target_sigma, rho = noise_at(np.asarray(image.array), center, image.scale, exclude=placed.box)
+    if not math.isfinite(target_sigma) or target_sigma <= 0:
+        return record  # no lung around the site to learn from
+    values = placed.absolute if placed.absolute is not None else placed.residual
+    own = lesion_noise(values, placed.mask)
+    needed = math.sqrt(max(target_sigma ** 2 - own ** 2, 0.0))
+    noise = {"sigma": round(needed, 3), "blur_px": choose_blur(rho), "target_sigma": round(target_sigma, 3),
+             "target_rho": round(rho, 4) if math.isfinite(rho) else None, "lesion_sigma": round(own, 3)}
+    return record.copy(blend=dict(record.blend, noise=noise))
 
 
 def _with_visibility(scene: Scene, record: LesionRecord, image: MedicalImage, min_cnr: float | None) -> LesionRecord:

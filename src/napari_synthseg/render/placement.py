@@ -251,6 +251,17 @@ def place(
         # The lesion with its own recorded background; contrast scales only the lesion part.
         absolute = patch.absolute - patch.intensity + residual
     mode = blend.get("mode", "alpha")
+    noise = blend.get("noise") or {}
+    if mode in ("alpha", "poisson") and float(noise.get("sigma", 0.0)) > 0:
+        # the target scan's noise, missing from a smooth or differently noisy lesion (.noise);
+        # seeded by the record, so re-rendering is exact
+        from .noise import matched_noise
+
+        field = matched_noise(patch.shape, float(noise["sigma"]), float(noise.get("blur_px", 0.0)),
+                              int(record.seed)) * coverage
+        residual = residual + field
+        if absolute is not None:
+            absolute = absolute + field
     blend_mask = patch.mask
     if mode == "poisson":
         # gradient-domain blending changes pixels only inside its mask: take in the partial-volume

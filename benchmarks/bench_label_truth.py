@@ -1,0 +1,198 @@
+"""Is every label what changed? Many lesions of every blend mode, 2D and 3D, thick and thin CT
+slices, procedural and real (LIDC library) nodules, counted from the pixels alone.
+
+For each (image, blend, source) a scene gets ``--per-combo`` lesions at random places inside the
+organ constraint (>= 40 mm apart, so each lesion's neighbourhood holds no other lesion's change),
+through ``place_lesion`` with the batch's visibility gate (``min_cnr=MIN_CNR``: a lesion too faint
+to see is refused and another place/size is drawn, as in batch). The scene is rendered and each
+lesion is measured in its box grown by 10 mm:
+
+* ``outside``: unlabelled voxels changed by more than 5 % of the lesion's contrast (peak change
+  inside its label) - must be 0;
+* ``invisible``: labels whose CNR against the local background (QA's definition) is below
+  ``MIN_CNR``, or that changed nothing - must be 0;
+* ``fragments``: detached label pieces below 10 voxels - must be 0.
+
+Reference, same pixels: ``outside (mask rule)`` counts the unlabelled-changed voxels if the label
+were only the blend mask (the pre-issue-15 rule, "the label is the mask used for blending").
+
+Images: the shared CT series (5 mm slices), a 1.25 mm-slice crop of it (resampled in z), two
+8-bit NIH CXRs and the 16-bit NODE21 CXR. Library: the 895 LIDC nodules imported by reference
+(``--library`` to reuse an imported folder). Placement time per lesion is reported per source
+(procedural vs library, drawing the lesion included), the issue's "placing from the library is as
+fast as procedural".
+
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_label_truth.py [--per-combo 9] [--seed 0]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from napari_synthseg.constraints import organ_constraint  # noqa: E402
+from napari_synthseg.errors import SynthsegError  # noqa: E402
+from napari_synthseg.io import read_image  # noqa: E402
+from napari_synthseg.lesions import LesionLibrary, procedural_cxr_nodule, procedural_nodule  # noqa: E402
+from napari_synthseg.lesions.place import place_lesion  # noqa: E402
+from napari_synthseg.render import SceneRenderer  # noqa: E402
+from napari_synthseg.render.truth import measure_lesion_truth  # noqa: E402
+from napari_synthseg.render.visibility import MIN_CNR, lesion_cnr  # noqa: E402
+from napari_synthseg.scene import Scene  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+BLENDS = ("alpha", "additive", "poisson")
+SOURCES = ("procedural", "library")
+
+
+def thin_ct(thick, folder: Path):
+    crop = thick.array[14:50, 120:420, 40:472].astype(np.float32)
+    image = sitk.GetImageFromArray(crop)
+    image.SetSpacing((thick.scale[2], thick.scale[1], thick.scale[0]))
+    size = (crop.shape[2], crop.shape[1], int(crop.shape[0] * thick.scale[0] / 1.25))
+    thin = sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, (0.0, 0.0, 0.0),
+                         (thick.scale[2], thick.scale[1], 1.25), (1, 0, 0, 0, 1, 0, 0, 0, 1), -1000.0)
+    path = folder / "thin_ct.mha"
+    sitk.WriteImage(sitk.Cast(sitk.Round(thin), sitk.sitkInt16), str(path))
+    return read_image(path, modality="CT")
+
+
+def images(folder: Path):
+    thick = read_image(DATA / "ct/lung_pet_ct_dx_A0001/dicom")
+    yield "CT 5 mm", thick
+    yield "CT 1.25 mm", thin_ct(thick, folder)
+    for name in ("00004132_006.png", "00012604_002.png"):
+        yield f"CXR 8-bit {name[:8]}", read_image(DATA / "cxr/nih_nodule" / name, spacing=(0.34, 0.34))
+    yield "CXR 16-bit NODE21", read_image(DATA / "cxr/node21/c3883.mha")
+
+
+def draw(source: str, library: LesionLibrary, image, size: float, rng):
+    if source == "library":
+        return library.get(library.pick(size, rng))
+    kind = ("solid", "part-solid", "ground-glass")[int(rng.integers(3))]
+    seed = int(rng.integers(2**31 - 1))
+    lob, spic = float(rng.uniform(0, 0.6)), float(rng.uniform(0, 0.4))
+    if image.ndim == 2:
+        return procedural_cxr_nodule(size, kind, target_spacing=image.scale, lobulation=lob, spiculation=spic, seed=seed)
+    return procedural_nodule(size, kind, spacing=min(1.0, max(0.25, size / 12.0)), lobulation=lob, spiculation=spic,
+                             seed=seed)
+
+
+def run_combo(image, allowed, blend, source, library, n, rng, folder, stats):
+    scene = Scene.create(image, folder, overwrite=True)
+    spacing = np.asarray(image.scale)
+    cands = np.argwhere(allowed)
+    centres, records = [], []
+    sizes = (5.0, 20.0) if image.ndim == 3 else (8.0, 25.0)
+    tries = 0
+    while len(records) < n and tries < 40 * n:
+        tries += 1
+        at = cands[int(rng.integers(len(cands)))]
+        if any(np.linalg.norm((at - c) * spacing) < 40.0 for c in centres):
+            continue
+        size = float(rng.uniform(*sizes))
+        start = time.perf_counter()  # drawing the lesion counts: procedural generation vs a library read
+        patch = draw(source, library, image, size, rng)
+        try:
+            record = place_lesion(scene, patch, at_xyz=tuple(float(v) for v in at[::-1]), size_mm=size,
+                                  rotation_deg=float(rng.uniform(0, 360)), blend=blend, seed=int(rng.integers(2**31 - 1)),
+                                  min_inside=0.9, min_cnr=MIN_CNR)
+        except SynthsegError as exc:
+            stats["refused_faint" if "faint" in str(exc) else "refused_other"] += 1
+            continue
+        stats[f"time_{source}"].append(time.perf_counter() - start)
+        centres.append(at)
+        records.append(record)
+    renderer = SceneRenderer(scene, follow=False)
+    renderer.check("bench")
+    source_px = np.asarray(renderer.base, np.float32)
+    for record in records:
+        derived = renderer.derived[record.id]
+        margin = [int(math.ceil(10.0 / s)) for s in image.scale]
+        region = tuple(slice(max(0, b.start - m), min(sz, b.stop + m)) for b, m, sz in zip(derived.box, margin, image.shape))
+        truth = measure_lesion_truth(source_px, renderer.image, renderer.labels, record.label, region)
+        mine = renderer.labels[region] == record.label
+        cnr, _, _ = lesion_cnr(renderer.image[region], mine, image.scale)
+        stats["lesions"] += 1
+        stats["outside"] += truth.outside_voxels
+        stats["fragments"] += truth.fragments
+        stats["invisible"] += int(truth.changed_in_label == 0 or not (cnr >= MIN_CNR))
+        stats["cnr"].append(cnr)
+        # the pre-issue-15 rule on the same pixels: label = blend mask only
+        placed = renderer.placed(record)
+        mask_label = np.zeros(image.shape, bool)
+        sl = tuple(slice(max(0, o), min(sz, o + k)) for o, k, sz in zip(placed.offset, placed.mask.shape, image.shape))
+        psl = tuple(slice(s.start - o, s.stop - o) for s, o in zip(sl, placed.offset))
+        mask_label[sl] = placed.mask[psl]
+        diff = np.abs(renderer.image[region] - source_px[region])
+        others = (renderer.labels[region] != 0) & (renderer.labels[region] != record.label)
+        stats["outside_mask_rule"] += int(((diff > 0.05 * truth.contrast) & ~mask_label[region] & ~others).sum())
+        stats["dropped"] += derived.dropped_voxels
+    return len(records)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-combo", type=int, default=7, help="lesions per (image, blend, source)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--library", help="an imported LIDC library folder (default: import into a temp folder)")
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        start = time.perf_counter()
+        if args.library:
+            library = LesionLibrary(args.library)
+        else:
+            library = LesionLibrary(tmp / "lib")
+            library.import_index(DATA / "ct/lidc_nodules")
+        print(f"library: {len(library)} nodules ({time.perf_counter() - start:.1f} s)")
+        rows = []
+        times = defaultdict(list)
+        totals = defaultdict(int)
+        for name, image in images(tmp):
+            allowed = organ_constraint(image.array, image.scale, image.modality)
+            for blend in BLENDS:
+                for source in SOURCES:
+                    stats = defaultdict(int)
+                    stats["cnr"], stats["time_procedural"], stats["time_library"] = [], [], []
+                    run_combo(image, allowed, blend, source, library, args.per_combo, rng,
+                              tmp / f"scene_{len(rows)}", stats)
+                    times[source] += stats[f"time_{source}"]
+                    for key in ("lesions", "outside", "invisible", "fragments", "outside_mask_rule", "refused_faint",
+                                "refused_other", "dropped"):
+                        totals[key] += stats[key]
+                    rows.append((name, blend, source, stats["lesions"], stats["outside"], stats["invisible"],
+                                 stats["fragments"], stats["outside_mask_rule"], stats["refused_faint"],
+                                 float(np.median(stats["cnr"])) if stats["cnr"] else float("nan")))
+                    print("  " + " | ".join(str(v if not isinstance(v, float) else round(v, 2)) for v in rows[-1]),
+                          flush=True)
+    print()
+    print(f"machine: {platform.machine()} {platform.system()}, python {platform.python_version()}")
+    print("| image | blend | source | lesions | outside > tol | invisible | fragments | outside (mask rule, reference) "
+          "| refused faint | median CNR |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    print(f"| **all** | | | {totals['lesions']} | {totals['outside']} | {totals['invisible']} | {totals['fragments']} "
+          f"| {totals['outside_mask_rule']} | {totals['refused_faint']} | |")
+    print(f"detached fragment voxels restored: {totals['dropped']}; other refusals (constraint): {totals['refused_other']}")
+    tp, tl = np.median(times["procedural"]), np.median(times["library"])
+    print(f"place_lesion median time: procedural {tp * 1000:.0f} ms, library {tl * 1000:.0f} ms "
+          f"(library / procedural = {tl / tp:.2f})")
+
+
+if __name__ == "__main__":
+    main()
