@@ -32,7 +32,9 @@ from napari_synthseg.errors import SynthsegError  # noqa: E402
 from napari_synthseg.io import read_image  # noqa: E402
 from napari_synthseg.lesions import LesionLibrary, procedural_cxr_nodule  # noqa: E402
 from napari_synthseg.lesions.place import place_lesion  # noqa: E402
-from napari_synthseg.render.visibility import MIN_CNR  # noqa: E402
+from napari_synthseg.render.compose import composite  # noqa: E402
+from napari_synthseg.render.placement import place  # noqa: E402
+from napari_synthseg.render.visibility import MIN_CNR, lesion_cnr  # noqa: E402
 from napari_synthseg.scene import Scene  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -75,15 +77,27 @@ def main() -> None:
                         continue
                     cnr = record.params["visibility"]["cnr"]
                     cnrs[label].append(np.nan if cnr is None else cnr)
+                    # QA's plain definition (ring mean and std, no detrending) on the same render
+                    placed = place(scene, record, image)
+                    box = tuple(slice(max(0, b.start - 20), min(n, b.stop + 20)) for b, n in zip(placed.box, image.shape))
+                    canvas = np.array(image.array[box], np.float32)
+                    derived = composite(canvas, None, box, placed, image.scale)
+                    lesion = np.zeros(canvas.shape, bool)
+                    local = tuple(slice(d.start - b.start, d.stop - b.start) for d, b in zip(derived.box, box))
+                    lesion[local] = derived.label
+                    cnrs[f"{label} plain"].append(lesion_cnr(canvas, lesion, image.scale, detrend=False)[0])
                     cnrs[f"{label} factor"].append(record.blend["contrast"])
                     scene.remove_lesion(record.id)
     ref = float(np.nanmedian(cnrs["library, NODE21 contrast"]))
-    print("| source | lesions | median CNR | visible (CNR >= %g) | median contrast factor | CNR / reference |" % MIN_CNR)
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| source | lesions | median CNR (detrended) | visible (>= %g) | median CNR (QA plain) | visible (plain) "
+          "| median contrast factor | CNR / reference |" % MIN_CNR)
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label in ("library, NODE21 contrast", "library, contrast 1", "procedural, contrast 1"):
         values = np.asarray(cnrs[label], float)
+        plain = np.asarray(cnrs[label + " plain"], float)
         med = float(np.nanmedian(values))
         print(f"| {label} | {len(values)} | {med:.2f} | {np.mean(values >= MIN_CNR) * 100:.0f} % | "
+              f"{np.nanmedian(plain):.2f} | {np.mean(plain >= MIN_CNR) * 100:.0f} % | "
               f"{np.median(cnrs[label + ' factor']):.2f} | {med / ref:.2f} |")
 
 
