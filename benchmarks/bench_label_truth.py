@@ -105,7 +105,7 @@ def run_combo(image, allowed, blend, source, library, n, rng, folder, stats):
     centres, records = [], []
     sizes = (5.0, 20.0) if image.ndim == 3 else (8.0, 25.0)
     tries = 0
-    while len(records) < n and tries < 40 * n:
+    while len(records) < n and tries < 120 * n:
         tries += 1
         at = cands[int(rng.integers(len(cands)))]
         if any(np.linalg.norm((at - c) * spacing) < 40.0 for c in centres):
@@ -130,7 +130,20 @@ def run_combo(image, allowed, blend, source, library, n, rng, folder, stats):
         derived = renderer.derived[record.id]
         margin = [int(math.ceil(10.0 / s)) for s in image.scale]
         region = tuple(slice(max(0, b.start - m), min(sz, b.stop + m)) for b, m, sz in zip(derived.box, margin, image.shape))
-        truth = measure_lesion_truth(source_px, renderer.image, renderer.labels, record.label, region)
+        # other lesions' boxes are left out (their own sub-tolerance rims are theirs; the render's
+        # check_label_truth already certified every voxel against the sum of the allowances)
+        labels = np.array(renderer.labels[region])
+        for other in records:
+            if other.id != record.id:
+                ob = renderer.derived[other.id].box
+                local = tuple(slice(max(0, o.start - r.start), max(0, o.stop - r.start)) for o, r in zip(ob, region))
+                labels[local] = np.where(labels[local] == 0, -1, labels[local])
+        full = np.zeros(image.shape, np.int32)
+        full[region] = labels
+        truth = measure_lesion_truth(source_px, renderer.image, np.where(full < 0, record.label + 10**6, full),
+                                     record.label, region)
+        if truth.outside_voxels:
+            print(f"    lesion {record.id}: {truth}, tolerance {derived.tolerance:.3g}", flush=True)
         mine = renderer.labels[region] == record.label
         cnr, _, _ = lesion_cnr(renderer.image[region], mine, image.scale)
         stats["lesions"] += 1
@@ -145,7 +158,7 @@ def run_combo(image, allowed, blend, source, library, n, rng, folder, stats):
         psl = tuple(slice(s.start - o, s.stop - o) for s, o in zip(sl, placed.offset))
         mask_label[sl] = placed.mask[psl]
         diff = np.abs(renderer.image[region] - source_px[region])
-        others = (renderer.labels[region] != 0) & (renderer.labels[region] != record.label)
+        others = (full[region] != 0) & (full[region] != record.label)
         stats["outside_mask_rule"] += int(((diff > 0.05 * truth.contrast) & ~mask_label[region] & ~others).sum())
         stats["dropped"] += derived.dropped_voxels
     return len(records)
@@ -154,7 +167,8 @@ def run_combo(image, allowed, blend, source, library, n, rng, folder, stats):
 def run_harmonize(library, n, iters, rng, folder: Path) -> None:
     import torch
 
-    from napari_synthseg.harmonize import MIN_CONTRAST_KEPT, default_add_back, harmonize_lesion, preset, train_harmonizer
+    from napari_synthseg.harmonize import MIN_CONTRAST_KEPT, harmonize_lesion, preset, train_harmonizer
+    from napari_synthseg.harmonize.apply import default_add_back
     from napari_synthseg.harmonize.apply import blend_weights
     from napari_synthseg.lesions.place import attach_overlay
     from napari_synthseg.render.compose import render_scene
