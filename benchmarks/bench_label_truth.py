@@ -202,8 +202,15 @@ def run_harmonize(library, n, iters, rng, folder: Path) -> None:
         source = np.asarray(image.array)
         original = source.astype(np.float32)
         arch = ("singan", "consingan")[k % 2]
-        model = train_harmonizer(source, config=preset(arch, "fast", niter=iters, region_size=160), lesion_mask=mask,
-                                 seed=k)
+        try:
+            model = train_harmonizer(source, config=preset(arch, "fast", niter=iters, region_size=192),
+                                     lesion_mask=mask, seed=k)
+        except SynthsegError as exc:
+            rows, cols = np.nonzero(mask)
+            print(f"  harmonize {k}: skipped ({exc}); label {np.ptp(rows) + 1}x{np.ptp(cols) + 1} px, "
+                  f"{int(mask.sum())} px, record size {record.size_mm:.1f} mm", flush=True)
+            reasons["skipped: lesion larger than the training region"] += 1
+            continue
         scale = model.n_scales - 2 if arch == "singan" else 0
         samples = harmonize_lesion(model, naive, mask, scale, original_image=original, n_samples=4, seed=k,
                                    add_back=default_add_back(model, image.modality), reference_image=source)
