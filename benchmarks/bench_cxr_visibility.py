@@ -27,15 +27,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from napari_synthseg.constraints import organ_constraint  # noqa: E402
-from napari_synthseg.errors import SynthsegError  # noqa: E402
-from napari_synthseg.io import read_image  # noqa: E402
-from napari_synthseg.lesions import LesionLibrary, procedural_cxr_nodule  # noqa: E402
-from napari_synthseg.lesions.place import place_lesion  # noqa: E402
-from napari_synthseg.render.compose import composite  # noqa: E402
-from napari_synthseg.render.placement import place  # noqa: E402
-from napari_synthseg.render.visibility import MIN_CNR, lesion_cnr  # noqa: E402
-from napari_synthseg.scene import Scene  # noqa: E402
+from napari_synthseg.constraints import organ_constraint
+from napari_synthseg.errors import SynthsegError
+from napari_synthseg.io import read_image
+from napari_synthseg.lesions import LesionLibrary, procedural_cxr_nodule
+from napari_synthseg.lesions.place import place_lesion
+from napari_synthseg.render.compose import composite
+from napari_synthseg.render.placement import place
+from napari_synthseg.render.visibility import MIN_CNR, lesion_cnr
+from napari_synthseg.scene import Scene
 
 DATA = REPO.parent / "shared" / "data"
 
@@ -89,8 +89,8 @@ def main() -> None:
                     cnrs[f"{label} factor"].append(record.blend["contrast"])
                     scene.remove_lesion(record.id)
     ref = float(np.nanmedian(cnrs["library, NODE21 contrast"]))
-    print("| source | lesions | median CNR (detrended) | visible (>= %g) | median CNR (QA plain) | visible (plain) "
-          "| median contrast factor | CNR / reference |" % MIN_CNR)
+    print(f"| source | lesions | median CNR (detrended) | visible (>= {MIN_CNR:g}) | median CNR (QA plain) | visible (plain) "
+          "| median contrast factor | CNR / reference |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label in ("library, NODE21 contrast", "library, contrast 1", "procedural, contrast 1"):
         values = np.asarray(cnrs[label], float)

@@ -50,15 +50,19 @@ import SimpleITK as sitk
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from napari_synthseg.constraints import organ_constraint  # noqa: E402
-from napari_synthseg.errors import SynthsegError  # noqa: E402
-from napari_synthseg.io import read_image  # noqa: E402
-from napari_synthseg.lesions import LesionLibrary, procedural_cxr_nodule, procedural_nodule  # noqa: E402
-from napari_synthseg.lesions.place import place_lesion  # noqa: E402
-from napari_synthseg.render import SceneRenderer  # noqa: E402
-from napari_synthseg.render.truth import measure_lesion_truth  # noqa: E402
-from napari_synthseg.render.visibility import MIN_CNR, lesion_cnr  # noqa: E402
-from napari_synthseg.scene import Scene  # noqa: E402
+from napari_synthseg.constraints import organ_constraint
+from napari_synthseg.errors import SynthsegError
+from napari_synthseg.io import read_image
+from napari_synthseg.lesions import (
+    LesionLibrary,
+    procedural_cxr_nodule,
+    procedural_nodule,
+)
+from napari_synthseg.lesions.place import place_lesion
+from napari_synthseg.render import SceneRenderer
+from napari_synthseg.render.truth import measure_lesion_truth
+from napari_synthseg.render.visibility import MIN_CNR, lesion_cnr
+from napari_synthseg.scene import Scene
 
 DATA = REPO.parent / "shared" / "data"
 BLENDS = ("alpha", "additive", "poisson")
@@ -128,7 +132,7 @@ def run_combo(image, allowed, blend, source, library, n, rng, folder, stats):
     source_px = np.asarray(renderer.base, np.float32)
     for record in records:
         derived = renderer.derived[record.id]
-        margin = [int(math.ceil(10.0 / s)) for s in image.scale]
+        margin = [math.ceil(10.0 / s) for s in image.scale]
         region = tuple(slice(max(0, b.start - m), min(sz, b.stop + m)) for b, m, sz in zip(derived.box, margin, image.shape))
         # other lesions' boxes are left out (their own sub-tolerance rims are theirs; the render's
         # check_label_truth already certified every voxel against the sum of the allowances)
@@ -167,9 +171,13 @@ def run_combo(image, allowed, blend, source, library, n, rng, folder, stats):
 def run_harmonize(library, n, iters, rng, folder: Path) -> None:
     import torch
 
-    from napari_synthseg.harmonize import MIN_CONTRAST_KEPT, harmonize_lesion, preset, train_harmonizer
-    from napari_synthseg.harmonize.apply import default_add_back
-    from napari_synthseg.harmonize.apply import blend_weights
+    from napari_synthseg.harmonize import (
+        MIN_CONTRAST_KEPT,
+        harmonize_lesion,
+        preset,
+        train_harmonizer,
+    )
+    from napari_synthseg.harmonize.apply import blend_weights, default_add_back
     from napari_synthseg.lesions.place import attach_overlay
     from napari_synthseg.render.compose import render_scene
 

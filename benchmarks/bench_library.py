@@ -26,12 +26,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from napari_synthseg.constraints import organ_constraint  # noqa: E402
-from napari_synthseg.errors import SynthsegError  # noqa: E402
-from napari_synthseg.io import read_image  # noqa: E402
-from napari_synthseg.lesions import LesionLibrary, procedural_cxr_nodule, procedural_nodule  # noqa: E402
-from napari_synthseg.lesions.place import place_lesion  # noqa: E402
-from napari_synthseg.scene import Scene  # noqa: E402
+from napari_synthseg.constraints import organ_constraint
+from napari_synthseg.errors import SynthsegError
+from napari_synthseg.io import read_image
+from napari_synthseg.lesions import (
+    LesionLibrary,
+    procedural_cxr_nodule,
+    procedural_nodule,
+)
+from napari_synthseg.lesions.place import place_lesion
+from napari_synthseg.scene import Scene
 
 DATA = REPO.parent / "shared" / "data"
 

@@ -9,12 +9,22 @@ import SimpleITK as sitk
 
 from napari_synthseg.errors import SynthsegError
 from napari_synthseg.io import read_image
-from napari_synthseg.lesions import LesionPatch, load_ct_patch, procedural_cxr_nodule, procedural_nodule
+from napari_synthseg.lesions import (
+    LesionPatch,
+    load_ct_patch,
+    procedural_cxr_nodule,
+    procedural_nodule,
+)
 from napari_synthseg.lesions.place import place_lesion
 from napari_synthseg.render import SceneRenderer
 from napari_synthseg.render.compose import render_scene
 from napari_synthseg.render.placement import box_kernel, slab_integrate
-from napari_synthseg.render.truth import LABEL_TOLERANCE, MIN_FRAGMENT_VOXELS, check_label_truth, measure_lesion_truth
+from napari_synthseg.render.truth import (
+    LABEL_TOLERANCE,
+    MIN_FRAGMENT_VOXELS,
+    check_label_truth,
+    measure_lesion_truth,
+)
 from napari_synthseg.scene import Scene
 
 BLENDS = ("alpha", "additive", "poisson")
@@ -191,7 +201,7 @@ def test_export_refuses_a_disagreeing_label(ct_scene, ct_nodule, monkeypatch, tm
 
 @pytest.mark.parametrize("blend", ["alpha", "poisson"])
 def test_ct_lesions_take_on_the_target_noise(ct_scene, blend):
-    from napari_synthseg.render.noise import lesion_noise, noise_at
+    from napari_synthseg.render.noise import lesion_noise
 
     smooth = procedural_nodule(20.0, "solid", spacing=1.0, seed=1)
     measured = {}
@@ -209,3 +219,14 @@ def test_ct_lesions_take_on_the_target_noise(ct_scene, blend):
     # without matching the nodule is visibly smoother than the lung; with it, within 25 %
     assert measured[False] < 0.7 * target
     assert abs(measured[True] - target) < 0.25 * target, (measured, target)
+
+
+def test_visibility_gate_refuses_or_flags_faint_lesions(ct_scene, caplog):
+    lesion = procedural_nodule(10.0, "solid", spacing=1.0, seed=2)
+    with pytest.raises(SynthsegError, match="too faint to see"):
+        place_lesion(ct_scene, lesion, at_xyz=(150, 250, 40), blend="additive", contrast=0.005, min_cnr=1.0)
+    assert not ct_scene.lesions  # refused: nothing changed
+    faint = place_lesion(ct_scene, lesion, at_xyz=(150, 250, 40), blend="additive", contrast=0.005)
+    assert faint.params["visibility"]["visible"] is False and "hardly visible" in caplog.text
+    clear = place_lesion(ct_scene, lesion, at_xyz=(370, 250, 34), blend="alpha")
+    assert clear.params["visibility"]["visible"] is True and clear.params["visibility"]["cnr"] >= 1.0

@@ -22,13 +22,12 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
-
 from scipy import ndimage as ndi
 
 from ..errors import SynthsegError
@@ -403,7 +402,12 @@ class LesionLibrary:
             Reader threads (default: the CPU count, at most 8). SimpleITK and NumPy release the
             GIL while reading and measuring, so threads overlap the I/O and the arithmetic.
         """
-        from ..io.lesion_index import DEFAULT_SPLIT_SALT, DEFAULT_TEST_FRACTION, group_side, read_lesion_index
+        from ..io.lesion_index import (
+            DEFAULT_SPLIT_SALT,
+            DEFAULT_TEST_FRACTION,
+            group_side,
+            read_lesion_index,
+        )
 
         salt = DEFAULT_SPLIT_SALT if salt is None else salt
         test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction

@@ -42,7 +42,13 @@ from ..io import MedicalImage
 from ..scene import Change, LesionRecord, Scene
 from .placement import SHARED_CACHE, Box, PatchCache, PlacedLesion, place, place_box
 from .poisson import poisson_blend_region
-from .truth import LABEL_TOLERANCE, MIN_FRAGMENT_VOXELS, DerivedLabel, check_label_truth, derive_label
+from .truth import (
+    LABEL_TOLERANCE,
+    MIN_FRAGMENT_VOXELS,
+    DerivedLabel,
+    check_label_truth,
+    derive_label,
+)
 
 NO_LABEL_KINDS = ("removal",)
 LABEL_DTYPE = np.int32
@@ -58,7 +64,7 @@ class RenderResult:
     def allowances(self) -> list:
         """(box, allowed change) per lesion for :func:`~.truth.check_label_truth`."""
         out = []
-        for lesion_id, derived in self.derived.items():
+        for derived in self.derived.values():
             out.append((derived.box, float("inf") if derived.tolerance is None else derived.tolerance))
         return out
 

@@ -71,7 +71,7 @@ def placement_visibility(scene: Scene, record: LesionRecord, image: MedicalImage
 
     placed = place(scene, record, image)
     spacing = image.scale
-    margin = [int(math.ceil((RING_MM + 2 * min(spacing)) / s)) + 2 for s in spacing]
+    margin = [math.ceil((RING_MM + 2 * min(spacing)) / s) + 2 for s in spacing]
     box = tuple(slice(max(0, b.start - m), min(n, b.stop + m)) for b, m, n in zip(placed.box, margin, image.shape))
     canvas = np.array(image.array[box], dtype=np.float32)
     derived = composite(canvas, None, box, placed, spacing)
