@@ -144,7 +144,10 @@ def _generate(model: Harmonizer, naive: torch.Tensor, scale: int, g: torch.Gener
     dev = naive.device
     amps = model.noise_amp
     if isinstance(module, ConSinGAN):
-        noises = [resize(naive, shapes[0])]
+        first = resize(naive, shapes[0])
+        if min_noise > 0:  # as for SinGAN below: samples of one request must differ
+            first = first + float(min_noise) * torch.randn(first.shape, generator=g, device=dev)
+        noises = [first]
         noises += [
             torch.randn(1, module.config.nfc, *shapes[k], generator=g, device=dev)
             for k in range(1, len(shapes))
