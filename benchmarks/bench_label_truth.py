@@ -168,7 +168,7 @@ def run_combo(image, allowed, blend, source, library, n, rng, folder, stats):
     return len(records)
 
 
-def run_harmonize(library, n, iters, rng, folder: Path) -> None:
+def run_harmonize(library, n, iters, rng, folder: Path, add_back: str | None = None) -> None:
     import torch
 
     from napari_synthseg.harmonize import (
@@ -221,7 +221,7 @@ def run_harmonize(library, n, iters, rng, folder: Path) -> None:
             continue
         scale = model.n_scales - 2 if arch == "singan" else 0
         samples = harmonize_lesion(model, naive, mask, scale, original_image=original, n_samples=4, seed=k,
-                                   add_back=default_add_back(model, image.modality), reference_image=source)
+                                   add_back=add_back or default_add_back(model, image.modality), reference_image=source)
         for sample in samples:
             results[arch].append(sample.accepted)
             if not sample.accepted:
@@ -256,6 +256,8 @@ def main() -> None:
     parser.add_argument("--harmonize", type=int, default=0, help="also harmonize this many lesions (see above)")
     parser.add_argument("--harmonize-iters", type=int, default=60, help="training iterations per scale")
     parser.add_argument("--only-harmonize", action="store_true")
+    parser.add_argument("--harmonize-add-back", choices=["replace", "coarse", "detail", "original"],
+                        help="add-back for every sample (default: the engine's default for the modality)")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -268,7 +270,7 @@ def main() -> None:
             library.import_index(DATA / "ct/lidc_nodules")
         print(f"library: {len(library)} nodules ({time.perf_counter() - start:.1f} s)")
         if args.harmonize:
-            run_harmonize(library, args.harmonize, args.harmonize_iters, rng, tmp)
+            run_harmonize(library, args.harmonize, args.harmonize_iters, rng, tmp, args.harmonize_add_back)
         if args.only_harmonize:
             return
         rows = []
