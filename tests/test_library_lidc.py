@@ -143,12 +143,12 @@ def test_default_source_is_a_present_library(shared_data, tmp_path, monkeypatch)
     lib.import_index(folder)
     monkeypatch.setenv(LIBRARY_ENV, str(tmp_path / "lib"))
     assert default_lesion_source() == str(tmp_path / "lib")
-    from napari_synthseg.batch import BatchConfig, _LesionSource
+    from napari_synthseg.batch.recipe import LesionPlan, LibrarySource
 
-    assert BatchConfig().lesion_source == "auto"
-    source = _LesionSource("auto", ("solid", "part-solid", "ground-glass"))
-    patch, info = source.draw(9.0, 3, np.random.default_rng(0))
-    assert info["type"] == "library" and patch.units == "HU"
+    [source] = LesionPlan().sources
+    assert isinstance(source, LibrarySource) and source.path == str(tmp_path / "lib")
+    monkeypatch.delenv(LIBRARY_ENV)
+    assert LesionPlan().sources[0].type == "procedural"
 
 
 def test_cli_import(shared_data, tmp_path, capsys):

@@ -99,16 +99,17 @@ def register(subparsers) -> None:
                         "builtin:cxr_inpainter_small for healthy, builtin:cxr_outpainter_small for "
                         "outpaint), or a classical method: biharmonic, telea")
     p.add_argument("--mode", default="healthy", choices=["healthy", "lesion", "outpaint"])
-    p.add_argument("--samples", type=int, default=1, help="number of seeded samples")
+    p.add_argument("--samples", type=int, default=1, help="number of seeded samples (1..64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first sample")
     p.add_argument("--margin", type=int, default=8,
                    help="outpaint: pixels kept around the lesion's box (default 8)")
     p.add_argument("--out", required=True,
                    help="output file (one sample), a pattern with {i} (e.g. fill_{i}.nii.gz) "
                         "or an existing folder (written as <image>_<mode>_<i>.nii.gz)")
-    p.add_argument("--texture", type=float, default=0.0,
-                   help="seeded grain strength for learned fills (0 = smooth best-PSNR fill, "
-                        "1 = grain like the surroundings; makes samples differ)")
+    p.add_argument("--texture", type=float, default=None,
+                   help="seeded grain strength for learned fills in [0, 1] (0 = smooth best-PSNR "
+                        "fill, 1 = grain like the surroundings; default: 0 for one sample, 1 for "
+                        "several so the samples differ)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for the network (default: torch's; 1 is faster on busy machines)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
@@ -176,25 +177,20 @@ def _outputs(out: str, n: int, stem: str, mode: str) -> list[Path]:
 
 
 def run_inpaint(args) -> int:
-    from ..inpaint import inpaint_samples
+    from ..workflow.inpaint import InpaintSettings, fill_mask, inpaint
 
-    if args.samples < 1:
-        raise SynthsegError(f"--samples must be at least 1, got {args.samples}")
+    settings = InpaintSettings(model=args.model, mode=args.mode, samples=args.samples, seed=args.seed,
+                               margin_px=args.margin, texture=args.texture)
     image = read_from_args(args.image, args)
     mask_img = read_from_args(args.mask, args)
-    mask = np.asarray(mask_img.array) > 0
-    if mask.shape != image.shape:
-        raise SynthsegError(f"mask shape {mask.shape} does not match image shape {image.shape}")
+    mask = fill_mask(mask_img.array, image.shape, what=f"mask {Path(args.mask).name}")
     stem = Path(args.image).name.split(".")[0] or "image"
     outs = _outputs(args.out, args.samples, stem, args.mode)
     for o in outs:
         if o.exists() and not args.force:
             raise SynthsegError(f"{o} exists; use --force to replace it")
-    samples = inpaint_samples(image.array, mask, model=args.model, mode=args.mode,
-                              n_samples=args.samples, seed=args.seed, margin=args.margin,
-                              spacing=tuple(reversed(image.spacing)), device=args.device,
-                              texture=args.texture, threads=args.threads,
-                              progress=ConsoleProgress())
+    samples = inpaint(image.array, mask, settings, spacing=tuple(reversed(image.spacing)), device=args.device,
+                      threads=args.threads, progress=ConsoleProgress())
     from ..io import write_image
     from ._provenance import clip_to_source, model_reference, write_sidecar
 

@@ -11,15 +11,14 @@ computed once for the whole crop so tiles agree where they overlap.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Union, cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import SynthsegError
 from ..models import LoadedModel, load_model, select_device
-from ..utils.progress import CancelToken, ProgressCallback, report
+from ..utils.progress import CancelToken
 from .network import ARCHITECTURE, MODES, InpaintNet, pad_to_multiple, push_pull_fill
 from .normalize import Normalizer
 from .normalize import image_half_range as _image_half_range
@@ -113,9 +112,11 @@ class Inpainter:
         self.loaded = loaded
         self.config = loaded.config
         self.device = select_device(device)
-        net: InpaintNet = loaded.module.float().eval().to(self.device)
-        # channels_last speeds up the convolutions on CUDA and (measured) on x86 CPU too
-        self.net = net.to(memory_format=torch.channels_last)
+        # the architecture was checked above, so the module is an InpaintNet
+        net = cast(InpaintNet, loaded.module).float().eval().to(self.device)
+        # channels_last speeds up the convolutions on CUDA and (measured) on x86 CPU too;
+        # torch's stubs lack Module.to(memory_format=...), which torch accepts and documents
+        self.net: InpaintNet = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.tile = max(64, int(tile) // 8 * 8)
         self.overlap = max(0, min(int(overlap), self.tile // 4))
 
@@ -284,78 +285,3 @@ def texture_noise(x: np.ndarray, hole: np.ndarray, rng: np.random.Generator,
     noise /= max(float(noise.std()), 1e-6)
     feather = np.clip(ndi.distance_transform_edt(hole) / 3.0, 0.0, 1.0)
     return (noise * scale * feather).astype(np.float32)
-
-
-def _outpaint_mask_for(mask: np.ndarray, margin: int) -> np.ndarray:
-    from .masks import mask_bbox, outpaint_mask
-
-    if mask.ndim != 2:
-        raise SynthsegError("outpainting works on 2D images; pick one slice of the volume")
-    return outpaint_mask(mask.shape, mask_bbox(mask), margin)
-
-
-def inpaint_samples(
-    image: np.ndarray,
-    mask: np.ndarray,
-    *,
-    model: Union[str, Path, "Inpainter"] = "builtin",
-    mode: str = "healthy",
-    n_samples: int = 1,
-    seed: int = 0,
-    margin: int = 8,
-    spacing: Optional[Sequence[float]] = None,
-    device: Optional[str] = None,
-    texture: float = 0.0,
-    threads: Optional[int] = None,
-    progress: Optional[ProgressCallback] = None,
-    cancel: Optional[CancelToken] = None,
-) -> List[np.ndarray]:
-    """``n_samples`` filled copies of ``image`` (float32), sample ``i`` seeded with ``seed + i``.
-
-    Parameters
-    ----------
-    image : ndarray
-        2D image, or a 3D volume (z, y, x) filled slice by slice (healthy/lesion modes).
-    mask : ndarray of bool
-        Healthy/lesion: the pixels to fill. Outpaint: the lesion to *keep*; everything outside
-        its bounding box grown by ``margin`` pixels is regenerated.
-    model : str or Path or Inpainter
-        A model file, ``builtin`` (the shipped model for ``mode``), ``builtin:NAME``, a loaded
-        :class:`Inpainter`, or ``biharmonic``/``telea`` (deterministic: every sample is the
-        same; healthy mode only).
-    texture : float
-        Seeded grain added to learned fills (see :func:`texture_noise`); 0 keeps the
-        smooth, best-PSNR fill (use 0 for lesion extraction, where grain would end up in the
-        extracted lesion).
-    threads : int, optional
-        CPU threads for learned models (see :class:`Inpainter`).
-    """
-    from ..fill import get_filler
-    from .filler import LearnedFiller
-
-    if n_samples < 1:
-        raise SynthsegError(f"the number of samples must be at least 1, got {n_samples}")
-    img = np.asarray(image)
-    msk = np.asarray(mask)
-    if msk.shape != img.shape:
-        raise SynthsegError(f"mask shape {msk.shape} does not match image shape {img.shape}; "
-                            "the mask lies (partly) off the image - use a mask drawn on this image")
-    msk = msk.astype(bool)
-    if not msk.any():
-        raise SynthsegError("the mask is empty; draw the region first")
-    key = str(model).strip().lower() if isinstance(model, (str, Path)) else ""
-    if key in CLASSICAL:
-        if mode != "healthy":
-            raise SynthsegError(f"{key} can only do healthy fill; pick a learned model for {mode}")
-        filler = get_filler(key)
-    else:
-        filler = LearnedFiller(model, mode=mode, device=device, texture=texture, threads=threads)
-    fill_mask = _outpaint_mask_for(msk, margin) if mode == "outpaint" else msk
-    out = []
-    for i in range(n_samples):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        report(progress, i, n_samples, f"sample {i + 1}/{n_samples}")
-        out.append(filler.fill(img, fill_mask, spacing=spacing, seed=seed + i, cancel=cancel))
-    report(progress, n_samples, n_samples, "done")
-    return out
