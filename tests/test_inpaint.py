@@ -581,8 +581,15 @@ def test_cli_train_and_inpaint(train_dir, tmp_path):
     rc = cli_main(["inpaint", str(src), "--mask", str(mpath), "--model", str(model),
                    "--samples", "2", "--out", str(outdir)])
     assert rc == 0
-    files = sorted(outdir.iterdir())
+    files = sorted(p for p in outdir.iterdir() if not p.name.endswith(".provenance.json"))
     assert len(files) == 2
+    # issue 15: every output carries a provenance sidecar (method, model hash, source hash)
+    import json
+
+    for f in files:
+        side = json.loads(f.with_name(f.name + ".provenance.json").read_text())
+        assert side["model"]["sha256"] and side["source"]["sha256"] and side["mask"]["sha256"]
+        assert side["method"] == "inpaint:healthy" and side["software"]["version"]
     for f in files:
         got = read_image(f)
         assert got.spacing == pytest.approx(ref.spacing)

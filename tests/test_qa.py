@@ -161,9 +161,21 @@ def test_review_cli_rules_and_accept_all(cxr_scenes, tmp_path, capsys):
     # accept-all only touches undecided lesions
     scene = Scene.open(cxr_scenes[0])
     scene.set_decision("L0001", "placed", by="test")
-    assert main(["review", scenes_dir, "--accept-all"]) == 0
+    # (the minimum-visibility rule renders the scenes: these use the test's disk renderer)
+    assert main(["review", scenes_dir, "--accept-all", "--renderer", "_disk_renderer:render_disks"]) == 0
     rec = Scene.open(cxr_scenes[0]).lesion("L0001")
     assert rec.status == "accepted" and rec.decision["by"].startswith("cli:accept-all")
+    # issue 15: accept-all flags a lesion too faint to see unless --no-visibility-rule
+    for rule, expected in ((True, "flagged"), (False, "accepted")):
+        scene = Scene.open(cxr_scenes[0])
+        scene.update_lesion("L0002", params={"contrast": 0.05})  # made faint (CNR < 1)
+        scene.set_decision("L0002", "placed", by="test")
+        argv = ["review", scenes_dir, "--accept-all", "--renderer", "_disk_renderer:render_disks"]
+        assert main(argv + ([] if rule else ["--no-visibility-rule"])) == 0
+        rec = Scene.open(cxr_scenes[0]).lesion("L0002")
+        assert rec.status == expected, (rule, rec.decision)
+        if rule:
+            assert "visibility rule: CNR" in rec.decision["reason"]
     assert main(["review", scenes_dir, "--rules", str(tmp_path / "missing.yaml")]) == 2
     assert "rules file not found" in capsys.readouterr().err
 

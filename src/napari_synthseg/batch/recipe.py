@@ -143,9 +143,20 @@ def _default_source() -> LesionSource:
     return ProceduralSource.model_validate({"type": "procedural"})
 
 
+def _default_sources() -> list:
+    """Real nodules where a library is present (``$SYNTHSEG_LESION_LIBRARY``, issue 15), else
+    procedural ones."""
+    from ..lesions.library import default_lesion_source
+
+    found = default_lesion_source()
+    if found == "procedural":
+        return [ProceduralSource(type="procedural")]
+    return [LibrarySource(type="library", path=found)]
+
+
 class LesionPlan(_Strict):
     count: tuple[int, int] = Field(default=(1, 3), description="lesions per scene, [min, max] inclusive")
-    sources: list[LesionSource] = Field(default_factory=lambda: [_default_source()], min_length=1)
+    sources: list[LesionSource] = Field(default_factory=lambda: _default_sources(), min_length=1)
     min_distance_mm: float = Field(default=5.0, ge=0, description="gap between lesion edges")
     max_tries: int = Field(default=30, ge=1, description="placement attempts per lesion before giving up")
 

@@ -122,6 +122,7 @@ def _full(spacing, ndim: int) -> tuple[float, ...]:
 
 def _place_lesions(job: SceneJob, scene, image, allowed, rng, note: _Log, rejects: Counter) -> list[dict]:
     from ..lesions.place import place_lesion
+    from ..render.visibility import MIN_CNR
     from ..render import SceneRenderer
 
     plan = job.recipe.lesions
@@ -175,6 +176,7 @@ def _place_lesions(job: SceneJob, scene, image, allowed, rng, note: _Log, reject
                         scene, patch, at_xyz=tuple(float(v) for v in at), size_mm=size, rotation_deg=rotation,
                         blend=blend, contrast=contrast, feather_mm=source.feather_mm, seed=lesion_seed,
                         kind=source.lesion_class, source=origin, min_inside=job.recipe.constraint.min_inside,
+                        min_cnr=MIN_CNR,  # issue 15: a lesion too faint to see is refused and drawn again
                     )
                 except SynthsegError as exc:
                     # e.g. the transformed mask pokes out of the constraint: count why, draw again

@@ -219,15 +219,26 @@ def run_inpaint(args) -> int:
     mask_img = read_from_args(args.mask, args)
     check_same_grid(mask_img, image, f"mask {Path(args.mask).name}")
     mask = fill_mask(mask_img.array, image.shape, what=f"mask {Path(args.mask).name}")
+    from ._provenance import clip_to_source, model_reference, write_sidecar
+
+    model = model_reference(args.model, args.mode)
     source_dtype = np.asarray(image.array).dtype
     progress = ConsoleProgress()
+    # The texture of the whole request (automatic: grain when several samples are asked for),
+    # fixed before the samples are made one at a time.
+    texture = settings.effective_texture()
     for i, o in enumerate(outs):
         # One sample at a time (sample i is seeded seed + i, as in one call for all): each is
         # written as soon as it exists, so memory holds one sample whatever --samples is.
-        one = dataclasses.replace(settings, samples=1, seed=settings.seed + i)
+        one = dataclasses.replace(settings, samples=1, seed=settings.seed + i, texture=texture)
         (sample,) = inpaint(image.array, mask, one, spacing=tuple(reversed(image.spacing)), device=args.device,
                             threads=args.threads)
-        write_image(_as_output(sample, o, source_dtype), o, like=image, overwrite=args.force)
+        sample, clipping = clip_to_source(sample, image.array)
+        written = write_image(_as_output(sample, o, source_dtype), o, like=image, overwrite=args.force)
+        write_sidecar(written, command="synthseg inpaint", method=f"inpaint:{args.mode}", image=image,
+                      mask_path=args.mask, model=model, clipping=clipping,
+                      extra={"seed": settings.seed + i, "sample": i, "samples": args.samples,
+                             "margin": args.margin, "texture": texture})
         del sample
         progress(i + 1, len(outs), f"sample {i + 1}/{len(outs)}")
         print(f"wrote {o}", file=sys.stdout)

@@ -237,9 +237,17 @@ def run_remove(args) -> int:
     image = read_from_args(args.image, args)
     mask = _mask_for(args.mask, image)
     _check_fill_mask(mask, Path(args.mask).name)
+    from ._provenance import clip_to_source, model_reference, write_sidecar
+
     filled = filler(args.method).fill(image.array, mask, spacing=image.scale)
+    filled, clipping = clip_to_source(filled, image.array)
     out = write_image(cast_like(filled, image.array.dtype), args.out, like=image, overwrite=args.force)
-    print(f"wrote {out} ({int(mask.sum())} pixels filled with {args.method})")
+    write_sidecar(out, command="synthseg remove", method=args.method, image=image, mask_path=args.mask,
+                  model=model_reference(args.method, "healthy"), clipping=clipping,
+                  extra={"filled_pixels": int(mask.sum())})
+    note = f"; {clipping['clipped_below'] + clipping['clipped_above']} values clipped to the source's range" if (
+        clipping["clipped_below"] or clipping["clipped_above"]) else ""
+    print(f"wrote {out} ({int(mask.sum())} pixels filled with {args.method}{note}; provenance beside it)")
     return 0
 
 
@@ -263,11 +271,21 @@ def run_render(args) -> int:
     ext = args.format or (".nii.gz" if result.image.ndim == 3 else ".mha")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    image = result.image if args.float else cast_like(result.image, result.source.array.dtype)
+    from ._provenance import clip_to_source, write_sidecar
+
+    # a lesion may push values past what the source's scanner produces (additive contrast 8 on
+    # a 12-bit image): clip to the source's own range and record it
+    clipped, clipping = clip_to_source(result.image, result.source.array)
+    image = clipped if args.float else cast_like(clipped, result.source.array.dtype)
     labels = result.labels.astype(np.uint16 if result.labels.max() > 255 else np.uint8)
     img_path = write_image(image, out / f"image{ext}", like=result.source, overwrite=args.force)
     lab_path = write_image(labels, out / f"labels{ext}", like=result.source, overwrite=args.force)
-    print(f"wrote {img_path} and {lab_path} ({len(scene.lesions)} lesion records)")
+    write_sidecar(img_path, command="synthseg render", method="render_scene", image=result.source, mask_path=None,
+                  clipping=clipping, extra={"scene": str(Path(args.scene).resolve()), "scene_revision": scene.revision,
+                                            "lesions": [r.id for r in scene.lesions]})
+    n_clipped = clipping["clipped_below"] + clipping["clipped_above"]
+    note = f"; {n_clipped} values clipped to the source's range" if n_clipped else ""
+    print(f"wrote {img_path} and {lab_path} ({len(scene.lesions)} lesion records{note})")
     return 0
 
 

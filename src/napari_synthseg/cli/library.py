@@ -31,6 +31,16 @@ def register(subparsers) -> None:
     g.add_argument("--project", metavar="SPACING", help="store the CXR projection at this pixel spacing (mm)")
     g.set_defaults(func=run_procedural)
 
+    for name in ("import", "import-lidc"):
+        i = sub.add_parser(name, help="import every CT patch + mask pair of an index.csv (e.g. the LIDC nodules) by reference"
+                           if name == "import" else "same as 'import' (the LIDC nodule folder's index.csv)")
+        i.add_argument("folder", help="folder holding index.csv (ct_file, seg_file, diameter_mm, lidc_series_uid, ...)")
+        i.add_argument("--library", required=True)
+        i.add_argument("--side", choices=["train", "test"],
+                       help="import only this side of the fixed series-level split (io.lesion_index.split_by_group)")
+        i.add_argument("--workers", type=int, default=None, help="reader threads (default: CPU count, at most 8)")
+        i.set_defaults(func=run_import)
+
     ls = sub.add_parser("list", help="list the items of a library")
     ls.add_argument("library")
     ls.set_defaults(func=run_list)
@@ -103,6 +113,26 @@ def run_procedural(args) -> int:
     return 0
 
 
+def run_import(args) -> int:
+    import collections
+    import time
+
+    from ..utils.progress import ConsoleProgress
+
+    if args.workers is not None and args.workers < 1:
+        raise SynthsegError("--workers must be at least 1")
+    library = _library(args.library)
+    start = time.perf_counter()
+    ids = library.import_index(args.folder, side=args.side, workers=args.workers, progress=ConsoleProgress())
+    rows = [r for r in library.list() if r["id"] in set(ids)]
+    classes = collections.Counter(r.get("nodule_class", r["kind"]) for r in rows)
+    sides = collections.Counter(r.get("split", "?") for r in rows)
+    print(f"imported {len(ids)} lesions into {args.library} in {time.perf_counter() - start:.1f} s: "
+          + ", ".join(f"{n} {c}" for c, n in sorted(classes.items()))
+          + "; split " + ", ".join(f"{n} {s}" for s, n in sorted(sides.items())))
+    return 0
+
+
 def run_list(args) -> int:
     from ..lesions import LesionLibrary
 
@@ -110,6 +140,7 @@ def run_list(args) -> int:
         raise SynthsegError(f"no lesion library at {args.library}")
     rows = LesionLibrary(args.library).list()
     for row in rows:
-        print(f"{row['id']}  {row['kind']:12s} {row['diameter_mm']:6.1f} mm  {row['ndim']}D  {row['units']}")
+        extra = f"  {row['nodule_class']}  {row.get('split', '')}" if "nodule_class" in row else ""
+        print(f"{row['id']}  {row['kind']:12s} {row['diameter_mm']:6.1f} mm  {row['ndim']}D  {row['units']}{extra}")
     print(f"{len(rows)} items")
     return 0

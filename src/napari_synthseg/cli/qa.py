@@ -27,6 +27,8 @@ def register(subparsers) -> None:
     how.add_argument("--accept-all", action="store_true", help="accept every undecided lesion")
     how.add_argument("--rules", metavar="RULES.yaml", help="thresholds on the QA numbers (see docs)")
     r.add_argument("--overwrite", action="store_true", help="also re-decide lesions that already have a decision")
+    r.add_argument("--no-visibility-rule", dest="visibility_rule", action="store_false",
+                   help="with --accept-all: also accept lesions too faint to see (CNR below 1); by default they are flagged")
     r.add_argument("--sheet", metavar="PNG", help="also write a contact sheet of the batch to this file")
     r.add_argument("--renderer", help="scene renderer as module:function (default: the built-in one)")
     r.set_defaults(func=run_review)
@@ -40,7 +42,7 @@ def run_review(args) -> int:
     by = f"cli:accept-all ({getpass.getuser()})" if args.accept_all else ""
     results = review_scenes(
         folders, rules=rules, accept_all=args.accept_all, by=by, overwrite=args.overwrite,
-        renderer=args.renderer, progress=ConsoleProgress(),
+        renderer=args.renderer, progress=ConsoleProgress(), visibility_rule=args.visibility_rule,
     )
     counts: dict[str, int] = {}
     for decided in results.values():

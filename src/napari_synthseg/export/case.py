@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..errors import SynthsegError
 from ..io import MedicalImage
 from ..qa.rendered import RendererSpec, render, renderer_name, resolve_renderer
 from ..scene import Scene
@@ -89,6 +90,47 @@ def _with_cached_source(scene: Scene) -> Scene:
     return scene
 
 
+def check_export_labels(scene: Scene, rendered, case_id: str) -> None:
+    """Refuse to export a label that disagrees with its image (issue 15, ``docs/rendering.md``).
+
+    Every voxel outside the labels may differ from the source only inside a lesion's box and by
+    at most the label tolerance times that lesion's contrast (peak change inside its label);
+    healthy fills and regenerated surroundings (outpainting) may change their own box freely;
+    each label must change its pixels and have no detached fragment below the size limit.
+    Raises :class:`~napari_synthseg.errors.SynthsegError` naming the case otherwise.
+    """
+    try:
+        from ..render.placement import place
+        from ..render.truth import LABEL_TOLERANCE, MIN_FRAGMENT_VOXELS, check_label_truth
+    except ImportError:  # no renderer installed: nothing to check against
+        return
+    original = rendered.original
+    source = np.asarray(original.array, np.float32)
+    diff = np.abs(np.asarray(rendered.image, np.float32) - source)
+    allowances, kept = [], set()
+    min_fragment = MIN_FRAGMENT_VOXELS
+    for record in rendered.records:
+        try:
+            box = place(scene, record, original).box
+        except SynthsegError:
+            # a record this package cannot place (a plug-in renderer's own kind): judge the
+            # labels on their own (each label's box, its own peak change)
+            allowances = None
+            break
+        blend = record.blend or {}
+        min_fragment = min(min_fragment, int(blend.get("min_fragment_voxels", MIN_FRAGMENT_VOXELS)))
+        if record.kind in NO_LABEL_KINDS or "label_mask" in record.assets:
+            allowances.append((box, float("inf")))
+            kept.add(record.label)
+            continue
+        mine = rendered.labels[box] == record.label
+        peak = float(diff[box][mine].max()) if mine.any() else 0.0
+        allowances.append((box, float(blend.get("label_tolerance", LABEL_TOLERANCE)) * peak))
+    report = check_label_truth(source, rendered.image, rendered.labels, allowances, min_fragment=min_fragment,
+                               kept_labels=kept)
+    report.raise_if_bad(f"export of case {case_id}")
+
+
 def write_case(job: CaseJob) -> dict:
     """Write the case's files into the staging folder and return (and store) its summary."""
     case = Case.from_dict(job.case)
@@ -104,6 +146,7 @@ def write_case(job: CaseJob) -> dict:
         # Removals (healthy fills of real lesions) change pixels but paint no label.
         lesions = {r.label: {"lesion_id": r.id, "kind": r.kind} for r in records if r.kind not in NO_LABEL_KINDS}
         renderer = renderer_name(func)
+        check_export_labels(scene, rendered, case.case_id)
     else:
         original = scene.load_image()
         image = original.array

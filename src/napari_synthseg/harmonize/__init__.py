@@ -10,7 +10,11 @@ the same harmonization (:func:`remove_lesion`). Models save as safetensors
 from .apply import (
     blend_weights,
     choose_harmonizer,
+    MIN_CONTRAST_KEPT,
+    HarmonizedSample,
+    contrast_kept,
     harmonize,
+    harmonize_lesion,
     naive_removal,
     remove_lesion,
     uses_hypersignal_model,

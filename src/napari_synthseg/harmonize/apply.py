@@ -22,6 +22,11 @@ from .networks import ConSinGAN, resize
 
 __all__ = [
     "harmonize",
+    "harmonize_lesion",
+    "HarmonizedSample",
+    "contrast_kept",
+    "MIN_CONTRAST_KEPT",
+    "MIN_INJECTION_NOISE",
     "blend_weights",
     "default_add_back",
     "naive_removal",
@@ -32,6 +37,15 @@ __all__ = [
 
 
 ADD_BACK = ("replace", "coarse", "detail", "original")
+#: A harmonized lesion must keep at least this fraction of its naive contrast (mean change inside
+#: the lesion relative to the image without it), with the same sign; otherwise the sample is
+#: rejected with the reason. The issue measured SinGAN erasing 3/4 of a lesion (83 -> 22) and
+#: NODE21 contrast matching turning one darker than the original (-10.6).
+MIN_CONTRAST_KEPT = 0.5
+#: Amplitude of the noise added to the naive image where it enters the pyramid (normalised units,
+#: the image spans [-1, 1]): a model's own noise near its finest scales is tiny, and samples of
+#: one request came out nearly identical.
+MIN_INJECTION_NOISE = 0.02
 # px; the split between "coarse" and "fine detail" for add_back (the paste edge and the lung
 # texture of a 0.13 mm/px CXR live below it)
 DETAIL_SIGMA_PX = 2.0
@@ -119,14 +133,21 @@ def _check(model: Harmonizer, image: np.ndarray, mask: np.ndarray, margin: int, 
         )
 
 
-def _generate(model: Harmonizer, naive: torch.Tensor, scale: int, g: torch.Generator) -> torch.Tensor:
-    """Run the pyramid from ``scale`` on the normalised naive region (finest working size)."""
+def _generate(model: Harmonizer, naive: torch.Tensor, scale: int, g: torch.Generator,
+              min_noise: float = 0.0) -> torch.Tensor:
+    """Run the pyramid from ``scale`` on the normalised naive region (finest working size).
+
+    ``min_noise``: amplitude of noise added to the injected image at ``scale`` (samples differ).
+    """
     module = model.module
     shapes = module.shapes
     dev = naive.device
     amps = model.noise_amp
     if isinstance(module, ConSinGAN):
-        noises = [resize(naive, shapes[0])]
+        first = resize(naive, shapes[0])
+        if min_noise > 0:  # as for SinGAN below: samples of one request must differ
+            first = first + float(min_noise) * torch.randn(first.shape, generator=g, device=dev)
+        noises = [first]
         noises += [
             torch.randn(1, module.config.nfc, *shapes[k], generator=g, device=dev)
             for k in range(1, len(shapes))
@@ -134,6 +155,11 @@ def _generate(model: Harmonizer, naive: torch.Tensor, scale: int, g: torch.Gener
         return module(noises, amps)
     x = resize(naive, shapes[scale])
     noises = [torch.randn(1, 1, *shapes[k], generator=g, device=dev) for k in range(scale, len(shapes))]
+    if min_noise > 0:
+        # noise in the injected image itself: a generator trained to reconstruct passes its
+        # residual input through, while the noise it adds near the finest scales is tiny, so
+        # samples of one request came out nearly identical
+        x = x + float(min_noise) * torch.randn(x.shape, generator=g, device=dev)
     return module.run(scale, len(shapes), x, noises, amps)
 
 
@@ -148,6 +174,7 @@ def harmonize(
     reference_image: Optional[np.ndarray] = None,
     add_back: Optional[str] = None,
     original_image: Optional[np.ndarray] = None,
+    min_injection_noise: float = MIN_INJECTION_NOISE,
 ) -> list[np.ndarray]:
     """Harmonize a naively pasted lesion; the image changes only inside the blend margin.
 
@@ -184,11 +211,16 @@ def harmonize(
     original_image : ndarray, optional
         The image without this lesion (other lesions in place), for ``add_back="original"``;
         default ``reference_image``.
+    min_injection_noise : float
+        Amplitude of the noise added to the naive image where it enters the pyramid (SinGAN;
+        normalised units; default :data:`MIN_INJECTION_NOISE`), so the samples of one request
+        differ; 0 uses only the model's own noise.
 
     Returns
     -------
     list of ndarray
-        ``n_samples`` images of the input's dtype and shape.
+        ``n_samples`` images of the input's dtype and shape. :func:`harmonize_lesion` also
+        checks that each kept the lesion.
     """
     image = np.asarray(image_with_naive_paste)
     mask = np.asarray(lesion_mask, dtype=bool)
@@ -244,7 +276,7 @@ def harmonize(
     for k in range(int(n_samples)):
         g = torch.Generator(device=dev).manual_seed(_sample_seed(seed, k))
         with torch.no_grad(), autocast_context(dev, model.config.amp):
-            out = _generate(model, naive, injection_scale, g).float()
+            out = _generate(model, naive, injection_scale, g, min_injection_noise).float()
             out = resize(out, (h, w))
         out = model.denormalize(out[0, 0].cpu().numpy()).astype(np.float64)
         if add_back in ("coarse", "original"):
@@ -257,6 +289,79 @@ def harmonize(
         sub[inside] = _cast(blended, image.dtype)
         outputs.append(result)
     return outputs
+
+
+def contrast_kept(original: np.ndarray, naive: np.ndarray, harmonized: np.ndarray, mask: np.ndarray) -> float:
+    """Fraction of the naive lesion's contrast a harmonized sample kept.
+
+    ``mean(harmonized - original)`` over the lesion divided by ``mean(naive - original)``;
+    negative when the lesion changed sign (a bright lesion came out darker than the image
+    without it), NaN when the naive paste changed nothing.
+    """
+    mask = np.asarray(mask, bool)
+    o = np.asarray(original, np.float64)[mask]
+    before = float(np.mean(np.asarray(naive, np.float64)[mask] - o))
+    after = float(np.mean(np.asarray(harmonized, np.float64)[mask] - o))
+    if before == 0:
+        return float("nan")
+    return after / before
+
+
+class HarmonizedSample:
+    """One harmonized sample and whether it kept the lesion.
+
+    Attributes
+    ----------
+    image : ndarray
+    accepted : bool
+    contrast_kept : float
+        See :func:`contrast_kept`.
+    reason : str
+        Why it was rejected ('' when accepted).
+    """
+
+    def __init__(self, image: np.ndarray, contrast_kept: float, min_kept: float) -> None:
+        self.image = image
+        self.contrast_kept = float(contrast_kept)
+        if not np.isfinite(self.contrast_kept):
+            self.accepted, self.reason = False, "the naive paste changed nothing: no lesion to keep"
+        elif self.contrast_kept < 0:
+            self.accepted = False
+            self.reason = (f"the lesion changed sign (kept {self.contrast_kept:+.2f} of its contrast): "
+                           "it is now darker/brighter than the image without it")
+        elif self.contrast_kept < min_kept:
+            self.accepted = False
+            self.reason = f"the lesion lost too much contrast (kept {self.contrast_kept:.2f} < {min_kept:g})"
+        else:
+            self.accepted, self.reason = True, ""
+
+    def __repr__(self) -> str:
+        return f"HarmonizedSample(accepted={self.accepted}, contrast_kept={self.contrast_kept:.3f}, reason={self.reason!r})"
+
+
+def harmonize_lesion(
+    model: Harmonizer,
+    image_with_naive_paste: np.ndarray,
+    lesion_mask: np.ndarray,
+    injection_scale: int,
+    original_image: np.ndarray,
+    n_samples: int = 1,
+    seed: int = 0,
+    min_contrast_kept: float = MIN_CONTRAST_KEPT,
+    **kwargs,
+) -> list[HarmonizedSample]:
+    """:func:`harmonize`, then check every sample kept the lesion (issue 15).
+
+    ``original_image`` is the image without this lesion (what the contrast is measured
+    against; also the add-back's original). A sample that kept less than ``min_contrast_kept``
+    of the naive contrast, or changed its sign, comes back with ``accepted=False`` and the
+    reason; the caller stores only accepted ones (whose label the renderer re-derives from what
+    they changed, :mod:`napari_synthseg.render.truth`).
+    """
+    kwargs.setdefault("original_image", original_image)
+    images = harmonize(model, image_with_naive_paste, lesion_mask, injection_scale, n_samples, seed, **kwargs)
+    return [HarmonizedSample(img, contrast_kept(original_image, image_with_naive_paste, img, lesion_mask),
+                             min_contrast_kept) for img in images]
 
 
 def _detail(image: np.ndarray) -> np.ndarray:

@@ -91,6 +91,8 @@ def place_lesion(
     source: dict[str, Any] | None = None,
     project: bool = True,
     min_inside: float = 1.0,
+    min_cnr: float | None = None,
+    match_noise: bool = True,
 ) -> LesionRecord:
     """Place ``patch`` into ``scene`` and return the stored record.
 
@@ -110,6 +112,15 @@ def place_lesion(
     min_inside : float
         Fraction of the lesion mask that must lie inside the organ constraint (if the scene
         has one).
+    min_cnr : float, optional
+        Refuse the lesion (:class:`SynthsegError`) if its contrast-to-noise ratio against the
+        local background is below this (batch generation passes
+        :data:`~napari_synthseg.render.visibility.MIN_CNR`). Either way the record keeps its
+        ``params["visibility"]`` (cnr, contrast, noise, visible) and a lesion below
+        ``MIN_CNR`` logs a warning: it is flagged, not silently labelled.
+    match_noise : bool
+        CT, alpha and Poisson blends: give the lesion the target's noise level and texture
+        measured in the lung around the site (:mod:`napari_synthseg.render.noise`).
     """
     if blend not in BLEND_MODES:
         raise SynthsegError(f"blend must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
@@ -149,7 +160,49 @@ def place_lesion(
     if contrast_mode == "node21":
         record = _with_node21_contrast(scene, record, image)
     _validate(scene, record, image, min_inside)
+    if match_noise:
+        record = _with_matched_noise(scene, record, image)
+    record = _with_visibility(scene, record, image, min_cnr)
     return scene.add_lesion(record, label=f"place {kind}")
+
+
+def _with_matched_noise(scene: Scene, record: LesionRecord, image: MedicalImage) -> LesionRecord:
+    import math
+
+    from ..render.noise import choose_blur, lesion_noise, noise_at
+
+    if image.ndim != 3 or image.modality != "CT" or record.params.get("units") != "HU":
+        return record
+    if record.blend.get("mode") not in ("alpha", "poisson"):
+        return record  # additive keeps the target's own noise
+    placed = place(scene, record, image)
+    center = [(b.start + b.stop) / 2.0 for b in placed.box]
+    target_sigma, rho = noise_at(np.asarray(image.array), center, image.scale, exclude=placed.box)
+    if not math.isfinite(target_sigma) or target_sigma <= 0:
+        return record  # no lung around the site to learn from
+    values = placed.absolute if placed.absolute is not None else placed.residual
+    own = lesion_noise(values, placed.mask)
+    needed = math.sqrt(max(target_sigma ** 2 - own ** 2, 0.0))
+    noise = {"sigma": round(needed, 3), "blur_px": choose_blur(rho), "target_sigma": round(target_sigma, 3),
+             "target_rho": round(rho, 4) if math.isfinite(rho) else None, "lesion_sigma": round(own, 3)}
+    return record.copy(blend=dict(record.blend, noise=noise))
+
+
+def _with_visibility(scene: Scene, record: LesionRecord, image: MedicalImage, min_cnr: float | None) -> LesionRecord:
+    import logging
+
+    from ..render.visibility import placement_visibility
+
+    visibility = placement_visibility(scene, record, image)
+    cnr = visibility["cnr"]
+    if min_cnr is not None and (cnr is None or cnr < min_cnr):
+        raise SynthsegError(f"the lesion would be too faint to see here (CNR {cnr} < {min_cnr}); "
+                            "raise its contrast or choose another place")
+    if not visibility["visible"]:
+        logging.getLogger(__name__).warning(
+            "lesion at %s is hardly visible (CNR %s < %s against its local background); it is flagged",
+            record.center_mm, cnr, visibility["min_cnr"])
+    return record.copy(params=dict(record.params, visibility=visibility))
 
 
 def _with_node21_contrast(scene: Scene, record: LesionRecord, image: MedicalImage) -> LesionRecord:

@@ -56,6 +56,28 @@ def qa_scene(scene: Scene, renderer: RendererSpec = None, ring_mm: float = 4.0) 
     return SceneQA(scene, rendered, metrics)
 
 
+def visibility_cnrs(rendered: RenderedScene) -> dict[str, float]:
+    """Each lesion's CNR as the placement gate measures it (detrended local background,
+    :func:`napari_synthseg.render.visibility.lesion_cnr`), from a render's pixels and labels."""
+    import math
+
+    from scipy import ndimage as ndi
+
+    from ..render.visibility import RING_MM, lesion_cnr
+
+    labels = rendered.labels
+    found = ndi.find_objects(labels)
+    spacing = rendered.spacing_np
+    margin = [int(math.ceil((RING_MM + 2 * min(spacing)) / s)) + 2 for s in spacing]
+    out = {}
+    for rec in rendered.records:
+        if not (0 < rec.label <= len(found)) or found[rec.label - 1] is None:
+            continue
+        box = tuple(slice(max(0, b.start - m), min(n, b.stop + m)) for b, m, n in zip(found[rec.label - 1], margin, labels.shape))
+        out[rec.id] = lesion_cnr(rendered.image[box], labels[box] == rec.label, spacing)[0]
+    return out
+
+
 def _dtype_range(array) -> tuple[float, float]:
     return float(array.min()), float(array.max())
 
@@ -69,8 +91,16 @@ def review_scenes(
     renderer: RendererSpec = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    visibility_rule: bool = True,
+    min_cnr: float | None = None,
 ) -> dict[str, dict[str, tuple[str | None, str, str]]]:
     """Decide lesions of many scenes with ``rules`` (rendering them) or accept all undecided.
+
+    With ``accept_all``, the minimum-visibility rule still applies unless ``visibility_rule``
+    is False: each scene is rendered and a lesion whose CNR against its local background (the
+    placement gate's measure, :func:`visibility_cnrs`) is below ``min_cnr`` (default :data:`~napari_synthseg.render.visibility.MIN_CNR`, QA's "too
+    faint" threshold) is *flagged* with the reason instead of accepted, so a labelled but
+    invisible lesion never reaches an export unseen.
 
     Returns scene folder -> lesion id -> (status, by, reason) for lesions decided now.
     """
@@ -86,9 +116,21 @@ def review_scenes(
         scene = Scene.open(folder)
         decided: dict[str, tuple[str | None, str, str]] = {}
         if accept_all:
+            cnrs: dict[str, float] = {}
+            if visibility_rule:
+                from ..render.visibility import MIN_CNR
+
+                threshold = MIN_CNR if min_cnr is None else float(min_cnr)
+                cnrs = visibility_cnrs(render(scene, renderer))
             with scene.batch("accept all"):
                 for rec in list(scene.lesions):
                     if rec.status == "placed" or overwrite:
+                        cnr = cnrs.get(rec.id)
+                        if visibility_rule and rec.kind != "removal" and not (cnr is not None and cnr >= threshold):
+                            reason = f"visibility rule: CNR {cnr if cnr is None else round(cnr, 2)} < {threshold:g} (too faint to see)"
+                            scene.set_decision(rec.id, "flagged", by=by, reason=reason)
+                            decided[rec.id] = ("flagged", by, reason)
+                            continue
                         scene.set_decision(rec.id, "accepted", by=by, reason="accept-all")
                         decided[rec.id] = ("accepted", by, "accept-all")
         else:

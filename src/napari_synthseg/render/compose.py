@@ -22,11 +22,12 @@ harmonization result), mixed in after the blend as ``out += weight * (overlay - 
 attached with :func:`napari_synthseg.lesions.place.attach_overlay` and dropped by any edit of
 the lesion's geometry or blend, since it was computed for the old one.
 
-Labels: each lesion's transformed mask, painted with its record's ``label``; later lesions win
-where masks overlap; ``removal`` records (healthy fills) paint no label. The label is exact by
-construction because it is the very mask used for blending (for ``additive`` the residual's soft
-rim may extend up to the patch's grown edge beyond it; for ``poisson`` the guidance comes from
-inside the mask only).
+Labels: *the label is what changed* (:mod:`.truth`, ``docs/rendering.md``). Each lesion's
+label is its blend mask plus every voxel its blend (and overlay) changed by more than 5 % of its
+contrast, without detached fragments below the size limit (those pixels are restored); painted
+with the record's ``label``; later lesions win where labels overlap; ``removal`` records
+(healthy fills) paint no label. :func:`render_scene` checks the result with
+:func:`~.truth.check_label_truth` and raises if a label disagrees with the image.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ from ..io import MedicalImage
 from ..scene import Change, LesionRecord, Scene
 from .placement import SHARED_CACHE, Box, PatchCache, PlacedLesion, place, place_box
 from .poisson import poisson_blend_region
+from .truth import (
+    LABEL_TOLERANCE,
+    MIN_FRAGMENT_VOXELS,
+    DerivedLabel,
+    check_label_truth,
+    derive_label,
+)
 
 NO_LABEL_KINDS = ("removal",)
 LABEL_DTYPE = np.int32
@@ -51,6 +59,14 @@ class RenderResult:
     image: np.ndarray  # float32, native units
     labels: np.ndarray  # int32, record.label per lesion
     source: MedicalImage
+    derived: dict = dataclasses.field(default_factory=dict)  # lesion id -> DerivedLabel
+
+    def allowances(self) -> list:
+        """(box, allowed change) per lesion for :func:`~.truth.check_label_truth`."""
+        out = []
+        for derived in self.derived.values():
+            out.append((derived.box, float("inf") if derived.tolerance is None else derived.tolerance))
+        return out
 
 
 def _intersect(a: Box, b: Box) -> bool:
@@ -77,12 +93,34 @@ def _patch_in(canvas_box: Box, placed: PlacedLesion):
     return tuple(canvas_sl), tuple(patch_sl)
 
 
-def composite(canvas: np.ndarray, labels: np.ndarray | None, canvas_box: Box, placed: PlacedLesion, spacing) -> None:
-    """Blend one lesion into ``canvas`` (the image box ``canvas_box``), in place."""
+def _clip_to(box: Box, canvas_box: Box) -> Box | None:
+    out = []
+    for b, c in zip(box, canvas_box):
+        lo, hi = max(b.start, c.start), min(b.stop, c.stop)
+        if hi <= lo:
+            return None
+        out.append(slice(lo, hi))
+    return tuple(out)
+
+
+def composite(
+    canvas: np.ndarray, labels: np.ndarray | None, canvas_box: Box, placed: PlacedLesion, spacing
+) -> DerivedLabel | None:
+    """Blend one lesion into ``canvas`` (the image box ``canvas_box``), in place.
+
+    Returns the lesion's label as derived from what its blend changed (:mod:`.truth`), in
+    image coordinates; None when the lesion does not reach the canvas.
+    """
     overlap = _patch_in(canvas_box, placed)
     if overlap is None:
-        return
+        return None
     c_sl, p_sl = overlap
+    # the box this lesion may change, on the canvas; kept to derive the label from the change
+    touched = _clip_to(placed.box, canvas_box)
+    if touched is None:
+        return None
+    t_local = _shift(touched, [c.start for c in canvas_box])
+    before = np.array(canvas[t_local], copy=True)
     blend = placed.record.blend or {}
     mode = blend.get("mode", "alpha")
     if mode == "additive":
@@ -125,8 +163,31 @@ def composite(canvas: np.ndarray, labels: np.ndarray | None, canvas_box: Box, pl
         o_local = _shift(obox, [c.start for c in canvas_box])
         region = canvas[o_local]
         region += weight * (values - region)
-    if labels is not None and placed.record.kind not in NO_LABEL_KINDS:
-        labels[c_sl][placed.label[p_sl]] = placed.record.label
+    blend_mask = np.zeros(before.shape, bool)
+    inner = _patch_in(touched, placed)
+    if inner is not None:
+        blend_mask[inner[0]] = placed.label[inner[1]]
+    if placed.record.kind in NO_LABEL_KINDS:
+        # a healthy fill changes pixels and paints no label: any change inside its box is allowed
+        return DerivedLabel(box=touched, label=blend_mask, tolerance=float("inf"), contrast=0.0)
+    if placed.label_mask is not None:
+        # an accepted outpainting: the surroundings were regenerated around a kept lesion; the
+        # label is that lesion, the regenerated background is not lesion (like a healthy fill)
+        if labels is not None:
+            labels[t_local][blend_mask] = placed.record.label
+        return DerivedLabel(box=touched, label=blend_mask, tolerance=float("inf"), contrast=0.0)
+    after = canvas[t_local]
+    label, dropped, allowed, contrast = derive_label(
+        after - before, blend_mask,
+        tolerance=float(blend.get("label_tolerance", LABEL_TOLERANCE)),
+        min_fragment=int(blend.get("min_fragment_voxels", MIN_FRAGMENT_VOXELS)),
+    )
+    if dropped.any():
+        after[dropped] = before[dropped]  # a detached speck shows nothing and is labelled nothing
+    if labels is not None:
+        labels[t_local][label] = placed.record.label
+    return DerivedLabel(box=touched, label=label, tolerance=allowed, contrast=contrast,
+                        dropped_voxels=int(dropped.sum()))
 
 
 class SceneRenderer:
@@ -168,6 +229,7 @@ class SceneRenderer:
         self.cache = SHARED_CACHE if cache is None else cache
         self.without_overlay = frozenset(without_overlay)
         self._placed: dict[str, tuple[LesionRecord, PlacedLesion]] = {}
+        self.derived: dict[str, DerivedLabel] = {}  # lesion id -> label derived at its last composite
         self.last_region: Box | None = None
         self._listeners = []
         self.render_all()
@@ -193,9 +255,13 @@ class SceneRenderer:
         return placed
 
     def lesion_mask(self, lesion_id: str) -> np.ndarray:
-        """Full-image boolean label mask of one lesion as currently placed."""
+        """Full-image boolean label mask of one lesion as currently rendered (what it changed)."""
         placed = self.placed(self.scene.lesion(lesion_id))
         mask = np.zeros(self.base.shape, bool)
+        derived = self.derived.get(lesion_id)
+        if derived is not None and placed.record.kind not in NO_LABEL_KINDS:
+            mask[derived.box] = derived.label
+            return mask
         overlap = _patch_in(tuple(slice(0, n) for n in mask.shape), placed)
         if overlap is not None:
             mask[overlap[0]] = placed.label[overlap[1]]
@@ -207,9 +273,14 @@ class SceneRenderer:
         np.copyto(self.image, self.base)
         self.labels[...] = 0
         full = tuple(slice(0, n) for n in self.base.shape)
+        self.derived = {}
         for record in self._rendered():
-            composite(self.image, self.labels, full, self.placed(record), self.spacing)
+            self._keep(record.id, composite(self.image, self.labels, full, self.placed(record), self.spacing))
         self.last_region = full
+
+    def _keep(self, lesion_id: str, derived: DerivedLabel | None) -> None:
+        if derived is not None:
+            self.derived[lesion_id] = derived
 
     def _rendered(self) -> list[LesionRecord]:
         return [rec for rec in self.scene.lesions if rec.id not in self.without_lesions]
@@ -227,9 +298,9 @@ class SceneRenderer:
                         region, grown = new, True
         canvas = np.array(self.base[region], copy=True)
         labels = np.zeros(canvas.shape, LABEL_DTYPE)
-        for _, placed in boxes:
+        for record, placed in boxes:
             if _intersect(placed.box, region):
-                composite(canvas, labels, region, placed, self.spacing)
+                self._keep(record.id, composite(canvas, labels, region, placed, self.spacing))
         self.image[region] = canvas
         self.labels[region] = labels
         self.last_region = region
@@ -251,6 +322,7 @@ class SceneRenderer:
         for lesion_id in list(self._placed):
             if lesion_id not in current:
                 del self._placed[lesion_id]
+                self.derived.pop(lesion_id, None)
         if region is None:
             return None
         region = self.render_region(region)
@@ -263,7 +335,14 @@ class SceneRenderer:
         self._listeners.append(callback)
 
     def result(self) -> RenderResult:
-        return RenderResult(image=self.image, labels=self.labels, source=self.source)
+        return RenderResult(image=self.image, labels=self.labels, source=self.source, derived=dict(self.derived))
+
+    def check(self, what: str = "render") -> None:
+        """Raise if a label disagrees with the image (:func:`~.truth.check_label_truth`)."""
+        result = self.result()
+        records = {rec.id: rec for rec in self.scene.lesions}
+        kept = {records[i].label for i, d in self.derived.items() if i in records and d.tolerance == float("inf")}
+        check_label_truth(self.base, self.image, self.labels, result.allowances(), kept_labels=kept).raise_if_bad(what)
 
 
 def render_without(scene: Scene, lesion_id: str) -> np.ndarray:
@@ -274,4 +353,5 @@ def render_without(scene: Scene, lesion_id: str) -> np.ndarray:
 def render_scene(scene: Scene) -> RenderResult:
     """The scene's image (float32, native units) and label map (int32), rendered from scratch."""
     renderer = SceneRenderer(scene, follow=False)
+    renderer.check("render")
     return renderer.result()

@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 
 from ..errors import SynthsegError
 from ..io import MedicalImage
-from ..lesions.item import LesionPatch
+from ..lesions.item import LesionPatch, _threshold_mask, rotation_matrix
 from ..scene import LesionRecord, Scene
 from .poisson import blend_roi
 
@@ -30,6 +30,8 @@ Box = tuple[slice, ...]
 # which take about 60 % of a percentile window; so a window spans ~3 units. A lesion's residual
 # attenuation is turned into grey values with gain = window width / 3 (times the contrast).
 ATTENUATION_PER_WINDOW = 3.0
+#: Poisson blending takes in voxels the lesion covers at least this much (partial volume).
+POISSON_MIN_COVERAGE = 0.2
 
 
 @dataclass
@@ -110,6 +112,71 @@ def feather_alpha(mask: np.ndarray, spacing, feather_mm: float) -> np.ndarray:
     return np.clip(0.5 + signed / feather_mm, 0.0, 1.0).astype(np.float32)
 
 
+def box_kernel(width: float) -> np.ndarray:
+    """Weights of a box of ``width`` input pixels centred on a pixel centre (sums to 1).
+
+    Each tap is the overlap of that input pixel ([x - 1/2, x + 1/2]) with the box
+    [-width/2, width/2]: exact integration of piecewise-constant voxels over a slab.
+    """
+    half = width / 2.0
+    n = int(np.ceil(half - 0.5))
+    x = np.arange(-n, n + 1, dtype=float)
+    w = np.clip(np.minimum(x + 0.5, half) - np.maximum(x - 0.5, -half), 0.0, None)
+    return (w / w.sum()).astype(np.float32)
+
+
+def slab_integrate(values: np.ndarray, widths, mode: str = "constant") -> np.ndarray:
+    """Average ``values`` over a box of ``widths[i]`` input pixels along each axis (> 1 only)."""
+    out = np.asarray(values, np.float32)
+    for axis, width in enumerate(widths):
+        if width > 1.0 + 1e-6:
+            out = ndi.convolve1d(out, box_kernel(float(width)), axis=axis, mode=mode, cval=0.0)
+    return out
+
+
+def to_image_grid(
+    patch: LesionPatch, scale: float, rotation_deg, spacing: tuple[float, ...]
+) -> tuple[LesionPatch, np.ndarray]:
+    """The patch scaled, rotated and resampled onto ``spacing``, and its partial-volume coverage.
+
+    Unlike a point sample (or a Gaussian anti-alias) at each output voxel's centre, every output
+    voxel here holds the *average of the lesion over its own footprint*: a 5 mm CT slice gets the
+    nodule integrated over its 5 mm slab, as the scanner would have measured it. ``coverage`` is
+    the fraction of each output voxel the lesion mask occupies (the same integration of the
+    mask); the blend mask is coverage >= 0.5, and the slices with smaller partial volumes get
+    labelled where their change exceeds the label tolerance (:mod:`.truth`).
+    """
+    ndim = patch.ndim
+    forward = rotation_matrix(ndim, rotation_deg, (-2, -1)) * float(scale)
+    sp = np.asarray(patch.spacing, float)
+    sp_out = np.asarray(spacing, float)
+    shape_in = np.asarray(patch.shape)
+    half_in = shape_in * sp / 2.0
+    corners = np.array(np.meshgrid(*[[-h, h] for h in half_in], indexing="ij")).reshape(ndim, -1)
+    half_out = np.abs(forward @ corners).max(axis=1)
+    shape_out = np.maximum(1, np.ceil(2 * half_out / sp_out - 1e-6)).astype(int)
+    half_out = shape_out * sp_out / 2.0
+    inverse = np.linalg.inv(forward)
+    matrix = np.diag(1.0 / sp) @ inverse @ np.diag(sp_out)
+    offset = (inverse @ (0.5 * sp_out - half_out) + half_in) / sp - 0.5
+    kw = dict(matrix=matrix, offset=offset, output_shape=tuple(int(v) for v in shape_out), order=1, cval=0.0)
+    # footprint of one output voxel along each input axis, in input pixels
+    widths = np.abs(matrix).max(axis=1)
+
+    def sample(values: np.ndarray, mode: str) -> np.ndarray:
+        return ndi.affine_transform(slab_integrate(values, widths, mode), mode=mode, **kw).astype(np.float32)
+
+    intensity = sample(patch.intensity, "constant")
+    absolute = None if patch.absolute is None else sample(patch.absolute, "nearest")
+    coverage = np.clip(sample(patch.mask.astype(np.float32), "constant"), 0.0, 1.0)
+    mask = _threshold_mask(coverage)
+    op = {"op": "to_image_grid", "scale": float(scale), "rotation_deg": np.atleast_1d(rotation_deg).tolist(),
+          "spacing": sp_out.tolist(), "integration": "slab"}
+    out = patch._derive(op, intensity=intensity, mask=mask, absolute=absolute,
+                        spacing=tuple(float(v) for v in sp_out))
+    return out, coverage
+
+
 class PatchCache:
     """Transformed + resampled patches by (assets, size, rotation, spacing); small LRU.
 
@@ -119,11 +186,17 @@ class PatchCache:
 
     def __init__(self, capacity: int = 256) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[str, LesionPatch] = OrderedDict()
+        self._items: OrderedDict[str, tuple[LesionPatch, np.ndarray]] = OrderedDict()
         # QA prepares neighbouring scenes and exports in worker threads that share this cache
         self._lock = threading.Lock()
 
     def get(self, scene: Scene, record: LesionRecord, spacing: tuple[float, ...]) -> LesionPatch:
+        return self.get_with_coverage(scene, record, spacing)[0]
+
+    def get_with_coverage(
+        self, scene: Scene, record: LesionRecord, spacing: tuple[float, ...]
+    ) -> tuple[LesionPatch, np.ndarray]:
+        """The record's patch on the image grid and its partial-volume coverage (0..1)."""
         key = _key(record.assets, record.params.get("patch_spacing"), record.size_mm, record.rotation_deg, spacing)
         with self._lock:
             if key in self._items:
@@ -132,17 +205,20 @@ class PatchCache:
         patch = record_patch(scene, record)
         scale = record.size_mm / patch.diameter_mm() if record.size_mm > 0 else 1.0
         rotation = record.rotation_deg
-        if abs(scale - 1.0) > 1e-6 or np.any(np.asarray(rotation, dtype=float) != 0):
-            # onto the image's spacing in the same interpolation: resampling afterwards would blur
-            # the patch and quantise its mask a second time
-            patch = patch.transform(scale=scale, rotation_deg=rotation, spacing=spacing)
-        elif tuple(patch.spacing) != tuple(spacing):
-            patch = patch.resample_to(spacing)
+        if abs(scale - 1.0) > 1e-6 or np.any(np.asarray(rotation, dtype=float) != 0) or (
+            tuple(patch.spacing) != tuple(spacing)
+        ):
+            # one interpolation onto the image's spacing, integrating over each voxel's footprint
+            # (slab integration on thick slices); resampling twice would blur the patch and
+            # quantise its mask a second time
+            entry = to_image_grid(patch, scale, rotation, tuple(spacing))
+        else:
+            entry = (patch, patch.mask.astype(np.float32))
         with self._lock:  # the transform above runs unlocked: two threads may both compute it
-            self._items[key] = patch
+            self._items[key] = entry
             if len(self._items) > self.capacity:
                 self._items.popitem(last=False)
-        return patch
+        return entry
 
 
 SHARED_CACHE = PatchCache()
@@ -160,7 +236,7 @@ def place(
             f"lesion {record.id} holds pixels on the image's own grid (an accepted fill); it can be moved "
             "or deleted but not resized or rotated"
         )
-    patch = (cache or SHARED_CACHE).get(scene, record, spacing)
+    patch, coverage = (cache or SHARED_CACHE).get_with_coverage(scene, record, spacing)
     if patch.ndim != image.ndim:
         raise SynthsegError(
             f"lesion {record.id} is {patch.ndim}D but the image is {image.ndim}D"
@@ -175,10 +251,31 @@ def place(
         # The lesion with its own recorded background; contrast scales only the lesion part.
         absolute = patch.absolute - patch.intensity + residual
     mode = blend.get("mode", "alpha")
-    box = _blend_box(mode, blend, patch.mask, offset, spacing, image.shape)
+    noise = blend.get("noise") or {}
+    if mode in ("alpha", "poisson") and float(noise.get("sigma", 0.0)) > 0:
+        # the target scan's noise, missing from a smooth or differently noisy lesion (.noise);
+        # seeded by the record, so re-rendering is exact
+        from .noise import matched_noise
+
+        field = matched_noise(patch.shape, float(noise["sigma"]), float(noise.get("blur_px", 0.0)),
+                              int(record.seed)) * coverage
+        residual = residual + field
+        if absolute is not None:
+            absolute = absolute + field
+    blend_mask = patch.mask
+    if mode == "poisson":
+        # gradient-domain blending changes pixels only inside its mask: take in the partial-volume
+        # voxels too (a nodule centred on a 5 mm slice fills part of its neighbours), so the thick
+        # slices show the slab-integrated lesion and get labelled where that changes them
+        blend_mask = patch.mask | (coverage >= POISSON_MIN_COVERAGE)
+    alpha = None
+    if mode == "alpha":
+        # the feathered opacity, and at least the partial-volume coverage: a slab that holds a
+        # third of the nodule takes a third of it (the label follows from what that changes)
+        alpha = np.maximum(feather_alpha(patch.mask, spacing, float(blend.get("feather_mm", 0.0))), coverage)
+    box = _blend_box(mode, blend, blend_mask, offset, spacing, image.shape, alpha)
     if box is None:
         raise SynthsegError(f"lesion {record.id} lies entirely outside the image")
-    alpha = feather_alpha(patch.mask, spacing, float(blend.get("feather_mm", 0.0))) if mode == "alpha" else None
     overlay = None
     if "overlay" in record.assets:
         values = scene.assets.get(record.assets["overlay"])
@@ -194,17 +291,26 @@ def place(
         label_mask = np.asarray(scene.assets.get(record.assets["label_mask"]), bool)
         if label_mask.shape != patch.mask.shape:
             raise SynthsegError(f"lesion {record.id}: its label mask does not match its patch")
-    return PlacedLesion(record=record, residual=residual, absolute=absolute, mask=patch.mask, offset=offset,
+    return PlacedLesion(record=record, residual=residual, absolute=absolute, mask=blend_mask, offset=offset,
                         box=box, alpha=alpha, overlay=overlay, label_mask=label_mask, spacing=tuple(spacing))
 
 
-def _blend_box(mode: str, blend: dict, mask: np.ndarray, offset, spacing, image_shape) -> Box | None:
+def _blend_box(mode: str, blend: dict, mask: np.ndarray, offset, spacing, image_shape,
+               alpha: np.ndarray | None = None) -> Box | None:
     """The image box a lesion's blend may change (before any overlay)."""
     if mode == "poisson":
         return blend_roi(image_shape, mask, offset=offset, margin=1)
+    if mode == "alpha" and alpha is not None:
+        # exactly where the opacity is non-zero (feather and partial-volume coverage, which can
+        # reach past the mask where a thin part of the lesion fell below half a voxel)
+        found = ndi.find_objects((alpha > 0).astype(np.uint8))
+        if not found or found[0] is None:
+            return None
+        return _clip_box([o + s.start for o, s in zip(offset, found[0])], [s.stop - s.start for s in found[0]], image_shape)
     if mode == "alpha":
         feather_px = float(blend.get("feather_mm", 0.0)) / min(spacing)
-        grown = ndi.binary_dilation(mask, iterations=int(np.ceil(feather_px / 2)) + 1) if feather_px > 0 else mask
+        # one voxel more than the feather: the partial-volume coverage reaches one voxel past the mask
+        grown = ndi.binary_dilation(mask, iterations=int(np.ceil(feather_px / 2)) + 1)
         found = ndi.find_objects(grown.astype(np.uint8))[0]
         return _clip_box([o + s.start for o, s in zip(offset, found)], [s.stop - s.start for s in found], image_shape)
     return _clip_box(offset, mask.shape, image_shape)
@@ -213,7 +319,8 @@ def _blend_box(mode: str, blend: dict, mask: np.ndarray, offset, spacing, image_
 def place_box(placed: PlacedLesion, image_shape) -> Box:
     """The blend box of a placed lesion, without its overlay."""
     blend = placed.record.blend or {}
-    return _blend_box(blend.get("mode", "alpha"), blend, placed.mask, placed.offset, placed.spacing, image_shape)
+    return _blend_box(blend.get("mode", "alpha"), blend, placed.mask, placed.offset, placed.spacing, image_shape,
+                      placed.alpha)
 
 
 def footprint_check(
