@@ -25,6 +25,9 @@ def register(subparsers) -> None:
     t.add_argument("--max-minutes", type=float, default=0.0,
                    help="stop and save after this many minutes of training (0 = no limit)")
     t.add_argument("--patch", type=int, default=32, help="cube side in voxels (default 32)")
+    t.add_argument("--crop", type=int, default=0,
+                   help="train on windows of this many voxels of the cubes (0 = whole cube; 24 "
+                        "trains ~2.4x faster per sample on CPU)")
     t.add_argument("--channels", default="8,16,32", help="U-Net channels per level (default 8,16,32)")
     t.add_argument("--no-mean-hu", action="store_true", help="do not condition on the mean HU")
     t.add_argument("--limit", type=int, default=0, help="use only the first N train-side nodules")
@@ -63,7 +66,7 @@ def run_train(args) -> int:
     mc = LesionGeneratorConfig(patch=args.patch, channels=channels, mean_hu_channel=not args.no_mean_hu,
                                attention_levels=(False,) * len(channels))
     tc = GeneratorTrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, ema_decay=args.ema_decay,
-                              healthy_prob=args.healthy_prob, max_minutes=args.max_minutes,
+                              healthy_prob=args.healthy_prob, max_minutes=args.max_minutes, crop=args.crop,
                               limit=args.limit, seed=args.seed, checkpoint_every=args.checkpoint_every,
                               threads=args.threads)
     out = train_lesion_generator(args.library, args.out, model_config=mc, train_config=tc,

@@ -25,8 +25,10 @@ def register(subparsers) -> None:
     p.add_argument(
         "--lesion", required=True,
         help="library item (<library>/<id>.json), CT patch file (mask beside it as *_seg.*), "
-        "or procedural:<solid|part-solid|ground-glass>",
+        "procedural:<solid|part-solid|ground-glass>, or generated[:solid|part-solid|ground-glass] "
+        "(the learned generator, made in the target's own context; radiographs: projected)",
     )
+    p.add_argument("--generator-model", default="builtin", help="generator file for --lesion generated (default builtin)")
     p.add_argument("--lesion-mask", help="mask of a CT patch file, if not beside it as *_seg.*")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--at", help="centre as a pixel/voxel index x,y[,z]")
@@ -133,6 +135,16 @@ def _lesion_from_args(args, image: MedicalImage):
         return procedural_nodule(
             size, kind, spacing=spacing, lobulation=args.lobulation, spiculation=args.spiculation, seed=args.seed
         ), {"type": "procedural", "kind": kind, "seed": args.seed}
+    if spec == "generated" or spec.startswith("generated:"):
+        from ..generator import generate_lesion
+        from ..lesions.place import center_from
+
+        kind = spec.split(":", 1)[1] if ":" in spec else ""
+        at = parse_floats(args.at, "--at") if args.at else None
+        at_mm = parse_floats(args.at_mm, "--at-mm") if args.at_mm else None
+        center = center_from(image, at, at_mm) if image.ndim == 3 else None
+        return generate_lesion(image, center, args.size_mm or 10.0, kind or "solid", seed=args.seed,
+                               model=getattr(args, "generator_model", None) or "builtin")
     path = Path(spec)
     if path.suffix in (".json", ".safetensors") and (path.parent / "index.json").exists():
         library = LesionLibrary(path.parent)

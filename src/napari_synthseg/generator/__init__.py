@@ -31,3 +31,7 @@ __all__ = [
     "sphericity",
     "train_lesion_generator",
 ]
+
+from .sample import BUILTIN_MODELS, LesionGenerator, generate_lesion, get_generator, resolve_model_path  # noqa: E402
+
+__all__ += ["BUILTIN_MODELS", "LesionGenerator", "generate_lesion", "get_generator", "resolve_model_path"]

@@ -171,8 +171,9 @@ class BatchSampler:
     """
 
     def __init__(self, nodules: list[Example], healthy: list[Example], config: LesionGeneratorConfig,
-                 healthy_prob: float = 0.2, seed: int = 0) -> None:
+                 healthy_prob: float = 0.2, seed: int = 0, crop: int = 0) -> None:
         self.nodules, self.healthy, self.config = nodules, healthy, config
+        self.crop = int(crop) if crop and crop < config.patch else config.patch
         self.healthy_prob = healthy_prob if healthy else 0.0
         self.rng = np.random.default_rng(seed)
         counts = np.bincount([e.class_index for e in nodules], minlength=len(GENERATOR_CLASSES)).astype(float)
@@ -201,8 +202,29 @@ class BatchSampler:
             o = self.rng.integers(0, 2 * JITTER + 1, size=3)
             sl = tuple(slice(a, a + p) for a in o)
             image, mask = ex.image[sl], ex.mask[sl]
+        if self.crop < p:
+            image, mask = self._subcrop(image, mask)
         image, mask = self._augment(image.astype(np.float32), mask)
         return image, mask, ex.class_index, ex.mean_hu
+
+    def _subcrop(self, image: np.ndarray, mask: np.ndarray):
+        """A ``crop``-voxel window holding the whole region where it fits (centred otherwise).
+
+        The network is convolutional (plus one global attention in its middle block), so it
+        trains on smaller windows than it samples on: on a shared CPU this buys ~2.4 times the
+        samples per hour for 24^3 windows of 32^3 cubes.
+        """
+        c, p = self.crop, self.config.patch
+        box = ndi.find_objects(mask.astype(np.uint8))[0]
+        starts = []
+        for s in box:
+            lo, hi = max(0, s.stop - c), min(p - c, s.start)
+            if lo > hi:
+                starts.append(int(np.clip(round((s.start + s.stop - c) / 2), 0, p - c)))
+            else:
+                starts.append(int(self.rng.integers(lo, hi + 1)))
+        sl = tuple(slice(a, a + c) for a in starts)
+        return image[sl], mask[sl]
 
     def batch(self, n: int):
         items = [self.example() for _ in range(n)]

@@ -99,6 +99,20 @@ class LesionGeneratorConfig:
         return x * self.hu_scale + self.hu_center
 
 
+def generation_region(mask, edge_voxels: int):
+    """The voxels a generator writes: ``mask`` grown by ``edge_voxels`` in all 26 directions.
+
+    The same rule as the ``max_pool3d`` the network's training and sampling use on tensors.
+    """
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    mask = np.asarray(mask, bool)
+    if edge_voxels <= 0:
+        return mask
+    return ndi.binary_dilation(mask, structure=np.ones((3, 3, 3), bool), iterations=int(edge_voxels))
+
+
 @register_architecture(ARCHITECTURE, LesionGeneratorConfig)
 class LesionGeneratorNet(torch.nn.Module):
     """Velocity network of the rectified-flow inpainter (a MONAI DiffusionModelUNet)."""

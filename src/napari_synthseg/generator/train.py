@@ -58,6 +58,9 @@ class GeneratorTrainConfig:
         context; a small weight keeps the output smooth across the border).
     max_minutes : float
         Stop (and save) after this much training time in this run; 0 = no limit.
+    crop : int
+        Train on windows of this many voxels cut from the ``patch`` cubes (0 = the whole cube);
+        the region is kept inside the window where it fits.
     limit : int
         Use only the first N train-side nodules (tests); 0 = all.
     """
@@ -70,6 +73,7 @@ class GeneratorTrainConfig:
     healthy_prob: float = 0.2
     outside_weight: float = 0.05
     max_minutes: float = 0.0
+    crop: int = 0
     limit: int = 0
     seed: int = 0
     checkpoint_every: int = 100
@@ -204,7 +208,7 @@ def train_lesion_generator(
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda" and not torch.cuda.is_bf16_supported())
     scheduler = RFlowScheduler(num_train_timesteps=mc.num_train_timesteps, use_discrete_timesteps=False,
                                sample_method="logit-normal")
-    sampler = BatchSampler(nodules, healthy, mc, tc.healthy_prob, seed=tc.seed + start_step)
+    sampler = BatchSampler(nodules, healthy, mc, tc.healthy_prob, seed=tc.seed + start_step, crop=tc.crop)
     gen = torch.Generator(device="cpu").manual_seed(tc.seed + 7919 + start_step)
     torch.manual_seed(tc.seed + 104729 + start_step)  # the scheduler draws timesteps from torch's RNG
 
