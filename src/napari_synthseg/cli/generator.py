@@ -36,6 +36,9 @@ def register(subparsers) -> None:
     t.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     t.add_argument("--resume", action="store_true", help="continue training --out")
+    t.add_argument("--ship", metavar="SMALL.safetensors",
+                   help="also write a copy without the training state (EMA weights, shape model and "
+                        "contexts only; about a quarter of the size, not resumable)")
     t.set_defaults(func=run_train)
 
     g = subparsers.add_parser(
@@ -73,6 +76,11 @@ def run_train(args) -> int:
                                  resume=args.resume, device=args.device, progress=ConsoleProgress())
     from ..models import read_model_info
 
+    if args.ship:
+        from ..generator import strip_training_state
+
+        small = strip_training_state(out, args.ship)
+        print(f"wrote {small} (for sampling only)")
     prov = read_model_info(out)["provenance"]
     print(f"wrote {out} ({prov['steps']} steps, {prov['train_seconds']:.0f} s, "
           f"{prov['data']['n_nodules']} train-side nodules from {prov['data']['split']['train_series']} series)")

@@ -178,8 +178,12 @@ def train_lesion_generator(
         seconds_before = float(prov.get("train_seconds", 0.0))
         history = list(prov.get("history", []))
         extra = load_extra_tensors(out)
+        raw = {k[4:]: v for k, v in extra.items() if k.startswith("raw/")}
+        if not raw:
+            raise SynthsegError(f"{out.name} holds no training state (a shipped, stripped file); "
+                                "it cannot be resumed")
         net = LesionGeneratorNet(mc)
-        net.load_state_dict({k[4:]: v for k, v in extra.items() if k.startswith("raw/")})
+        net.load_state_dict(raw)
         if start_step >= tc.steps:
             raise SynthsegError(f"{out.name} already has {start_step} steps; ask for more with --steps")
     else:
@@ -293,3 +297,17 @@ def train_lesion_generator(
         raise
     checkpoint(step, seconds_before + time.perf_counter() - t0, loss_avg)
     return out
+
+
+def strip_training_state(path: str | Path, out: str | Path) -> Path:
+    """Write ``path`` without what only resuming needs (raw weights, Adam moments).
+
+    The result keeps the EMA weights, the config, the provenance (plus a note), the mask shape
+    model and the neutral contexts: everything sampling uses, at about a quarter of the size.
+    It cannot be resumed.
+    """
+    loaded = load_model(path, expected=ARCHITECTURE, device="cpu")
+    extras = {k: v for k, v in load_extra_tensors(path).items() if k.startswith(("shape/", "contexts"))}
+    prov = dict(loaded.provenance, stripped_from_sha256=loaded.sha256,
+                note="training state (raw weights, Adam moments) removed for shipping; not resumable")
+    return save_model(loaded.module, loaded.config, out, provenance=prov, extra_tensors=extras)
