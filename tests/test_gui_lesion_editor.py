@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
@@ -30,13 +28,31 @@ def editor(make_napari_viewer, shared_data, tmp_path):
     widget.source_combo.setCurrentText(layer.name)
     widget.folder_edit.setText(str(tmp_path / "scene"))
     widget.new_scene_from_layer()
+    widget.wait_idle()
     layer.visible = False
     return viewer, widget
 
 
+def canvas_point(viewer, world_yx):
+    """Screen position (in the canvas widget) of a 2D world point, from napari's own transform."""
+    from qtpy.QtCore import QPoint
+
+    canvas = viewer.window._qt_viewer.canvas
+    transform = canvas.view.scene.transform  # world (x, y) -> canvas pixels
+    x, y = transform.map([world_yx[-1], world_yx[-2], 0, 1])[:2]
+    return QPoint(int(round(x)), int(round(y)))
+
+
 def click(widget, index_numpy):
+    """A real left click (press + release) on the canvas at a data index of the synthetic layer."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    viewer = widget.viewer
     world = widget.image_layer.data_to_world(index_numpy)
-    widget._on_click(widget.image_layer, SimpleNamespace(type="mouse_press", position=world))
+    native = viewer.window._qt_viewer.canvas.native
+    point = canvas_point(viewer, world)
+    QTest.mouseClick(native, Qt.LeftButton, Qt.NoModifier, point)
 
 
 def test_place_drag_edit_undo_delete(editor, artifacts_dir, tmp_path):
@@ -68,15 +84,18 @@ def test_place_drag_edit_undo_delete(editor, artifacts_dir, tmp_path):
     assert not np.array_equal(before, widget.renderer.labels)
     assert (widget.renderer.labels == 1)[460 - 20:460 + 20, 310 - 20:310 + 20].any()
 
-    # Edit the selected lesion: resize and re-blend.
+    # Edit the selected lesion: resize and re-blend (each field applies on its own).
     widget.select("L0002")
-    widget.size_spin.setValue(20.0)
-    widget.blend_combo.setCurrentText("additive")
+    assert widget.size_spin.value() == 14.0  # selecting never overwrites the new-lesion settings
+    widget.edit_size.setValue(20.0)
+    widget.edit_blend.setCurrentText("additive")
     widget.apply_to_selected()
     assert scene.lesion("L0002").size_mm == 20.0 and scene.lesion("L0002").blend["mode"] == "additive"
     _shot(viewer, artifacts_dir / "editor_after_drag_and_edit.png")
 
     # Undo all three edits (Ctrl+Z path = widget.undo), redo one, delete one.
+    widget.undo()
+    assert scene.lesion("L0002").blend["mode"] == "poisson" and scene.lesion("L0002").size_mm == 20.0
     widget.undo()
     assert scene.lesion("L0002").size_mm == 14.0
     widget.undo()
@@ -96,15 +115,16 @@ def test_place_drag_edit_undo_delete(editor, artifacts_dir, tmp_path):
 
 
 def test_refused_placement_keeps_scene(editor, monkeypatch):
-    import napari_synthseg.widgets.lesion_editor as mod
+    import napari_synthseg.widgets._base as base
 
     viewer, widget = editor
     shown = []
-    monkeypatch.setattr(mod, "report_error", shown.append)
+    monkeypatch.setattr(base, "report_error", shown.append)
     widget.place_check.setChecked(True)
     widget.size_spin.setValue(10.0)
-    click(widget, (2, 2))  # the lesion would leave the image
+    widget.place_at((2, 2))  # the lesion would leave the image
     assert widget.scene.lesions == [] and len(shown) == 1 and "outside the image" in str(shown[0])
+    assert "outside the image" in widget.status.text()
 
 
 def test_remove_painted_real_lesion(editor, artifacts_dir):
@@ -114,6 +134,7 @@ def test_remove_painted_real_lesion(editor, artifacts_dir):
     widget.mask_layer.data = mask
     widget.fill_combo.setCurrentText("biharmonic")
     widget.remove_painted()
+    widget.wait_idle()
     [rec] = widget.scene.lesions
     assert rec.kind == "removal" and widget.renderer.labels.max() == 0
     assert not np.array_equal(widget.renderer.image[500:530, 300:330], widget.renderer.base[500:530, 300:330])
@@ -129,6 +150,7 @@ def test_ct_scene_in_3d(make_napari_viewer, shared_data, tmp_path, artifacts_dir
     viewer.window.add_dock_widget(widget, name="Lesion editor", area="right")
     widget.folder_edit.setText(str(tmp_path / "ct_scene"))
     widget.new_scene_from_layer()
+    widget.wait_idle()
     ct.visible = False
     widget.lesion_combo.setCurrentIndex(widget.lesion_combo.count() - 1)
     widget.lesion_path.setText(str(shared_data / "ct/nodule_patches/nodule_05_ct.mha"))

@@ -63,6 +63,7 @@ def layer_metadata(image: MedicalImage) -> dict[str, Any]:
             "source_paths": list(image.source_paths),
             "series_uid": image.series_uid,
             "source_metadata": dict(image.metadata),
+            "warnings": list(image.warnings),
         }
     }
 

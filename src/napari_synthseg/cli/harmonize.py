@@ -11,15 +11,23 @@ hash, scale and seed), so re-rendering the scene is deterministic.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from ..errors import SynthsegError
 from ..utils.progress import ConsoleProgress
+from ..workflow.harmonize import (
+    ADD_BACK_CHOICES,
+    ARCHITECTURES,
+    PRESETS,
+    HarmonizeSettings,
+    TrainHarmonizerSettings,
+)
 from ._common import add_read_options, parse_floats, read_from_args
+
+_TRAIN = TrainHarmonizerSettings()
+_HARMONIZE = HarmonizeSettings()
 
 
 def register(subparsers) -> None:
@@ -29,10 +37,10 @@ def register(subparsers) -> None:
     p.add_argument("image", help="2D image file (CXR, one MR/CT slice)")
     add_read_options(p)
     p.add_argument("--roi", help="training region X,Y,W,H in pixels (default: the whole image)")
-    p.add_argument("--arch", choices=["singan", "consingan"], default="consingan")
-    p.add_argument("--preset", choices=["fast", "paper"], default="fast")
+    p.add_argument("--arch", choices=ARCHITECTURES, default=_TRAIN.architecture)
+    p.add_argument("--preset", choices=PRESETS, default=_TRAIN.preset)
     p.add_argument("--iterations", type=int, help="iterations per scale (default: the preset's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=_TRAIN.seed)
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is often fastest on a busy machine)")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
@@ -43,11 +51,12 @@ def register(subparsers) -> None:
     h.add_argument("scene", help="scene folder")
     h.add_argument("--lesion", required=True, help="lesion id (e.g. L0001)")
     h.add_argument("--model", required=True, help="harmonizer trained on the scene's image")
-    h.add_argument("--scale", type=int, required=True, help="injection scale (0 = coarsest)")
-    h.add_argument("--samples", type=int, default=4)
-    h.add_argument("--seed", type=int, default=0)
-    h.add_argument("--margin", type=int, default=8, help="blend margin around the lesion, px")
-    h.add_argument("--add-back", choices=["replace", "coarse", "detail", "original"], default=None,
+    h.add_argument("--scale", type=int, default=None,
+                   help="injection scale (0 = coarsest; default: SinGAN two below the finest, ConSinGAN 0)")
+    h.add_argument("--samples", type=int, default=_HARMONIZE.samples)
+    h.add_argument("--seed", type=int, default=_HARMONIZE.seed)
+    h.add_argument("--margin", type=int, default=_HARMONIZE.margin_px, help="blend margin around the lesion, px")
+    h.add_argument("--add-back", choices=ADD_BACK_CHOICES, default=_HARMONIZE.add_back,
                    help="how the GAN output enters the blend (default: original for radiographs, "
                         "i.e. the GAN's coarse part plus the fine detail of the image without the "
                         "lesion; else coarse for ConSinGAN, replace for SinGAN)")
@@ -65,13 +74,16 @@ def _threads(n) -> None:
 
 
 def run_train(args) -> int:
-    from ..harmonize import preset, train_harmonizer
+    from ..harmonize import train_harmonizer
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise SynthsegError(f"{out} exists; pass --overwrite to replace it")
     if out.suffix != ".safetensors":
         raise SynthsegError("the model file must end in .safetensors")
+    settings = TrainHarmonizerSettings(
+        architecture=args.arch, preset=args.preset, iterations=args.iterations, seed=args.seed
+    )
     image = read_from_args(args.image, args)
     if image.array.ndim != 2:
         raise SynthsegError(
@@ -85,13 +97,10 @@ def run_train(args) -> int:
             raise SynthsegError("--roi takes whole pixels X,Y,W,H")
         roi = (int(y), int(x), int(h), int(w))
     _threads(args.threads)
-    config = preset(args.arch, args.preset)
-    if args.iterations:
-        config = dataclasses.replace(config, niter=int(args.iterations))
     model = train_harmonizer(
-        image.array, config=config, roi=roi, seed=args.seed, device=args.device,
+        image.array, config=settings.config(), roi=roi, seed=settings.seed, device=args.device,
         progress=ConsoleProgress(),
-        provenance={"source": str(args.image), "preset": args.preset},
+        provenance={"source": str(args.image), "preset": settings.preset},
     )
     model.save(out)
     r, c, h, w = model.roi
@@ -103,64 +112,35 @@ def run_train(args) -> int:
     return 0
 
 
-def _naive_render(scene, record):
-    """The scene rendered with ``record`` placed but without its stored harmonization."""
-    from ..render import SceneRenderer
-
-    renderer = SceneRenderer(scene, follow=False, without_overlay={record.id})
-    return renderer.source, np.array(renderer.image), renderer.lesion_mask(record.id)
-
-
 def run_harmonize(args) -> int:
-    from ..harmonize import Harmonizer, blend_weights, harmonize
-    from ..harmonize.apply import default_add_back
+    from ..harmonize import Harmonizer
     from ..io import write_image
-    from ..lesions.place import attach_overlay
-    from ..render import render_without
-    from ..scene import Scene
+    from ..scene import open_scene
+    from ..workflow.harmonize import accept_harmonized, harmonize_lesion
 
-    _threads(args.threads)
-    scene = Scene.open(args.scene)
-    if args.lesion not in scene.lesion_ids:
-        raise SynthsegError(f"scene has no lesion {args.lesion!r}; it has {', '.join(scene.lesion_ids) or 'none'}")
-    record = scene.lesion(args.lesion)
-    model = Harmonizer.load(args.model)
-    source, naive, mask = _naive_render(scene, record)
-    if source.array.ndim != 2:
-        raise SynthsegError("harmonization works on 2D scenes")
-    if not mask.any():
-        raise SynthsegError(f"lesion {args.lesion} has no pixels inside the image")
-    add_back = args.add_back or default_add_back(model, source.modality, record.kind)
-    original = render_without(scene, args.lesion) if add_back == "original" else None
-    samples = harmonize(
-        model, naive, mask, args.scale, args.samples, args.seed, args.margin,
-        reference_image=source.array, add_back=add_back, original_image=original,
+    settings = HarmonizeSettings(
+        injection_scale=args.scale, samples=args.samples, seed=args.seed, margin_px=args.margin,
+        add_back=args.add_back,
     )
+    if args.accept is not None and not 0 <= args.accept < settings.samples:
+        raise SynthsegError(f"--accept takes 0..{settings.samples - 1} (the samples made by this request)")
+    _threads(args.threads)
+    scene = open_scene(args.scene)
+    scene.lesion(args.lesion)  # a missing id fails before the model is loaded
+    model = Harmonizer.load(args.model)
+    result = harmonize_lesion(scene, args.lesion, model, settings)
     if args.out_dir:
         out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_image(naive, out_dir / "naive.mha", like=source, overwrite=True)
-        for k, sample in enumerate(samples):
+        source = scene.load_image()
+        write_image(result.naive, out_dir / "naive.mha", like=source, overwrite=True)
+        for k, sample in enumerate(result.samples):
             write_image(sample, out_dir / f"sample_{k}.mha", like=source, overwrite=True)
-        print(f"wrote naive.mha and {len(samples)} samples to {out_dir}")
+        print(f"wrote naive.mha and {len(result.samples)} samples to {out_dir}")
     if args.accept is not None:
-        k = int(args.accept)
-        if not 0 <= k < len(samples):
-            raise SynthsegError(f"--accept takes 0..{len(samples) - 1}")
-        weight = blend_weights(mask, args.margin)
-        rows, cols = np.nonzero(weight > 0)
-        box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
-        # The sample already holds the margin blend; the overlay replaces its box as shown.
-        attach_overlay(
-            scene, args.lesion, samples[k][box], np.ones(samples[k][box].shape, np.float32),
-            [box[0].start, box[1].start],
-            provenance={
-                "engine": model.architecture, "model_sha256": model.sha256, "injection_scale": args.scale,
-                "seed": args.seed, "sample": k, "blend_margin_px": args.margin,
-                "add_back": add_back,
-            },
-        )
-        print(f"lesion {args.lesion}: stored sample {k} ({model.architecture}, scale {args.scale}, seed {args.seed})")
+        accept_harmonized(scene, result, int(args.accept))
+        print(f"lesion {args.lesion}: stored sample {args.accept} ({model.architecture}, "
+              f"scale {result.injection_scale}, seed {settings.seed})")
     if not args.out_dir and args.accept is None:
         print("nothing written: pass --out-dir to look at the samples and --accept K to keep one", file=sys.stderr)
     return 0

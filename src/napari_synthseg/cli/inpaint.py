@@ -99,7 +99,7 @@ def register(subparsers) -> None:
                         "builtin:cxr_inpainter_small for healthy, builtin:cxr_outpainter_small for "
                         "outpaint), or a classical method: biharmonic, telea")
     p.add_argument("--mode", default="healthy", choices=["healthy", "lesion", "outpaint"])
-    p.add_argument("--samples", type=int, default=1, help="number of seeded samples")
+    p.add_argument("--samples", type=int, default=1, help="number of seeded samples (1..64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first sample")
     p.add_argument("--margin", type=int, default=8,
                    help="outpaint: pixels kept around the lesion's box (default 8)")
@@ -176,25 +176,20 @@ def _outputs(out: str, n: int, stem: str, mode: str) -> list[Path]:
 
 
 def run_inpaint(args) -> int:
-    from ..inpaint import inpaint_samples
+    from ..workflow.inpaint import InpaintSettings, fill_mask, inpaint
 
-    if args.samples < 1:
-        raise SynthsegError(f"--samples must be at least 1, got {args.samples}")
+    settings = InpaintSettings(model=args.model, mode=args.mode, samples=args.samples, seed=args.seed,
+                               margin_px=args.margin, texture=args.texture)
     image = read_from_args(args.image, args)
     mask_img = read_from_args(args.mask, args)
-    mask = np.asarray(mask_img.array) > 0
-    if mask.shape != image.shape:
-        raise SynthsegError(f"mask shape {mask.shape} does not match image shape {image.shape}")
+    mask = fill_mask(mask_img.array, image.shape, what=f"mask {Path(args.mask).name}")
     stem = Path(args.image).name.split(".")[0] or "image"
     outs = _outputs(args.out, args.samples, stem, args.mode)
     for o in outs:
         if o.exists() and not args.force:
             raise SynthsegError(f"{o} exists; use --force to replace it")
-    samples = inpaint_samples(image.array, mask, model=args.model, mode=args.mode,
-                              n_samples=args.samples, seed=args.seed, margin=args.margin,
-                              spacing=tuple(reversed(image.spacing)), device=args.device,
-                              texture=args.texture, threads=args.threads,
-                              progress=ConsoleProgress())
+    samples = inpaint(image.array, mask, settings, spacing=tuple(reversed(image.spacing)), device=args.device,
+                      threads=args.threads, progress=ConsoleProgress())
     from ..io import write_image
 
     for o, arr in zip(outs, samples):

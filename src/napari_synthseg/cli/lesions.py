@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import SynthsegError
 from ..io import MedicalImage, read_image, write_image
 from ..scene import Scene
+from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings
 from ._common import add_read_options, parse_floats, read_from_args
 
 RENDER_FORMATS = (".nii.gz", ".nii", ".mha", ".nrrd", ".png")
@@ -25,23 +26,23 @@ def register(subparsers) -> None:
     p.add_argument(
         "--lesion", required=True,
         help="library item (<library>/<id>.json), CT patch file (mask beside it as *_seg.*), "
-        "procedural:<solid|part-solid|ground-glass>, or generated[:solid|part-solid|ground-glass] "
+        "procedural:<solid|part-solid|ground-glass>, or generated[:solid|part-solid|ground-glass][@MODEL] "
         "(the learned generator, made in the target's own context; radiographs: projected)",
     )
-    p.add_argument("--generator-model", default="builtin", help="generator file for --lesion generated (default builtin)")
     p.add_argument("--lesion-mask", help="mask of a CT patch file, if not beside it as *_seg.*")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--at", help="centre as a pixel/voxel index x,y[,z]")
     where.add_argument("--at-mm", help="centre as a physical (LPS) point x,y[,z] in mm")
-    p.add_argument("--size-mm", type=float, help="diameter to render at (default: the lesion's own)")
+    p.add_argument("--size-mm", type=float,
+                   help=f"diameter to render at (default: the lesion's own; procedural {DEFAULT_PLACE.size_mm:g} mm)")
     p.add_argument("--rotation", default="0", help="degrees: one angle (in-plane), or z,y,x angles for 3D")
-    p.add_argument("--blend", default="alpha", choices=["alpha", "additive", "poisson"])
-    p.add_argument("--contrast", default="1.0",
+    p.add_argument("--blend", default=DEFAULT_PLACE.blend.value, choices=[m.value for m in BlendMode])
+    p.add_argument("--contrast", default=str(DEFAULT_PLACE.contrast),
                    help="number multiplying the lesion's contrast, or 'node21' (NODE21 contrast matching, CXR)")
-    p.add_argument("--feather-mm", type=float, default=1.0, help="alpha ramp across the border")
-    p.add_argument("--seed", type=int, default=0, help="seed for procedural lesions")
-    p.add_argument("--lobulation", type=float, default=0.3, help="procedural lesions: 0..1")
-    p.add_argument("--spiculation", type=float, default=0.0, help="procedural lesions: 0..1")
+    p.add_argument("--feather-mm", type=float, default=DEFAULT_PLACE.feather_mm, help="alpha ramp across the border")
+    p.add_argument("--seed", type=int, default=DEFAULT_PLACE.seed, help="seed for procedural lesions")
+    p.add_argument("--lobulation", type=float, default=DEFAULT_PLACE.lobulation, help="procedural lesions: 0..1")
+    p.add_argument("--spiculation", type=float, default=DEFAULT_PLACE.spiculation, help="procedural lesions: 0..1")
     p.add_argument(
         "--constraint", default="scene",
         help="where lesions may go: 'scene' (the scene's own, if any), 'auto' (organ mask), "
@@ -91,10 +92,9 @@ def register(subparsers) -> None:
 
 
 def _mask_for(path: str, image: MedicalImage) -> np.ndarray:
-    mask = read_image(path)
-    if mask.shape != image.shape:
-        raise SynthsegError(f"mask {Path(path).name} has shape {mask.shape}, the image {image.shape}")
-    return np.asarray(mask.array) != 0
+    from ..workflow.edit import read_mask
+
+    return read_mask(path, image)
 
 
 def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -124,54 +124,6 @@ def _open_or_create_scene(args) -> Scene:
     return Scene.create(image, args.out, overwrite=args.force)
 
 
-def _lesion_from_args(args, image: MedicalImage):
-    from ..lesions import LesionLibrary, load_ct_patch, procedural_nodule
-
-    spec = args.lesion
-    if spec.startswith("procedural:"):
-        kind = spec.split(":", 1)[1] or "solid"
-        size = args.size_mm or 10.0
-        spacing = min(1.0, max(0.25, size / 12.0)) if image.ndim == 2 else min(image.scale)
-        return procedural_nodule(
-            size, kind, spacing=spacing, lobulation=args.lobulation, spiculation=args.spiculation, seed=args.seed
-        ), {"type": "procedural", "kind": kind, "seed": args.seed}
-    if spec == "generated" or spec.startswith("generated:"):
-        from ..generator import generate_lesion
-        from ..lesions.place import center_from
-
-        kind = spec.split(":", 1)[1] if ":" in spec else ""
-        at = parse_floats(args.at, "--at") if args.at else None
-        at_mm = parse_floats(args.at_mm, "--at-mm") if args.at_mm else None
-        center = center_from(image, at, at_mm) if image.ndim == 3 else None
-        return generate_lesion(image, center, args.size_mm or 10.0, kind or "solid", seed=args.seed,
-                               model=getattr(args, "generator_model", None) or "builtin")
-    path = Path(spec)
-    if path.suffix in (".json", ".safetensors") and (path.parent / "index.json").exists():
-        library = LesionLibrary(path.parent)
-        return library.get(path.stem), {"type": "library", "library": str(path.parent.resolve()), "id": path.stem}
-    if not path.exists():
-        raise SynthsegError(f"lesion not found: {spec}")
-    patch = load_ct_patch(path, args.lesion_mask)
-    return patch, {"type": "ct_patch", "path": str(path.resolve()), "sha256": patch.provenance.get("sha256")}
-
-
-def _apply_constraint(scene: Scene, image: MedicalImage, choice: str) -> None:
-    from ..constraints import organ_constraint
-
-    if choice == "scene":
-        return
-    if choice == "none":
-        scene.set_mask("constraint", None)
-        return
-    if choice == "auto":
-        mask = organ_constraint(image.array, image.scale, image.modality)
-    else:
-        mask = _mask_for(choice, image)
-    if not mask.any():
-        raise SynthsegError("the organ constraint is empty; check the image or give a mask file")
-    scene.set_mask("constraint", mask, label="set organ constraint")
-
-
 def _contrast_arg(text: str) -> float | str:
     if text == "node21":
         return text
@@ -185,55 +137,48 @@ def _contrast_arg(text: str) -> float | str:
 
 
 def run_place(args) -> int:
-    from ..lesions.place import place_lesion
+    from ..workflow.edit import EditSession
 
-    scene = _open_or_create_scene(args)
-    image = scene.load_image()
-    _apply_constraint(scene, image, args.constraint)
-    patch, source = _lesion_from_args(args, image)
+    spec = LesionSpec.parse(args.lesion, args.lesion_mask)  # a typo fails before any scene is touched
     rotation = parse_floats(args.rotation, "--rotation", count=(1, 3))
+    size = args.size_mm
+    if size is None and spec.source.value == "procedural":
+        size = DEFAULT_PLACE.size_mm
+    settings = PlaceSettings(
+        size_mm=size, rotation_deg=rotation[0] if len(rotation) == 1 else rotation, blend=args.blend,
+        contrast=_contrast_arg(args.contrast), feather_mm=args.feather_mm, seed=args.seed,
+        lobulation=args.lobulation, spiculation=args.spiculation,
+    )
     at = parse_floats(args.at, "--at") if args.at else None
     at_mm = parse_floats(args.at_mm, "--at-mm") if args.at_mm else None
-    record = place_lesion(
-        scene, patch, at_xyz=at, at_mm=at_mm, size_mm=args.size_mm,
-        rotation_deg=rotation[0] if len(rotation) == 1 else rotation,
-        blend=args.blend, contrast=_contrast_arg(args.contrast), feather_mm=args.feather_mm, seed=args.seed,
-        source=source,
-    )
+    session = EditSession(_open_or_create_scene(args), actor="cli")
+    session.apply_constraint_choice(args.constraint)
+    record = session.place(spec, settings, at_xyz=at, at_mm=at_mm)
+    scene = session.scene
     print(f"placed {record.id} (label {record.label}, {record.size_mm:.1f} mm, {args.blend}) in {scene.folder}")
     print(f"scene lesions: {', '.join(scene.lesion_ids)}")
     return 0
 
 
 def run_remove(args) -> int:
-    from ..fill import get_filler
+    from ..workflow.fillers import filler
 
     image = read_from_args(args.image, args)
     mask = _mask_for(args.mask, image)
-    filled = get_filler(args.method).fill(image.array, mask, spacing=image.scale)
+    filled = filler(args.method).fill(image.array, mask, spacing=image.scale)
     out = write_image(cast_like(filled, image.array.dtype), args.out, like=image, overwrite=args.force)
     print(f"wrote {out} ({int(mask.sum())} pixels filled with {args.method})")
     return 0
 
 
 def run_extract(args) -> int:
-    from ..fill import get_filler
-    from ..io import sha256_of_files
-    from ..lesions import LesionLibrary, extract_residual
+    from ..workflow.edit import extract_to_library
 
     image = read_from_args(args.image, args)
     mask = _mask_for(args.mask, image)
-    filled = get_filler(args.method).fill(image.array, mask, spacing=image.scale)
-    units = "HU" if image.modality == "CT" else "image"
-    item = extract_residual(
-        image.array, filled, mask, image.scale, args.margin_mm, kind=args.kind, units=units,
-        provenance={"source_file": image.source, "sha256": sha256_of_files(image.source_paths),
-                    "fill_method": args.method, "modality": image.modality},
-    )
-    folder = Path(args.library)
-    folder.mkdir(parents=True, exist_ok=True)
-    lesion_id = LesionLibrary(folder).add(item)
-    print(f"stored {lesion_id} ({item.diameter_mm():.1f} mm) in {folder}")
+    lesion_id = extract_to_library(image, mask, args.library, method=args.method, margin_mm=args.margin_mm,
+                                   kind=args.kind)
+    print(f"stored {lesion_id} in {args.library}")
     return 0
 
 

@@ -243,17 +243,9 @@ def _component_boxes(mask: np.ndarray, min_px: int, frac: float, slicewise: bool
 # ---------------------------------------------------------------------- registry
 _REGISTRY: Dict[str, Callable[..., Filler]] = {}
 
-# Fillers whose module is heavy (torch) register themselves on import; these names import it
-# on first use so that every caller (CLI --method, widgets) sees them without importing torch
-# up front.
-_LAZY_MODULES: Dict[str, str] = {"learned": "napari_synthseg.inpaint"}
-
-
-def _load_lazy(key: str) -> None:
-    if key in _LAZY_MODULES and key not in _REGISTRY:
-        import importlib
-
-        importlib.import_module(_LAZY_MODULES[key])
+# Fillers whose module is heavy (torch) register themselves when imported; the learned one
+# by ``napari_synthseg.inpaint``, which sits above this layer. The workflow layer imports it
+# when a caller names ``learned`` (``workflow.fillers``), so this module never imports upward.
 
 
 def register_filler(name: str, factory: Callable[..., Filler], *, overwrite: bool = False) -> None:
@@ -279,7 +271,7 @@ def register_filler(name: str, factory: Callable[..., Filler], *, overwrite: boo
 
 def available_fillers() -> List[str]:
     """Names accepted by :func:`get_filler`, sorted."""
-    return sorted(set(_REGISTRY) | set(_LAZY_MODULES))
+    return sorted(_REGISTRY)
 
 
 def get_filler(name: str, **kwargs) -> Filler:
@@ -291,7 +283,6 @@ def get_filler(name: str, **kwargs) -> Filler:
         Unknown name (the message lists the available ones).
     """
     key = str(name).strip().lower()
-    _load_lazy(key)
     if key not in _REGISTRY:
         raise SynthsegError(f"unknown fill method {name!r}; choose one of "
                             f"{', '.join(available_fillers()) or '(none registered)'}")

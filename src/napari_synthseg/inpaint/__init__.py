@@ -24,8 +24,9 @@ __all__ = [
     "train_inpainter",
 ]
 
-from .infer import BUILTIN_MODELS, Inpainter, builtin_model_path, inpaint_samples  # noqa: E402
+from .infer import BUILTIN_MODELS, Inpainter, builtin_model_path  # noqa: E402
 from .filler import LearnedFiller  # noqa: E402  (registers get_filler("learned"))
+from .samples import inpaint_samples  # noqa: E402
 
 __all__ += ["BUILTIN_MODELS", "Inpainter", "LearnedFiller", "builtin_model_path",
             "inpaint_samples"]

@@ -2,7 +2,8 @@
 
 from .assets import AssetStore, array_key
 from .records import BLEND_MODES, LESION_STATUSES, LesionRecord
-from .scene import SCHEMA_VERSION, Change, Scene, SourceInfo
+from .scene import SCHEMA_VERSION, Change, Scene, SceneConflictError, SourceInfo
+from .store import SceneStore, create_scene, open_scene, scene_store
 
 __all__ = [
     "BLEND_MODES",
@@ -12,6 +13,11 @@ __all__ = [
     "Change",
     "LesionRecord",
     "Scene",
+    "SceneConflictError",
+    "SceneStore",
     "SourceInfo",
     "array_key",
+    "create_scene",
+    "open_scene",
+    "scene_store",
 ]

@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -31,10 +33,22 @@ from ..utils.atomic import atomic_write_text
 from .assets import AssetStore
 from .records import LESION_STATUSES, LesionRecord, utc_now
 
+try:  # POSIX advisory locks; elsewhere saves rely on the revision check alone
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
 SCENE_FILE = "scene.json"
 HISTORY_FILE = "history.json"
+LOCK_FILE = ".lock"
 MAX_HISTORY = 500
+
+
+class SceneConflictError(SynthsegError):
+    """Another program changed the same lesion (or mask) on disk since this scene read it."""
 
 
 @dataclass
@@ -123,6 +137,14 @@ class Scene:
         self._listeners: list[Callable[[Change], None]] = []
         self._image: MedicalImage | None = None
         self.autosave = True
+        # Optimistic concurrency: the save id of scene.json as this object last read or wrote
+        # it, and the steps applied here since then. A save that finds another save id on disk
+        # replays those steps on top of what is there (or refuses when they touch the same
+        # lesion), so two programs editing one folder never undo each other's decisions.
+        self._save_id: str | None = None
+        self._unsynced: list[tuple[str, list[tuple], bool]] = []
+        self._last_action: str | None = None
+        self.closed = False
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -177,26 +199,50 @@ class Scene:
                 f"{path} has schema version {version}; this napari-synthseg reads version {SCHEMA_VERSION}"
             )
         scene = cls(SourceInfo.from_dict(data["source"]), folder)
-        scene.lesions = [LesionRecord.from_dict(d) for d in data.get("lesions", [])]
-        scene.masks = dict(data.get("masks", {}))
-        scene.meta = dict(data.get("meta", {}))
-        scene.revision = int(data.get("revision", 0))
-        scene.created = data.get("created", scene.created)
-        scene.modified = data.get("modified", scene.modified)
-        scene._counter = int(data.get("counter", len(scene.lesions)))
+        scene._load_state(data)
         history_path = folder / HISTORY_FILE
         if history_path.exists():
             try:
                 history = json.loads(history_path.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 history = {}
-            # history.json is written first; after a crash between the two writes it belongs
-            # to a newer revision than scene.json. Then the undo history is dropped, never
-            # the scene itself.
-            if history.get("revision") == scene.revision:
-                scene._undo = list(history.get("undo", []))
-                scene._redo = list(history.get("redo", []))
+            scene._restore_history(history)
         return scene
+
+    def _load_state(self, data: dict[str, Any]) -> None:
+        """Records, masks and counters from a parsed scene.json (history untouched)."""
+        self.lesions = [LesionRecord.from_dict(d) for d in data.get("lesions", [])]
+        self.masks = dict(data.get("masks", {}))
+        self.meta = dict(data.get("meta", {}))
+        self.revision = int(data.get("revision", 0))
+        self.created = data.get("created", self.created)
+        self.modified = data.get("modified", self.modified)
+        self._counter = int(data.get("counter", len(self.lesions)))
+        self._save_id = data.get("save_id")
+
+    def _restore_history(self, history: dict[str, Any]) -> None:
+        """Undo/redo from history.json, also after a kill between its write and scene.json's.
+
+        history.json is written first. When the process dies before scene.json follows, the
+        history is one step ahead of the scene; ``last`` says which step that was, so it is
+        taken back instead of dropping the whole history.
+        """
+        if not isinstance(history, dict) or not isinstance(history.get("revision"), int):
+            return
+        undo, redo = list(history.get("undo", [])), list(history.get("redo", []))
+        if history["revision"] == self.revision + 1:
+            last = history.get("last")
+            if last == "do" and undo:
+                undo.pop()
+            elif last == "undo" and redo:
+                undo.append(redo.pop())
+            elif last == "redo" and undo:
+                redo.append(undo.pop())
+            else:
+                return
+        elif history["revision"] != self.revision:
+            return
+        self._undo, self._redo = undo, redo
 
     # ---- source image ------------------------------------------------------------------------
 
@@ -321,6 +367,8 @@ class Scene:
         self._undo.append(step)
         del self._undo[:-MAX_HISTORY]
         self._redo.clear()
+        self._unsynced.append((label, step["ops"], True))
+        self._last_action = "do"
         self._after_change(self._change_of(label, ops))
 
     @staticmethod
@@ -340,7 +388,18 @@ class Scene:
     def _after_change(self, change: Change) -> None:
         self.modified = utc_now()
         if self.autosave and self.folder is not None:
-            self.save()
+            try:
+                self.save()
+            except SceneConflictError as exc:
+                # The step was refused: the scene now shows what is on disk. Listeners
+                # re-render from that state before the error reaches the user.
+                self._notify(exc.change)  # type: ignore[attr-defined]
+                raise
+        self._notify(change)
+
+    def _notify(self, change: Change | None) -> None:
+        if change is None:
+            return
         for callback in list(self._listeners):
             callback(change)
 
@@ -440,6 +499,8 @@ class Scene:
             self._apply_inverse(op)
         self._redo.append(step)
         self.revision += 1
+        self._unsynced.append((step["label"], step["ops"], False))
+        self._last_action = "undo"
         change = self._change_of(step["label"], ops, undo=True)
         self._after_change(change)
         return change
@@ -453,6 +514,8 @@ class Scene:
             self._apply_forward(op)
         self.revision += 1
         self._undo.append(step)
+        self._unsynced.append((step["label"], step["ops"], True))
+        self._last_action = "redo"
         change = self._change_of(step["label"], ops, redo=True)
         self._after_change(change)
         return change
@@ -466,6 +529,7 @@ class Scene:
             "created": self.created,
             "modified": self.modified,
             "revision": self.revision,
+            "save_id": self._save_id,
             "counter": self._counter,
             "source": self.source.to_dict(),
             "masks": dict(self.masks),
@@ -474,19 +538,159 @@ class Scene:
         }
 
     def save(self, folder: str | os.PathLike | None = None) -> Path:
-        """Write the scene atomically (history first, then scene.json, which is the truth)."""
+        """Write the scene atomically (history first, then scene.json, which is the truth).
+
+        When scene.json on disk was written by another program since this scene read it, the
+        steps made here since then are replayed on top of the disk's state (a merge); when one
+        of them touches a lesion, mask or setting that the other program changed too, nothing
+        is written, this scene reloads the disk's state and :class:`SceneConflictError` says
+        which lesion collided.
+        """
+        if self.closed:
+            raise SynthsegError("this scene was replaced by a newer one in the same folder; open it again")
         if folder is not None:
             self.folder = Path(folder)
             self.folder.mkdir(parents=True, exist_ok=True)
             self.assets.attach(self.folder)
+            self._save_id = None
         if self.folder is None:
             raise SynthsegError("this scene has no folder; give one to save it")
+        with self._folder_lock():
+            disk = self._read_disk_state()
+            if disk is not None and disk.get("save_id") != self._save_id and self._save_id is not None:
+                merged = self._rebase_onto(disk)
+                self._notify(merged)
+            self._write_files()
+        return self.folder
+
+    def _write_files(self) -> None:
+        self._save_id = uuid.uuid4().hex
         atomic_write_text(
             self.folder / HISTORY_FILE,
-            json.dumps({"revision": self.revision, "undo": self._undo, "redo": self._redo}, separators=(",", ":")),
+            json.dumps(
+                {"revision": self.revision, "last": self._last_action, "undo": self._undo, "redo": self._redo},
+                separators=(",", ":"),
+            ),
         )
         atomic_write_text(self.folder / SCENE_FILE, json.dumps(self.to_dict(), indent=1))
-        return self.folder
+        self._unsynced.clear()
+        self._last_action = None
+
+    @contextlib.contextmanager
+    def _folder_lock(self) -> Iterator[None]:
+        if fcntl is None:
+            yield
+            return
+        try:
+            handle = open(self.folder / LOCK_FILE, "a+b")
+        except OSError as exc:
+            raise SynthsegError(f"cannot write in scene folder {self.folder}: {exc.strerror}") from None
+        with handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _read_disk_state(self) -> dict[str, Any] | None:
+        path = self.folder / SCENE_FILE
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SynthsegError(f"{path} is corrupt (not valid JSON); not overwriting it") from None
+
+    def _state_snapshot(self) -> tuple[dict[str, dict], dict[str, str], dict[str, Any]]:
+        return ({r.id: r.to_dict() for r in self.lesions}, dict(self.masks), copy.deepcopy(self.meta))
+
+    def _rebase_onto(self, disk: dict[str, Any]) -> Change:
+        """Replay the unsynced steps on the disk's state; returns what changed here because of it."""
+        before_lesions, before_masks, _ = self._state_snapshot()
+        # The ops are the undo history's own lists: an added lesion renumbered below stays
+        # renumbered in the history too.
+        mine = [(label, [tuple(op) for op in ops], forward) for label, ops, forward in self._unsynced]
+        self._load_state(disk)
+        try:
+            for label, ops, forward in mine:
+                for op in (ops if forward else reversed(ops)):
+                    self._replay(op, forward, label)
+        except SceneConflictError as exc:
+            self._load_state(disk)
+            self._undo.clear()
+            self._redo.clear()
+            self._unsynced.clear()
+            exc.change = self._diff_change(before_lesions, before_masks, "reloaded after a conflict")  # type: ignore[attr-defined]
+            raise
+        self.revision = int(disk.get("revision", 0)) + 1
+        logger.info("scene %s: merged %d step(s) onto changes made by another program", self.folder, len(mine))
+        return self._diff_change(before_lesions, before_masks, "merged changes from disk")
+
+    def _replay(self, op: tuple, forward: bool, label: str) -> None:
+        """Apply one op on a state another program wrote, checking what it expects to find."""
+        if op[0] == "lesion":
+            _, before, after, index = op
+            if not forward:
+                before, after = after, before
+            if before is None:  # an added lesion: its id may have been taken meanwhile
+                if after["id"] in self.lesion_ids:
+                    self._counter += 1
+                    after.update(id=f"L{self._counter:04d}", label=self._counter)
+                else:
+                    self._counter = max(self._counter, int(after.get("label", 0)))
+                self.lesions.insert(min(index, len(self.lesions)), LesionRecord.from_dict(after))
+                return
+            current = next((r for r in self.lesions if r.id == before["id"]), None)
+            if current is None or current.to_dict() != before:
+                raise SceneConflictError(
+                    f"lesion {before['id']} was changed by another program while you edited it ({label} refused); "
+                    "the scene now shows the saved version"
+                )
+            position = self._index(before["id"])
+            if after is None:
+                del self.lesions[position]
+            else:
+                self.lesions[position] = LesionRecord.from_dict(after)
+            return
+        kind, key, before, after = op
+        if not forward:
+            before, after = after, before
+        store = self.masks if kind == "mask" else self.meta
+        if store.get(key) != before:
+            raise SceneConflictError(
+                f"the {kind} {key!r} was changed by another program meanwhile ({label} refused); "
+                "the scene now shows the saved version"
+            )
+        if after is None:
+            store.pop(key, None)
+        else:
+            store[key] = after
+
+    def _diff_change(self, lesions: dict[str, dict], masks: dict[str, str], label: str) -> Change:
+        now_lesions, now_masks, _ = self._state_snapshot()
+        change = Change(label=label)
+        for lesion_id in list(lesions) + [i for i in now_lesions if i not in lesions]:
+            old, new = lesions.get(lesion_id), now_lesions.get(lesion_id)
+            if old != new:
+                change.lesions_before.append(old)
+                change.lesions_after.append(new)
+        change.masks = sorted(k for k in set(masks) | set(now_masks) if masks.get(k) != now_masks.get(k))
+        return change
+
+    def refresh(self) -> Change | None:
+        """Take in what another program saved to this folder (None when nothing changed)."""
+        if self.folder is None or self._unsynced:
+            return None
+        disk = self._read_disk_state()
+        if disk is None or disk.get("save_id") == self._save_id:
+            return None
+        before_lesions, before_masks, _ = self._state_snapshot()
+        self._load_state(disk)
+        self._undo.clear()
+        self._redo.clear()
+        change = self._diff_change(before_lesions, before_masks, "changes made by another program")
+        self._notify(change)
+        return change
 
     def referenced_assets(self) -> set[str]:
         keys = set(self.masks.values())

@@ -1,5 +1,11 @@
 """Lesion QA in napari: original | synthetic | signed difference, outlines, A/R/F decisions.
 
+The review has a viewer of its own: docked in a viewer that shows other layers (the lesion
+editor's), the panel opens a second napari window for the grid, so the grid never mixes in the
+editor's layers and the review keys (A/R/F, arrows, Page Up/Down) are bound only there, acting
+while that window has the focus. Scenes come from the process's scene store: a decision made
+here is in the editor's scene at once, and the reverse.
+
 The three images sit side by side in napari's grid mode (one camera: zoom and pan are linked),
 each with the same lesion outlines (one label array shared by three Labels layers, coloured by
 decision). Keys: A accept, R reject, F flag the current lesion; Right/Down next lesion,
@@ -11,7 +17,6 @@ worker thread with a progress bar.
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 
 import napari
@@ -32,16 +37,16 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from ..errors import CancelledError, SynthsegError
-from ..export import FORMATS, export_dataset
+from ..export import FORMATS
 from ..io import window_limits
 from ..qa import STATUS_COLORS, find_scenes, qa_scene
-from ..qa.review import IMAGE_QA_KEY
 from ..scene import Scene
 from ..utils.progress import CancelToken
+from ..workflow.review import DECISION_KEYS, ExportSettings, ReviewSession
+from ._base import JobPanel
 from ._common import ProgressRelay, report_error, run_in_thread, show_info, viewer_camera, viewer_grid
 
 LAYER_NAMES = ("QA original", "QA synthetic", "QA difference")
@@ -49,15 +54,18 @@ OUTLINE_NAMES = ("QA outlines (original)", "QA outlines (synthetic)", "QA outlin
 # One text layer per grid cell (the grid places the same number of layers in every cell); only
 # the synthetic view's carries the numbers, the others stay empty.
 TEXT_NAMES = ("QA numbers (original)", "QA numbers (synthetic)", "QA numbers (difference)")
-KEYS = {"a": "accepted", "r": "rejected", "f": "flagged"}
+KEYS = DECISION_KEYS
+QA_LAYERS = set(LAYER_NAMES) | set(OUTLINE_NAMES) | set(TEXT_NAMES)
 
 
-class QAWidget(QWidget):
+class QAWidget(JobPanel):
     """Walk through scenes and decide every lesion; export the accepted ones."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, renderer=None):
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
+        self.host = napari_viewer
+        self.viewer = napari_viewer  # where the grid is drawn: the host, or a QA window of its own
+        self.review = ReviewSession()
         self.renderer = renderer
         self.folders: list[Path] = []
         self.scene_index = -1
@@ -68,7 +76,7 @@ class QAWidget(QWidget):
         self._preparing: dict[Path, object] = {}  # folder -> worker opening and rendering it
         self._prepared: dict[Path, tuple] = {}  # folder -> (scene.json stamp, Scene, SceneQA)
         self.last_load_error: BaseException | None = None
-        self.user = f"user:{getpass.getuser()}"
+        self.user = self.review.by
         self._worker = None
         self._cancel: CancelToken | None = None
         self._bound: list[str] = []
@@ -92,6 +100,7 @@ class QAWidget(QWidget):
         nav.addWidget(next_scene)
 
         self.lesion_list = QListWidget()
+        self.lesion_list.setMinimumHeight(120)
         self.lesion_list.currentRowChanged.connect(self._row_changed)
         self.details = QLabel("")
         self.details.setWordWrap(True)
@@ -152,10 +161,10 @@ class QAWidget(QWidget):
         form.addRow(row)
         form.addRow(self.progress)
 
-        layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addWidget(review, 1)
-        layout.addWidget(export)
+        self.body.addLayout(top)
+        self.body.addWidget(review, 1)
+        self.body.addWidget(export)
+        self.finish_layout()
 
         self._relay = ProgressRelay()
         self._relay.progress.connect(self._on_progress)
@@ -263,7 +272,10 @@ class QAWidget(QWidget):
                     f"{self.scene_index + 1}/{len(self.folders)}  {self.folders[self.scene_index].name}")
             report_error(exc)
 
-    def _show_scene(self, index: int, lesion: int, scene: Scene, qa) -> None:
+    def _show_scene(self, index: int, lesion: int, snapshot: Scene, qa) -> None:
+        # The snapshot was rendered from the scene.json that is still on disk (stamp checked),
+        # so the live scene (refreshed from disk by the store) matches what qa shows.
+        scene = ReviewSession.open(self.folders[index])
         self.scene_index, self.scene, self.qa = index, scene, qa
         self._show_layers()
         self._fill_list()
@@ -291,7 +303,19 @@ class QAWidget(QWidget):
             QApplication.processEvents()
             time.sleep(0.01)
 
+    def _foreign_layers(self) -> bool:
+        return any(layer.name not in QA_LAYERS for layer in self.viewer.layers)
+
+    def _use_own_viewer(self) -> None:
+        """Draw the grid in a QA window of its own (the host shows other layers)."""
+        self.unbind_keys()
+        self.viewer = napari.Viewer(title="napari-synthseg QA")
+        self.viewer.window._qt_window.resize(1200, 700)
+        self._bind_keys()
+
     def _show_layers(self) -> None:
+        if self._foreign_layers():
+            self._use_own_viewer()
         r = self.qa.rendered
         img = r.original
         limits = window_limits(img.array, "auto", img.modality)
@@ -473,7 +497,7 @@ class QAWidget(QWidget):
         rec = self.scene.lesions[self.lesion_index]
         reason = self.reason_edit.text().strip()
         try:
-            self.scene.set_decision(rec.id, status, by=self.user, reason=reason)
+            self.review.decide(self.scene, rec.id, status, reason)
         except SynthsegError as exc:
             report_error(exc)
             return
@@ -484,14 +508,22 @@ class QAWidget(QWidget):
         item.setForeground(_qcolor(STATUS_COLORS.get(rec.status, (200, 200, 200))))
         self._recolor()
         self._update_text()
-        if advance:
+        if advance and self.lesion_index + 1 < len(self.scene.lesions):
             self.step(+1)
+        elif advance and self.scene_index + 1 < len(self.folders):
+            self.step(+1)
+        else:
+            self.go_lesion(self.lesion_index)  # the last one: show its new status
 
     def decide_image(self, status: str) -> None:
         if self.scene is None or self.loading:
             return
         reason = self.reason_edit.text().strip()
-        self.scene.set_meta(IMAGE_QA_KEY, {"status": status, "by": self.user, "reason": reason})
+        try:
+            self.review.decide_image(self.scene, status, reason)
+        except SynthsegError as exc:
+            report_error(exc)
+            return
         self.reason_edit.clear()
         show_info(f"{self.folders[self.scene_index].name}: image {status}")
         self.go_scene(self.scene_index + 1)
@@ -499,30 +531,26 @@ class QAWidget(QWidget):
     # ---- export ------------------------------------------------------------------------------
 
     def start_export(self) -> None:
-        out = self.out_edit.text().strip()
-        if not out:
-            report_error(SynthsegError("choose an output folder for the export"))
-            return
-        if not self.folders:
-            report_error(SynthsegError("load a folder of scenes first"))
-            return
-        ratio_text = self.ratio_edit.text().strip()
         try:
-            ratio = float(ratio_text) if ratio_text else None
-        except ValueError:
-            report_error(SynthsegError(f"synthetic ratio must be a number, got {ratio_text!r}"))
+            settings = ExportSettings.from_text(
+                self.format_combo.currentText(), self.name_edit.text(), self.split_edit.text(),
+                self.real_spin.value(), self.ratio_edit.text(), self.workers_spin.value(),
+            )
+            out = self.out_edit.text().strip()
+            if not out:
+                raise SynthsegError("choose an output folder for the export")
+            if not self.folders:
+                raise SynthsegError("load a folder of scenes first")
+        except SynthsegError as exc:
+            report_error(exc)
             return
         self._cancel = CancelToken()
         self.export_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         self._worker = run_in_thread(
-            export_dataset, list(self.folders), out, fmt=self.format_combo.currentText(),
-            name=self.name_edit.text().strip() or "Synthseg", renderer=self.renderer,
-            split=self.split_edit.text().strip() or None, real_fraction=self.real_spin.value(),
-            synthetic_ratio=ratio, workers=self.workers_spin.value(), progress=self._relay.progress.emit,
-            cancel=self._cancel,
-            on_done=self._export_done, on_error=self._export_failed,
+            settings.run, list(self.folders), out, renderer=self.renderer, progress=self._relay.progress.emit,
+            cancel=self._cancel, on_done=self._export_done, on_error=self._export_failed,
         )
 
     def cancel_export(self) -> None:
@@ -564,6 +592,8 @@ def _scene_stamp(folder: Path):
 def _open_for_qa(folder: Path, renderer):
     """Worker: open and render one scene; the stamp is taken first so a save during it shows."""
     stamp = _scene_stamp(folder)
+    # A private copy to render in the worker; the panel decides on the live scene, which it
+    # takes from the store on the UI thread (its listeners, e.g. an editor's layers, run there).
     scene = Scene.open(folder)
     return stamp, scene, qa_scene(scene, renderer)
 

@@ -1,0 +1,135 @@
+"""Inpainting: one job for ``synthseg inpaint`` and the Inpaint widget.
+
+It owns the defaults, the checks that keep a user from a long, useless run (wave 1 let the
+widget use the source image itself as the mask: 52 s and three black samples), which model a
+``builtin`` choice means for a mode, and the provenance of an accepted sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SynthsegError
+from ..scene import LesionRecord, Scene
+from ..utils.progress import CancelToken, ProgressCallback
+
+MODES = ("healthy", "lesion", "outpaint")
+CLASSICAL = ("biharmonic", "telea")
+#: A fill mask larger than this fraction of the image is refused: it is the wrong layer, not a
+#: lesion (a real lesion, even a large mass, covers a few percent of a radiograph).
+MAX_FILL_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class InpaintSettings:
+    """Defaults of one inpainting request (the CLI flags and widget fields start here)."""
+
+    model: str = "builtin"
+    mode: str = "healthy"
+    samples: int = 3
+    seed: int = 0
+    margin_px: int = 8
+    texture: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SynthsegError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not 1 <= int(self.samples) <= 64:
+            raise SynthsegError(f"samples must lie in 1..64, got {self.samples}")
+        if not 0 <= int(self.margin_px) <= 512:
+            raise SynthsegError(f"margin must lie in 0..512 px, got {self.margin_px}")
+        if not (np.isfinite(self.texture) and 0 <= self.texture <= 1):
+            raise SynthsegError(f"texture must lie in [0, 1], got {self.texture}")
+        if not 0 <= int(self.seed) < 2**32:
+            raise SynthsegError(f"seed must be a whole number in [0, 2^32), got {self.seed}")
+
+    def model_name(self) -> str:
+        """The model this request uses: ``builtin`` names the shipped model for the mode."""
+        if self.model == "builtin":
+            from ..inpaint.infer import builtin_for_mode
+
+            return builtin_for_mode(self.mode)
+        if self.model in CLASSICAL or self.model.startswith("builtin:"):
+            return self.model
+        if not Path(self.model).is_file():
+            raise SynthsegError(f"model file not found: {self.model}")
+        return self.model
+
+
+def fill_mask(values: np.ndarray, image_shape: tuple[int, ...], what: str = "the mask") -> np.ndarray:
+    """A boolean fill mask from a layer's or file's values, with the checks of a real lesion.
+
+    Refuses a mask of another shape, an empty one, one that is an image rather than a mask
+    (many distinct values) and one covering more than ``MAX_FILL_FRACTION`` of the image.
+    """
+    values = np.asarray(values)
+    if values.shape != tuple(image_shape):
+        raise SynthsegError(f"{what} has shape {values.shape}, the image {tuple(image_shape)}; draw it on this image")
+    if values.dtype.kind == "f" or values.dtype.itemsize > 1:
+        sample = values.ravel()[:: max(1, values.size // 200_000)]
+        if np.unique(sample).size > 32:
+            raise SynthsegError(f"{what} is an image, not a mask; paint the region to fill in a labels layer")
+    mask = values > 0
+    if not mask.any():
+        raise SynthsegError(f"{what} is empty; paint the region to fill first")
+    fraction = float(mask.mean())
+    if fraction > MAX_FILL_FRACTION:
+        raise SynthsegError(
+            f"{what} covers {fraction:.0%} of the image (at most {MAX_FILL_FRACTION:.0%}); "
+            "pick the lesion mask, not a whole-image layer"
+        )
+    return mask
+
+
+def inpaint(
+    image: np.ndarray,
+    mask: np.ndarray,
+    settings: InpaintSettings = InpaintSettings(),
+    *,
+    spacing: tuple[float, ...] | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> list[np.ndarray]:
+    """``settings.samples`` seeded fills of ``mask`` in ``image`` (slow: off the UI thread)."""
+    from ..inpaint import inpaint_samples
+
+    mask = fill_mask(mask, np.asarray(image).shape)
+    model = settings.model_name()
+    return inpaint_samples(
+        image, mask, model=model, mode=settings.mode, n_samples=settings.samples, seed=settings.seed,
+        margin=settings.margin_px, texture=settings.texture if model not in CLASSICAL else 0.0,
+        spacing=spacing, device=device, threads=threads, progress=progress, cancel=cancel,
+    )
+
+
+def sample_provenance(settings: InpaintSettings, index: int) -> dict[str, Any]:
+    """What made sample ``index`` (model name and file hash, seed, texture)."""
+    from ..models import file_sha256
+
+    model = settings.model_name()
+    provenance: dict[str, Any] = {"model": model, "mode": settings.mode, "seed": int(settings.seed) + int(index),
+                                  "sample": int(index), "texture": float(settings.texture)}
+    if Path(model).is_file():
+        provenance["model_sha256"] = file_sha256(model)
+    return provenance
+
+
+def accept_inpainted(
+    scene: Scene, sample: np.ndarray, mask: np.ndarray, settings: InpaintSettings, index: int
+) -> LesionRecord:
+    """Store a fill sample in ``scene`` as one undoable record."""
+    from ..lesions.accept import accept_fill_sample
+
+    mask = np.asarray(mask, bool)
+    outer = None
+    if settings.mode == "outpaint":
+        from ..inpaint.masks import mask_bbox, outpaint_mask
+
+        outer = outpaint_mask(mask.shape, mask_bbox(mask), settings.margin_px)
+    return accept_fill_sample(scene, sample, mask, settings.mode, sample_provenance(settings, index), fill_mask=outer)
