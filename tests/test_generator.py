@@ -177,8 +177,8 @@ def test_cli_place_generated_in_ct_and_cxr(tiny_model, shared_data, tmp_path):
     from napari_synthseg.scene import Scene
 
     ct = shared_data / "ct" / "nodule_patches" / "nodule_00_ct.mha"
-    rc = main(["place", str(ct), "--lesion", "generated:part-solid", "--at", "12,14,13", "--size-mm", "6",
-               "--seed", "2", "--constraint", "none", "--generator-model", str(tiny_model),
+    rc = main(["place", str(ct), "--lesion", f"generated:part-solid@{tiny_model}", "--at", "12,14,13",
+               "--size-mm", "6", "--seed", "2", "--constraint", "none",
                "--out", str(tmp_path / "ct_scene")])
     assert rc == 0
     record = Scene.open(tmp_path / "ct_scene").lesions[0]
@@ -188,14 +188,16 @@ def test_cli_place_generated_in_ct_and_cxr(tiny_model, shared_data, tmp_path):
     assert main(["render", str(tmp_path / "ct_scene"), str(tmp_path / "ct_out")]) == 0
 
     cxr = shared_data / "cxr" / "node21" / "c3883.mha"
-    rc = main(["place", str(cxr), "--lesion", "generated:solid", "--at", "400,500", "--size-mm", "8",
-               "--constraint", "none", "--generator-model", str(tiny_model), "--out", str(tmp_path / "cxr_scene")])
+    rc = main(["place", str(cxr), "--lesion", f"generated:solid@{tiny_model}", "--at", "400,500", "--size-mm", "8",
+               "--constraint", "none", "--out", str(tmp_path / "cxr_scene")])
     assert rc == 0
     record = Scene.open(tmp_path / "cxr_scene").lesions[0]
     assert record.params["units"] == "attenuation"  # projected through the CT-to-CXR path
     assert record.source["type"] == "generated"
-    assert main(["place", str(cxr), "--lesion", "generated:nonsense", "--at", "400,500",
-                 "--generator-model", str(tiny_model), "--out", str(tmp_path / "bad")]) == 2
+    assert main(["place", str(cxr), "--lesion", f"generated:nonsense@{tiny_model}", "--at", "400,500",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert main(["place", str(cxr), "--lesion", "generated:solid@/no/such/model.safetensors", "--at", "400,500",
+                 "--out", str(tmp_path / "bad2")]) == 2
 
 
 def test_cli_train_lesion_generator(lidc, tmp_path, capsys):

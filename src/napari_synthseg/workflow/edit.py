@@ -114,7 +114,12 @@ class EditSession:
 
         spec = LesionSpec.parse(spec) if isinstance(spec, str) else spec
         image = self.image
-        resolved = spec.resolve(image, settings, rng=rng)
+        site = None
+        if spec.needs_site:
+            from ..lesions.place import center_from
+
+            site = center_from(image, at_xyz, at_mm)
+        resolved = spec.resolve(image, settings, rng=rng, center_mm=site)
         source = dict(resolved.source, placed_by=self.actor)
         record = place_lesion(
             self.scene, resolved.patch, at_xyz=at_xyz, at_mm=at_mm, size_mm=settings.size_mm,
