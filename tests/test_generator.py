@@ -210,3 +210,32 @@ def test_cli_train_lesion_generator(lidc, tmp_path, capsys):
     assert rc == 0
     assert "2 steps" in capsys.readouterr().out
     assert main(["train-lesion-generator", "--library", str(lidc), "--out", str(tmp_path / "x.pt")]) == 2
+
+
+def test_moving_a_generated_ct_lesion_regenerates_it_in_the_new_context(tiny_model, shared_data, tmp_path):
+    from napari_synthseg.io import read_image
+    from napari_synthseg.render.placement import record_patch
+    from napari_synthseg.scene import Scene
+    from napari_synthseg.workflow.edit import EditSession
+    from napari_synthseg.workflow.spec import LesionSpec, PlaceSettings
+
+    image = read_image(shared_data / "ct" / "nodule_patches" / "nodule_00_ct.mha")
+    session = EditSession(Scene.create(image, tmp_path / "scene"), actor="test")
+    spec = LesionSpec.parse(f"generated:ground-glass@{tiny_model}")
+    record = session.place(spec, PlaceSettings(size_mm=6.0, seed=4), at_xyz=(12, 14, 13))
+    before = record_patch(session.scene, record)
+    moved = session.move(record.id, at_xyz=(36, 35, 37))
+    assert moved.source["regenerated"] is True and moved.source["seed"] == 4
+    assert moved.source["class"] == "ground-glass" and moved.source["mean_hu"] == record.source["mean_hu"]
+    after = record_patch(session.scene, moved)
+    assert np.array_equal(after.mask, before.mask)  # same seed: same shape at the same size
+    # the background it carries is now the image around the new site, not the old one
+    box_center = np.array([(s.start + s.stop - 1) / 2.0 for s in ndi.find_objects(after.mask.astype(np.uint8))[0]])
+    offset = np.rint(np.array([37, 35, 36]) - box_center).astype(int)
+    target = np.asarray(image.array, np.float32)[tuple(slice(o, o + n) for o, n in zip(offset, after.shape))]
+    assert np.allclose(after.absolute - after.intensity, target, atol=1e-3)
+    assert not np.allclose(before.absolute - before.intensity, target, atol=1.0)
+    # resizing remakes it at the new size (same seed)
+    resized = session.resize(record.id, 9.0)
+    assert abs(record_patch(session.scene, resized).diameter_mm() - 9.0) < 1.5
+    assert session.undo() and session.scene.lesion(record.id).size_mm == moved.size_mm

@@ -347,3 +347,50 @@ def _stretch(cube: np.ndarray, zoom: float) -> np.ndarray:
     coords = (np.arange(n) - (n - 1) / 2.0) / zoom + (n - 1) / 2.0
     grid = np.meshgrid(coords, coords, coords, indexing="ij")
     return ndi.map_coordinates(cube, grid, order=1, mode="mirror").astype(np.float32)
+
+
+def regenerate_at_site(scene, record, image: MedicalImage, changes: dict) -> dict:
+    """Remake a generated CT lesion at its new centre/size from the same seed (an edit hook).
+
+    Registered with :func:`napari_synthseg.lesions.place.register_site_regenerator`: moving or
+    resizing a generated nodule in a CT re-generates it in the context of its new site with the
+    record's seed, class, mean HU and model, so the mask shape and noise stay those of the
+    original sample. Radiographs (neutral context) and lesions whose model file is no longer
+    available keep their pixels and are transformed as any patch.
+    """
+    import logging
+
+    source = dict(record.source or {})
+    if image.ndim != 3:
+        return {}
+    model = source.get("model", "builtin")
+    try:
+        gen = get_generator(model)
+    except SynthsegError as exc:
+        logging.getLogger(__name__).warning("lesion %s keeps its pixels: %s", record.id, exc)
+        return {}
+    if source.get("model_sha256") and gen.sha256 != source["model_sha256"]:
+        logging.getLogger(__name__).warning("lesion %s keeps its pixels: its generator file changed", record.id)
+        return {}
+    center = tuple(changes.get("center_mm", record.center_mm))
+    size = float(changes.get("size_mm", record.size_mm) or source.get("diameter_mm", 10.0))
+    patch, new_source = generate_lesion(image, center, size, source.get("class", "solid"),
+                                        seed=int(source.get("seed", record.seed)), model=gen,
+                                        mean_hu=source.get("mean_hu"), steps=source.get("steps"))
+    new_source["model"] = model
+    new_source["patch"] = {k: v for k, v in patch.provenance.items() if k != "history"}
+    kept = {k: v for k, v in source.items() if k not in new_source}
+    assets = dict(record.assets, intensity=scene.assets.put(patch.intensity), mask=scene.assets.put(patch.mask),
+                  absolute=scene.assets.put(patch.absolute))
+    params = dict(record.params, patch_spacing=list(patch.spacing), units=patch.units)
+    return {"assets": assets, "params": params, "source": dict(kept, **new_source, regenerated=True),
+            "size_mm": size}
+
+
+def _register() -> None:
+    from ..lesions.place import register_site_regenerator
+
+    register_site_regenerator(SOURCE_TYPE, regenerate_at_site)
+
+
+_register()

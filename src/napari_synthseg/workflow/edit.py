@@ -141,6 +141,9 @@ class EditSession:
     def _edit(self, lesion_id: str, label: str, **changes: Any) -> LesionRecord:
         from ..lesions.place import edit_lesion
 
+        if (self.scene.lesion(lesion_id).source or {}).get("type") == "generated":
+            from .. import generator  # noqa: F401  (registers how generated lesions are remade)
+
         return edit_lesion(self.scene, lesion_id, label=label, **changes)
 
     def move(self, lesion_id: str, *, at_xyz: Sequence[float] | None = None,
