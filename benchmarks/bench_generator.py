@@ -35,8 +35,8 @@ import time
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 from scipy import linalg
+from scipy import ndimage as ndi
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
@@ -196,8 +196,10 @@ def main(argv=None):
         if hmask is not None:
             hc = np.rint(mask_center(hmask)).astype(int)
             shift = tuple(int(v) for v in (np.array([(P - 1) // 2] * 3) - hc))
-            def centred(a):
+
+            def centred(a, shift=shift):
                 return np.roll(a, shift, axis=(0, 1, 2))
+
             hr = generation_region(hmask, gen.config.edge_voxels)
             ring = (ndi.distance_transform_edt(~hr) <= 4) & ~hr
             (hg,) = gen.fill([real], [hmask], ["empty"], [float(np.median(real[ring]))], [seed], steps=steps)
@@ -243,7 +245,9 @@ def main(argv=None):
           f"diameter and class; IoU against {len(train_masks)} train-side masks)")
     print("| masks | eq. diameter mm (median, IQR) | sphericity (mean +- sd) | best IoU with a real mask (median, max) |")
     print("|---|---|---|---|")
-    q = lambda a: f"{np.median(a):.1f} ({np.percentile(a, 25):.1f}-{np.percentile(a, 75):.1f})"
+    def q(a):
+        return f"{np.median(a):.1f} ({np.percentile(a, 25):.1f}-{np.percentile(a, 75):.1f})"
+
     print(f"| real (held out) | {q(real_d)} | {real_s.mean():.3f} +- {real_s.std():.3f} | - |")
     print(f"| sampled | {q(samp_d)} | {samp_s.mean():.3f} +- {samp_s.std():.3f} | "
           f"{np.median(best_iou):.2f}, {np.max(best_iou):.2f} |")

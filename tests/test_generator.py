@@ -11,9 +11,17 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_synthseg.errors import CancelledError, SynthsegError
-from napari_synthseg.generator import (ARCHITECTURE, GeneratorTrainConfig, LesionGenerator,
-                                       LesionGeneratorConfig, classify_nodule, fit_shape_model,
-                                       generate_lesion, sphericity, train_lesion_generator)
+from napari_synthseg.generator import (
+    ARCHITECTURE,
+    GeneratorTrainConfig,
+    LesionGenerator,
+    LesionGeneratorConfig,
+    classify_nodule,
+    fit_shape_model,
+    generate_lesion,
+    sphericity,
+    train_lesion_generator,
+)
 from napari_synthseg.io.lesion_index import read_lesion_index, split_by_group
 from napari_synthseg.models import load_extra_tensors, load_model
 from napari_synthseg.utils.progress import CancelToken

@@ -33,6 +33,6 @@ __all__ = [
     "train_lesion_generator",
 ]
 
-from .sample import BUILTIN_MODELS, LesionGenerator, generate_lesion, get_generator, resolve_model_path  # noqa: E402
+from .sample import BUILTIN_MODELS, LesionGenerator, generate_lesion, get_generator, resolve_model_path
 
 __all__ += ["BUILTIN_MODELS", "LesionGenerator", "generate_lesion", "get_generator", "resolve_model_path"]

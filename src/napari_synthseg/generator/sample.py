@@ -32,7 +32,7 @@ from ..io import MedicalImage
 from ..lesions.item import LesionPatch
 from ..models import LoadedModel, load_extra_tensors, load_model, select_device
 from ..utils.progress import CancelToken, ProgressCallback, report
-from .classes import GENERATOR_CLASSES, class_index
+from .classes import class_index
 from .data import resample_cube
 from .network import ARCHITECTURE, LesionGeneratorConfig, generation_region
 from .shapes import ShapeModel

@@ -26,7 +26,7 @@ from scipy import ndimage as ndi
 
 from ..errors import SynthsegError
 from ..io.lesion_index import LesionEntry
-from .classes import GENERATOR_CLASSES, classify_nodule, class_index
+from .classes import GENERATOR_CLASSES, class_index, classify_nodule
 
 N_DIRECTIONS = 128
 N_MODES = 8
@@ -85,7 +85,7 @@ class ShapeModel:
                 for k in ("mean", "modes", "score_mean", "score_std")}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "ShapeModel":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> ShapeModel:
         try:
             return cls(**{k: tensors[f"shape/{k}"].numpy().astype(np.float64)
                           for k in ("mean", "modes", "score_mean", "score_std")})
