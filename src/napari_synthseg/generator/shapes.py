@@ -31,6 +31,11 @@ from .classes import GENERATOR_CLASSES, class_index, classify_nodule
 N_DIRECTIONS = 128
 N_MODES = 8
 _KAPPA = 25.0  # smoothing of the radial interpolation between directions (von Mises-Fisher)
+#: Border roughness (voxels; smooth noise of 1 voxel correlation added to the signed distance).
+#: A radial function with 8 modes is smoother than a real voxel mask: without it sampled masks
+#: had sphericity 0.90 against 0.78 +- 0.10 for 120 real train-side masks; 0.9 voxel gives
+#: 0.77 +- 0.06 (calibrated on the train side only).
+ROUGHNESS_VOXELS = 0.9
 
 
 def fibonacci_directions(n: int = N_DIRECTIONS) -> np.ndarray:
@@ -101,7 +106,8 @@ class ShapeModel:
         return np.exp(self.mean + scores @ self.modes)
 
     def sample_mask(self, diameter_mm: float, nodule_class: str, spacing: float | Sequence[float],
-                    rng: np.random.Generator, shape: Optional[Sequence[int]] = None) -> np.ndarray:
+                    rng: np.random.Generator, shape: Optional[Sequence[int]] = None,
+                    roughness: float = ROUGHNESS_VOXELS) -> np.ndarray:
         """A new nodule mask of equivalent diameter ``diameter_mm`` centred in a grid.
 
         Parameters
@@ -109,6 +115,8 @@ class ShapeModel:
         spacing : float or (z, y, x) mm
         shape : (z, y, x), optional
             Grid size; default just large enough for the mask plus a voxel.
+        roughness : float
+            Amplitude (voxels) of the smooth border noise (:data:`ROUGHNESS_VOXELS`).
         """
         if not (math.isfinite(diameter_mm) and diameter_mm > 0):
             raise SynthsegError(f"the nodule diameter must be a positive number of mm, got {diameter_mm}")
@@ -128,7 +136,11 @@ class ShapeModel:
         dist = np.linalg.norm(pts, axis=1)
         unit = pts / np.maximum(dist, 1e-9)[:, None]
         border = radius * _interpolate(rel, dirs, unit)
-        mask = (dist <= border).reshape(shape)
+        signed = ((border - dist) / float(sp.min())).reshape(shape)
+        if roughness > 0:
+            noise = ndi.gaussian_filter(rng.standard_normal(signed.shape), 1.0)
+            signed = signed + roughness * noise / (noise.std() + 1e-9)
+        mask = signed > 0
         if not mask.any():
             mask[tuple(n // 2 for n in shape)] = True
         labels, n = ndi.label(mask)
