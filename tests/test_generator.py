@@ -247,3 +247,24 @@ def test_moving_a_generated_ct_lesion_regenerates_it_in_the_new_context(tiny_mod
     resized = session.resize(record.id, 9.0)
     assert abs(record_patch(session.scene, resized).diameter_mm() - 9.0) < 1.5
     assert session.undo() and session.scene.lesion(record.id).size_mm == moved.size_mm
+
+
+def test_builtin_model_is_shipped_and_samples(shared_data):
+    from napari_synthseg.generator import BUILTIN_MODELS
+    from napari_synthseg.generator.sample import resolve_model_path
+    from napari_synthseg.io import read_image
+
+    path = resolve_model_path("builtin")
+    assert path.name == BUILTIN_MODELS["lesion_generator_small"]
+    assert path.stat().st_size < 5_000_000
+    loaded = load_model(path, expected=ARCHITECTURE)
+    prov = loaded.provenance
+    assert prov["data"]["split"]["side"] == "train" and prov["steps"] > 0
+    gen = LesionGenerator("builtin")
+    assert gen.contexts is not None and gen.contexts.shape[1:] == (32, 32, 32)
+    image = read_image(shared_data / "ct" / "nodule_patches" / "nodule_00_ct.mha")
+    patch, source = generate_lesion(image, image.index_to_physical(np.array([24.0, 24.0, 24.0])), 8.0, "solid",
+                                    seed=1, steps=2)
+    assert source["model_sha256"] == loaded.sha256 and patch.mask.any()
+    with pytest.raises(SynthsegError, match="unknown built-in"):
+        resolve_model_path("builtin:nope")
