@@ -127,6 +127,8 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=60, help="held-out nodules (<= 16 mm) to use")
     ap.add_argument("--steps", type=int, default=None, help="flow steps (default: the model's)")
     ap.add_argument("--library", default=LIBRARY)
+    ap.add_argument("--repeats", type=int, default=3, help="timing repeats (best is reported)")
+    ap.add_argument("--speed-only", action="store_true", help="only the speed table")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     gen = get_generator(args.model)
@@ -141,12 +143,13 @@ def main(argv=None):
     ctx = resample_cube(hu, sp, mask_center(mask), P, 1.0)
     m = gen.shape_model.sample_mask(10.0, "solid", 1.0, rng, shape=(P, P, P))
     gen.fill([ctx], [m], ["solid"], [-100.0], [0], steps=steps)  # warm-up
-    t_gen, _ = _best(lambda: gen.fill([ctx], [m], ["solid"], [-100.0], [0], steps=steps))
-    t_gen8, _ = _best(lambda: gen.fill([ctx], [m], ["solid"], [-100.0], [0], steps=8))
-    t_gen50, _ = _best(lambda: gen.fill([ctx], [m], ["solid"], [-100.0], [0], steps=50), repeats=2)
+    n = args.repeats
+    t_gen, _ = _best(lambda: gen.fill([ctx], [m], ["solid"], [-100.0], [0], steps=steps), n)
+    t_gen8, _ = _best(lambda: gen.fill([ctx], [m], ["solid"], [-100.0], [0], steps=8), n)
+    t_gen50, _ = _best(lambda: gen.fill([ctx], [m], ["solid"], [-100.0], [0], steps=50), max(1, n - 1))
     t_batch, _ = _best(lambda: gen.fill([ctx] * 8, [m] * 8, ["solid"] * 8, [-100.0] * 8, list(range(8)),
-                                        steps=steps), repeats=2)
-    t_proc, _ = _best(lambda: procedural_nodule(10.0, "solid", spacing=1.0, seed=0))
+                                        steps=steps), max(1, n - 1))
+    t_proc, _ = _best(lambda: procedural_nodule(10.0, "solid", spacing=1.0, seed=0), n)
     print("\n## speed (one 32^3 nodule, 1 thread)")
     print("| method | seconds | ratio vs procedural |")
     print("|---|---|---|")
@@ -155,6 +158,8 @@ def main(argv=None):
     print(f"| generator, 50 flow steps | {t_gen50:.3f} | {t_gen50 / t_proc:.1f} |")
     print(f"| generator, {steps} steps, per nodule in a batch of 8 | {t_batch / 8:.3f} | {t_batch / 8 / t_proc:.1f} |")
     print(f"| procedural 10 mm (reference) | {t_proc:.3f} | 1.0 |")
+    if args.speed_only:
+        return
 
     # ---------------------------------------------------------------- 2-3. realism
     cases = []
