@@ -268,3 +268,23 @@ def test_builtin_model_is_shipped_and_samples(shared_data):
     assert source["model_sha256"] == loaded.sha256 and patch.mask.any()
     with pytest.raises(SynthsegError, match="unknown built-in"):
         resolve_model_path("builtin:nope")
+
+
+def test_cli_generate_lesion_stores_seeded_samples(tiny_model, shared_data, tmp_path, capsys):
+    from napari_synthseg.cli import main
+    from napari_synthseg.lesions import LesionLibrary
+
+    ct = shared_data / "ct" / "nodule_patches" / "nodule_00_ct.mha"
+    rc = main(["generate-lesion", str(ct), "--at", "12,14,13", "--size-mm", "6", "--class", "ground-glass",
+               "--samples", "2", "--seed", "7", "--steps", "2", "--model", str(tiny_model),
+               "--library", str(tmp_path / "lib")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "seed 7" in out and "seed 8" in out
+    library = LesionLibrary(tmp_path / "lib")
+    assert len(library) == 2
+    items = [library.get(meta["id"]) for meta in library.list()]
+    assert all(it.units == "HU" and it.kind == "ground-glass" and it.ndim == 3 for it in items)
+    assert not np.array_equal(items[0].mask, items[1].mask) or not np.array_equal(items[0].absolute, items[1].absolute)
+    assert main(["generate-lesion", str(ct), "--at", "12,14,13", "--samples", "0",
+                 "--library", str(tmp_path / "lib")]) == 2

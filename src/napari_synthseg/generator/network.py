@@ -77,7 +77,7 @@ class LesionGeneratorConfig:
     hu_min: float = -1024.0
     hu_max: float = 1000.0
     num_train_timesteps: int = 1000
-    inference_steps: int = 16
+    inference_steps: int = 8
     class_names: tuple = GENERATOR_CLASSES
     class_mean_hu: tuple = ((-850.0, 60.0), (-100.0, 150.0), (-450.0, 80.0), (-700.0, 60.0))
 
