@@ -129,19 +129,19 @@ class LesionGenerator:
         if not 1 <= steps <= cfg.num_train_timesteps:
             raise SynthsegError(f"the number of flow steps must lie in 1..{cfg.num_train_timesteps}, got {steps}")
         shape = np.asarray(contexts[0]).shape
-        for c, m in zip(contexts, masks):
-            if np.asarray(c).shape != shape or np.asarray(m).shape != shape or len(shape) != 3:
+        for cube_in, mask_in in zip(contexts, masks):
+            if np.asarray(cube_in).shape != shape or np.asarray(mask_in).shape != shape or len(shape) != 3:
                 raise SynthsegError("context cubes and masks must be 3D and all of one shape")
-            if not np.asarray(m).any():
+            if not np.asarray(mask_in).any():
                 raise SynthsegError("a generation mask is empty")
         # torch's CPU 3D convolution takes a ~2x slower path for a batch of one (its oneDNN
         # heuristic wants batch > 1 for 3x3x3 kernels on small inputs): pad with a copy of row 0
         pad = 1 if n == 1 and self.device.type == "cpu" else 0
         dev = self.device
         ctx_hu = np.stack([np.asarray(c, np.float32) for c in contexts] + [np.asarray(contexts[0], np.float32)] * pad)
-        mask = np.stack([np.asarray(m, bool) for m in masks] + [np.asarray(masks[0], bool)] * pad)
+        mask_np = np.stack([np.asarray(mk, bool) for mk in masks] + [np.asarray(masks[0], bool)] * pad)
         x_ctx = torch.from_numpy(cfg.normalise(ctx_hu))[:, None].to(dev)
-        m = torch.from_numpy(mask.astype(np.float32))[:, None].to(dev)
+        m = torch.from_numpy(mask_np.astype(np.float32))[:, None].to(dev)
         e = int(cfg.edge_voxels)
         region = torch.nn.functional.max_pool3d(m, 2 * e + 1, stride=1, padding=e) if e > 0 else m
         channels = [x_ctx * (1 - region), region]
@@ -171,7 +171,8 @@ class LesionGenerator:
                     # outside the region the sample is the real context at the current noise level
                     x = region * x + (1 - region) * ((1 - level) * x_ctx + level * noise)
                     velocity = self.net(x, t.expand(x.shape[0]), condition, labels)
-                    x, _ = scheduler.step(velocity.float(), float(t), x, float(t_next))
+                    # continuous timesteps (use_discrete_timesteps=False): MONAI's int hint is too narrow
+                    x, _ = scheduler.step(velocity.float(), float(t), x, float(t_next))  # type: ignore[arg-type]
                     report(progress, i + 1, steps, "generating")
             finally:
                 if torch.get_num_threads() != before:
@@ -303,8 +304,7 @@ def generate_lesion(
     mask = np.asarray(mask, bool)
     if mask.shape != (p, p, p):
         raise SynthsegError(f"the mask must be a {p}^3 cube on the nodule's grid, got {mask.shape}")
-    in_ct = image is not None and image.ndim == 3
-    if in_ct:
+    if image is not None and image.ndim == 3:
         if image.modality not in ("CT", "unknown"):
             raise SynthsegError(f"the lesion generator makes CT nodules; a {image.modality} volume is not CT")
         if center_mm is None:

@@ -180,11 +180,11 @@ def fit_shape_model(entries: Sequence[LesionEntry], n_modes: int = N_MODES) -> S
     _, _, vt = np.linalg.svd(data - mean, full_matrices=False)
     modes = vt[:n_modes]
     scores = (data - mean) @ modes.T
-    classes = np.asarray(classes)
+    labels = np.asarray(classes)
     score_mean = np.zeros((len(GENERATOR_CLASSES), n_modes))
     score_std = np.tile(scores.std(axis=0), (len(GENERATOR_CLASSES), 1))
     for c in range(len(GENERATOR_CLASSES)):
-        if (classes == c).sum() >= 5:
-            score_mean[c] = scores[classes == c].mean(axis=0)
-            score_std[c] = scores[classes == c].std(axis=0)
+        if (labels == c).sum() >= 5:
+            score_mean[c] = scores[labels == c].mean(axis=0)
+            score_std[c] = scores[labels == c].std(axis=0)
     return ShapeModel(mean=mean, modes=modes, score_mean=score_mean, score_std=score_std)
