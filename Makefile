@@ -16,6 +16,7 @@ demo: setup
 # The test command (CI runs exactly this): manifest check, then every test under a virtual display.
 test: setup
 	$(BIN)/npe2 validate napari-synthseg
+	$(BIN)/lint-imports --no-logo --no-cache
 	xvfb-run -a -s "-screen 0 1920x1080x24" $(BIN)/python -m pytest
 
 bench: setup

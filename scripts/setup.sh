@@ -29,5 +29,12 @@ fi
 # gigabytes of CUDA wheels.
 "$VENV/bin/python" -m pip install -q torch==2.13.0
 "$VENV/bin/python" -m pip install -q -e ".[gui,test]"
+# nnU-Net v2's own dataset checks (tests/test_export.py runs its verify_dataset_integrity and asks
+# it where the trainer reads splits_final.json). --no-deps: its dependencies pull a second, CUDA
+# torch. These are only the packages its checking code imports (acvl-utils imports blosc2, which
+# imports numexpr, ndindex and httpx); `pip check` lists the rest as missing, which is expected.
+"$VENV/bin/python" -m pip install -q --no-deps nnunetv2==2.8.1 acvl-utils==0.2.6 batchgenerators==0.25.5 \
+  blosc2==4.14.1 numexpr==2.14.2 ndindex==1.10.1 httpx==0.28.1 httpcore==1.0.9 h11==0.16.0 anyio==4.16.0
+"$VENV/bin/python" -c "import torch, sys; from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity; sys.exit(0 if torch.__version__.startswith('2.13.0') else 'torch changed: ' + torch.__version__)"
 touch "$VENV/.installed"
 echo "napari-synthseg is set up in $VENV"

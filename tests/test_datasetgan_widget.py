@@ -36,12 +36,21 @@ def test_labelling_flow(make_napari_viewer, qtbot, tiny_generator, tmp_path, art
     from napari_synthseg.widgets.datasetgan_widget import LABELS, PREDICTION, SAMPLES, UNCERTAINTY, DatasetGanWidget
 
     viewer = make_napari_viewer()
-    viewer.window._qt_window.resize(1400, 1000)
+    viewer.window._qt_window.resize(1920, 1080)
     widget = DatasetGanWidget(viewer)
     viewer.window.add_dock_widget(widget, name="DatasetGAN", area="right")
+    # Every default is the workflow's (the CLI's): one set of numbers for both.
+    from napari_synthseg.workflow import datasetgan as dgan
+
+    assert widget.n_spin.value() == dgan.SampleSettings().n
+    assert widget.trunc_spin.value() == dgan.SampleSettings().truncation_psi
+    assert widget.train_size_combo.currentText() == str(dgan.TrainGeneratorSettings().size)
+    assert widget.train_width_spin.value() == dgan.TrainGeneratorSettings().channel_max
+    assert widget.m_spin.value() == dgan.GenerateSettings().n
+    assert widget.classes_edit.text() == ",".join(dgan.DEFAULT_CLASSES)
 
     # Fitting before anything is loaded is a one-line error, not a crash.
-    assert widget.fit() is None
+    assert widget.fit() is None and "load a generator" in widget.status.text()
 
     widget.load_generator(str(tiny_generator))
     assert "32x32" in widget.generator_info.text()
@@ -62,6 +71,7 @@ def test_labelling_flow(make_napari_viewer, qtbot, tiny_generator, tmp_path, art
     thr = float(np.median(images.data[:2]))
     labels.data[0] = (images.data[0] > thr).astype(np.uint8)
     assert widget.fit() is None and PREDICTION not in viewer.layers
+    assert "label at least 2 samples" in widget.status.text()
     labels.data[1] = (images.data[1] > thr).astype(np.uint8)
     labels.refresh()
     widget.ensemble_spin.setValue(3)
@@ -80,7 +90,7 @@ def test_labelling_flow(make_napari_viewer, qtbot, tiny_generator, tmp_path, art
 
     # New samples get a prediction as they arrive; the shown prediction of the others (and any
     # correction made in it) is kept, and equals a fresh prediction of the whole stack.
-    from napari_synthseg.widgets.datasetgan_widget import _predict_stack
+    from napari_synthseg.workflow.datasetgan import predict_stack
 
     viewer.layers[PREDICTION].data[2, 0, 0] = 1 - viewer.layers[PREDICTION].data[2, 0, 0]
     corrected = np.array(viewer.layers[PREDICTION].data[:4])
@@ -90,7 +100,7 @@ def test_labelling_flow(make_napari_viewer, qtbot, tiny_generator, tmp_path, art
     assert widget.seeds == [7, 8, 9, 10, 11, 12]
     assert viewer.layers[PREDICTION].data.shape == (6, 32, 32)
     np.testing.assert_array_equal(viewer.layers[PREDICTION].data[:4], corrected)
-    fresh, _ = _predict_stack(widget.generator.module, widget.classifier.module, [11, 12], 0.7)
+    fresh, _ = predict_stack(widget.generator, widget.classifier, [11, 12], 0.7)
     np.testing.assert_array_equal(viewer.layers[PREDICTION].data[4:], fresh)
     assert labels.data.shape == (6, 32, 32) and not labels.data[4:].any()
 
@@ -118,16 +128,25 @@ def test_labelling_flow(make_napari_viewer, qtbot, tiny_generator, tmp_path, art
 
     assert file_sha256(saved) == widget.classifier.sha256
 
+    # The classifier's provenance holds every fit setting, the same as a CLI fit records.
+    fit_prov = widget.classifier.provenance
+    assert fit_prov["fit"]["max_per_class"] == dgan.FitSettings().max_per_class
+    assert fit_prov["fit"]["epochs"] == 3 and fit_prov["seeds"] == [7, 8]  # fitted before slice 3 was added
+
     widget.m_spin.setValue(3)
     widget.drop_spin.setValue(0.25)
-    out = tmp_path / "pairs"
-    widget.generate(str(out))
+    widget.layout_combo.setCurrentText("nnunet")
+    out = tmp_path / "Dataset901_Toy"
+    assert widget.generate(str(out)) is not None
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     prov = json.loads((out / "provenance.json").read_text())
     assert len(prov["seeds"]) == 3 and len(prov["dropped_seeds"]) == 1
     assert prov["classifier_sha256"] == widget.classifier.sha256
     assert widget.last_result["seeds"] == prov["seeds"]
+    assert (out / "dataset.json").exists() and len(list((out / "labelsTr").iterdir())) == 3
     viewer.window._qt_window.grab().save(str(artifacts_dir / "datasetgan_generated.png"))
+    widget.grab().save(str(artifacts_dir / "datasetgan_panel.png"))
+    assert widget.width() <= 420
 
 
 def test_train_generator_in_widget_shows_previews(make_napari_viewer, qtbot, tmp_path, artifacts_dir):
@@ -145,9 +164,12 @@ def test_train_generator_in_widget_shows_previews(make_napari_viewer, qtbot, tmp
     widget = DatasetGanWidget(viewer)
     viewer.window.add_dock_widget(widget, name="DatasetGAN", area="right")
     assert widget.train("", "") is None  # nothing chosen: one-line error
+    assert "folder of training images" in widget.status.text()
+    assert widget.train(str(folder), str(tmp_path / "G.pt")) is None and ".safetensors" in widget.status.text()
     widget.train_size_combo.setCurrentText("32")
     widget.train_steps_spin.setValue(2)
     widget.train_width_spin.setValue(4)
+    widget.train_batch_spin.setValue(4)
     out = tmp_path / "G.safetensors"
     assert widget.train(str(folder), str(out)) is not None
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)

@@ -102,18 +102,45 @@ def test_nnunet_export_matches_scene_labels(scenes, tmp_path):
     assert not list(tmp_path.glob("raw/.*partial*"))
 
 
-@pytest.mark.skipif(not os.environ.get("SYNTHSEG_NNUNET_SITE"), reason="set SYNTHSEG_NNUNET_SITE to a --no-deps nnunetv2")
-def test_nnunetv2_verify_dataset_integrity(scenes, tmp_path):
-    """nnU-Net's own check, from a throwaway `pip install --no-deps --target` (see docs)."""
-    export_dataset(scenes[0].parent, tmp_path, fmt="nnunet", renderer=RENDERER, workers=1, real_fraction=1.0,
-                   split="0.7,0.3")
-    code = ("import sys\nfrom nnunetv2.experiment_planning.verify_dataset_integrity import "
-            "verify_dataset_integrity\nif __name__ == '__main__':\n    verify_dataset_integrity(sys.argv[1], 1)\n")
-    env = {**os.environ, "PYTHONPATH": os.environ["SYNTHSEG_NNUNET_SITE"], "nnUNet_raw": str(tmp_path)}
-    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "Dataset501_Synthseg")], env=env,
-                         capture_output=True, text=True, timeout=120)
+def _nnunet_python_path() -> str | None:
+    """Where nnunetv2 imports from: this environment (scripts/setup.sh installs it with --no-deps
+    beside the pinned CPU torch) or a throwaway ``pip install --no-deps --target`` folder."""
+    import importlib.util
+
+    if os.environ.get("SYNTHSEG_NNUNET_SITE"):
+        return os.environ["SYNTHSEG_NNUNET_SITE"]
+    return "" if importlib.util.find_spec("nnunetv2") is not None else None
+
+
+@pytest.mark.skipif(_nnunet_python_path() is None,
+                    reason="nnunetv2 is not installed (scripts/setup.sh installs it with --no-deps)")
+def test_nnunetv2_verify_dataset_integrity_and_split_location(scenes, tmp_path, monkeypatch):
+    """nnU-Net's own check of the exported dataset, and nnU-Net's own idea of where the trainer
+    reads splits_final.json (nnUNet_preprocessed/DatasetXXX_Name/), where the export put it."""
+    raw, pre = tmp_path / "nnUNet_raw", tmp_path / "nnUNet_preprocessed"
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)  # default: beside nnUNet_raw
+    res = export_dataset(scenes[0].parent, raw, fmt="nnunet", renderer=RENDERER, workers=1, real_fraction=1.0,
+                         split="0.7,0.3")
+    assert res.splits_final == str(pre / "Dataset501_Synthseg" / "splits_final.json")
+    code = ("import json, os, sys\n"
+            "from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity\n"
+            "from nnunetv2.paths import nnUNet_preprocessed\n"
+            "from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name\n"
+            "if __name__ == '__main__':\n"
+            "    verify_dataset_integrity(sys.argv[1], 1)\n"
+            "    # nnUNetTrainer.do_split reads join(preprocessed_dataset_folder_base, 'splits_final.json')\n"
+            "    path = os.path.join(nnUNet_preprocessed, maybe_convert_to_dataset_name(501), 'splits_final.json')\n"
+            "    print('SPLITS', path, len(json.load(open(path))))\n")
+    site = _nnunet_python_path()
+    env = {**os.environ, "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(pre),
+           "nnUNet_results": str(tmp_path / "nnUNet_results")}
+    if site:
+        env["PYTHONPATH"] = site
+    run = subprocess.run([sys.executable, "-c", code, str(res.path)], env=env, capture_output=True, text=True,
+                         timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "verify_dataset_integrity Done" in run.stdout
+    assert f"SPLITS {res.splits_final} 1" in run.stdout
 
 
 def test_coco_masks_decode_to_scene_labels(scenes, tmp_path):
@@ -242,7 +269,7 @@ def test_force_semantics(scenes, tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_splits_by_patient_real_fraction_and_ratio(tmp_path, cxr_files):
+def test_splits_by_patient_real_fraction_and_ratio(tmp_path, cxr_files, monkeypatch):
     # 8 sources, 4 patients (two images each), 2 scenes per source.
     folders = make_cxr_scenes(tmp_path / "scenes", cxr_files[:8], per_source=2,
                               patient_ids=["A", "A", "B", "B", "C", "C", "D", "D"])
@@ -258,9 +285,12 @@ def test_splits_by_patient_real_fraction_and_ratio(tmp_path, cxr_files):
     with pytest.raises(SynthsegError, match="needs 10 accepted synthetic"):
         plan_export(folders, split="0.5,0.25,0.25", real_fraction=1.0, synthetic_ratio=2.5, seed=3)
     # The exported splits agree with the plan, and the nnU-Net fold keeps patients apart.
-    res = export_dataset(folders, tmp_path, fmt="nnunet", split="0.5,0.25,0.25", real_fraction=0.5,
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    res = export_dataset(folders, tmp_path / "nnUNet_raw", fmt="nnunet", split="0.5,0.25,0.25", real_fraction=0.5,
                          synthetic_ratio=1.5, seed=3, renderer=RENDERER, workers=2)
-    fold = json.loads((res.path / "splits_final.json").read_text())[0]
+    folds = json.loads((tmp_path / "nnUNet_preprocessed" / res.path.name / "splits_final.json").read_text())
+    assert json.loads((res.path / "splits_final.json").read_text()) == folds  # the raw copy agrees
+    fold = folds[0]
     manifest = json.loads((res.path / "manifest.json").read_text())
     patient = {c["case_id"]: c["patient"] for c in manifest["cases"]}
     assert {patient[c] for c in fold["train"]}.isdisjoint({patient[c] for c in fold["val"]})

@@ -18,7 +18,7 @@ def test_open_cxr_and_ct_series_switch_presets(make_napari_viewer, shared_data, 
     from napari_synthseg.widgets.window_widget import WindowWidget
 
     viewer = make_napari_viewer()
-    viewer.window._qt_window.resize(1400, 900)
+    viewer.window._qt_window.resize(1920, 1080)
     widget = WindowWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Window / series", area="right")
 
@@ -43,6 +43,10 @@ def test_open_cxr_and_ct_series_switch_presets(make_napari_viewer, shared_data, 
     viewer.reset_view()
     widget.set_preset("ct-lung")
     _shot(viewer, artifacts_dir / "foundation_ct_lung_window.png")
+    assert widget.width() <= 420  # compact when docked at 1920x1080
+    widget.grab().save(str(artifacts_dir / "window_panel.png"))
+    widget.set_preset("no-such-preset")
+    assert "unknown window preset" in widget.status.text()
 
     viewer.layers.selection.active = cxr
     widget.layer_combo.setCurrentText(cxr.name)
@@ -63,8 +67,9 @@ def test_series_picker_loads_chosen_series(make_napari_viewer, tmp_path, qtbot):
     write_series(folder, np.full((2, 12, 12), 300), "1.2.826.0.1.3680043.2.1125.72", prefix="b")
     viewer = make_napari_viewer()
     widget = WindowWidget(viewer)
-    widget.list_series(str(folder))
-    assert widget.series_list.count() == 2
+    assert widget.list_series(str(folder)) is not None  # scanned in a worker
+    widget.wait_idle()
+    assert widget.series_list.count() == 2 and "2 series" in widget.status.text()
     widget.series_list.setCurrentRow(1)
     assert widget.load_selected_series() is not None
     # Wait for the result rather than the worker's signal: a fast read can finish before a

@@ -134,20 +134,18 @@ def test_readme_session_end_to_end(make_napari_viewer, qtbot, tmp_path, artifact
     from qtpy.QtCore import Qt
 
     from napari_synthseg.scene import Scene
-    from napari_synthseg.widgets.lesion_editor import LesionEditorWidget
     from napari_synthseg.widgets.qa_widget import QAWidget
-    from napari_synthseg.widgets.window_widget import WindowWidget
+
+    from napari_synthseg._napari import sample_layer_data
+    from napari_synthseg.cli.view import build_session_viewer
 
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1920, 1080)
-    viewer.open_sample("napari-synthseg", "cxr")
-    viewer.open_sample("napari-synthseg", "ct")
+    # The same window `make demo` builds: CXR | CT side by side, Window and Lesion editor docked.
+    panels = build_session_viewer(viewer, sample_layer_data("cxr") + sample_layer_data("ct"))
     cxr, ct = viewer.layers[0], viewer.layers[1]
-    window_dock = viewer.window.add_dock_widget(WindowWidget(viewer), name="Window / series", area="right")
-    editor = LesionEditorWidget(viewer)
-    editor_dock = viewer.window.add_dock_widget(editor, name="Lesion editor", area="right")
-    viewer.window._qt_window.tabifyDockWidget(window_dock, editor_dock)
-    editor_dock.raise_()
+    editor = panels["editor"]
+    qtbot.waitUntil(lambda: not panels["editor_dock"].visibleRegion().isEmpty(), timeout=5000)
     _shot(viewer, "01_opened", artifacts_dir)
 
     # 1. New scene on the CXR, in a worker: the UI never stalls.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
@@ -26,13 +24,26 @@ def _shot(viewer, path):
     viewer.window._qt_window.grab().save(str(path))
 
 
+def _errors(widget):
+    """Every error the panel reports (its ``fail``), in order; they are still shown as usual."""
+    seen = []
+    show = widget.fail
+
+    def record(exc):
+        seen.append(exc)
+        show(exc)
+
+    widget.fail = record
+    return seen
+
+
 @pytest.fixture
 def setup(make_napari_viewer, shared_data, tmp_path):
     from napari_synthseg.widgets.harmonize_widget import HarmonizeWidget
     from napari_synthseg.widgets.lesion_editor import LesionEditorWidget
 
     viewer = make_napari_viewer()
-    viewer.window._qt_window.resize(1600, 1000)
+    viewer.window._qt_window.resize(1920, 1080)
     [layer] = viewer.open(str(shared_data / "cxr/node21/c3883.mha"), plugin="napari-synthseg")
     editor = LesionEditorWidget(viewer)
     viewer.window.add_dock_widget(editor, name="Lesion editor", area="right")
@@ -41,6 +52,7 @@ def setup(make_napari_viewer, shared_data, tmp_path):
     editor.source_combo.setCurrentText(layer.name)
     editor.folder_edit.setText(str(tmp_path / "scene"))
     editor.new_scene_from_layer()
+    editor.wait_idle()
     layer.visible = False
     return viewer, editor, widget
 
@@ -50,11 +62,9 @@ def _place(editor, index_numpy, size_mm=9.0, ct_patch=None):
         editor.lesion_combo.setCurrentIndex(editor.lesion_combo.count() - 1)
         editor.lesion_path.setText(str(ct_patch))
         editor.node21_check.setChecked(True)
-    editor.place_check.setChecked(True)
     editor.size_spin.setValue(size_mm)
     editor.blend_combo.setCurrentText("alpha")
-    world = editor.image_layer.data_to_world(index_numpy)
-    editor._on_click(editor.image_layer, SimpleNamespace(type="mouse_press", position=world))
+    assert editor.place_at(index_numpy) is not None, editor.status.text()
 
 
 def _tiny(widget, iterations=2, region=192):
@@ -71,15 +81,17 @@ def _wait(qtbot, worker, timeout=30000):
         pass
 
 
-def test_train_harmonize_accept(setup, qtbot, artifacts_dir, monkeypatch, shared_data):
-    import napari_synthseg.widgets.harmonize_widget as mod
+def test_train_harmonize_accept(setup, qtbot, artifacts_dir, shared_data):
     from napari_synthseg.models import file_sha256
     from napari_synthseg.render import render_scene
     from napari_synthseg.scene import Scene
+    from napari_synthseg.workflow.harmonize import HarmonizeSettings, TrainHarmonizerSettings
 
     viewer, editor, widget = setup
-    errors = []
-    monkeypatch.setattr(mod, "report_error", errors.append)
+    errors = _errors(widget)
+    # Defaults are the workflow's (the CLI's): SinGAN fast, four samples, margin 8, add-back auto.
+    assert widget.train_settings() == TrainHarmonizerSettings()
+    assert widget.harmonize_settings() == HarmonizeSettings()
     _place(editor, (600, 300), size_mm=12.0, ct_patch=shared_data / "ct/nodule_patches/nodule_05_ct.mha")
     [lesion_id] = editor.scene.lesion_ids
     editor.select(lesion_id)
@@ -106,6 +118,9 @@ def test_train_harmonize_accept(setup, qtbot, artifacts_dir, monkeypatch, shared
     assert widget.preview_layer is not None and widget.preview_layer.data.shape == model.config.shapes[-1]
     assert widget.scale_spin.maximum() == n - 1 and widget.scale_spin.value() == n - 2
     _shot(viewer, artifacts_dir / "harmonize_widget_trained.png")
+    # Docked under the lesion editor at 1920x1080 the panel stays compact and scrolls.
+    widget.grab().save(str(artifacts_dir / "harmonize_panel.png"))
+    assert widget.width() <= 420 and editor.width() <= 420
 
     # Harmonize 2 samples of the selected lesion.
     widget.samples_spin.setValue(2)
@@ -118,6 +133,8 @@ def test_train_harmonize_accept(setup, qtbot, artifacts_dir, monkeypatch, shared
     assert not errors and len(widget.samples) == 2
     assert [layer.name for layer in widget.sample_layers][0] == "harmonize naive"
     assert len(widget.sample_layers) == 4  # naive, 2 samples, the lesion outline
+    assert [layer.name for layer in widget.sample_layers[1:3]] == [
+        f"harmonized {lesion_id} (scale {n - 2}, seed 11) sample {k}/2" for k in (1, 2)]
     assert not np.array_equal(widget.samples[0], widget.samples[1])
     # Side by side, right of the image, none overlapping.
     xs = [layer.translate[-1] for layer in widget.sample_layers[:3]]
@@ -154,7 +171,7 @@ def test_train_harmonize_accept(setup, qtbot, artifacts_dir, monkeypatch, shared
     _shot(viewer, artifacts_dir / "harmonize_widget_accepted.png")
 
     # An edit of the lesion drops the overlay; it can be harmonized again.
-    editor.size_spin.setValue(11.0)
+    editor.edit_size.setValue(11.0)
     editor.apply_to_selected()
     assert "overlay" not in editor.scene.lesion(lesion_id).params
     assert widget.accept(0) is None and "changed since harmonizing" in str(errors.pop())
@@ -173,13 +190,11 @@ def test_train_harmonize_accept(setup, qtbot, artifacts_dir, monkeypatch, shared
     assert editor.scene.lesion(lesion_id).params["overlay"]["add_back"] == "replace"
 
 
-def test_save_load_and_clear_errors(setup, qtbot, tmp_path, shared_data, monkeypatch):
-    import napari_synthseg.widgets.harmonize_widget as mod
+def test_save_load_and_clear_errors(setup, qtbot, tmp_path, shared_data):
     from napari_synthseg.harmonize import Harmonizer, preset, train_harmonizer
 
     viewer, editor, widget = setup
-    errors = []
-    monkeypatch.setattr(mod, "report_error", errors.append)
+    errors = _errors(widget)
 
     def last():
         msg = str(errors.pop())
@@ -225,6 +240,7 @@ def test_save_load_and_clear_errors(setup, qtbot, tmp_path, shared_data, monkeyp
     editor.mask_layer.data = mask
     editor.fill_combo.setCurrentText("biharmonic")
     editor.remove_painted()
+    editor.wait_idle()
     removal = editor.scene.lesions[-1]
     assert removal.kind == "removal" and editor.selected_id() == removal.id
     filled = np.array(editor.renderer.image)
@@ -249,19 +265,18 @@ def test_save_load_and_clear_errors(setup, qtbot, tmp_path, shared_data, monkeyp
     assert isinstance(errors.pop(), CancelledError) and widget.model is loaded
 
 
-def test_3d_scene_is_refused(make_napari_viewer, shared_data, tmp_path, monkeypatch):
-    import napari_synthseg.widgets.harmonize_widget as mod
+def test_3d_scene_is_refused(make_napari_viewer, shared_data, tmp_path):
     from napari_synthseg.widgets.harmonize_widget import HarmonizeWidget
     from napari_synthseg.widgets.lesion_editor import LesionEditorWidget
 
     viewer = make_napari_viewer()
-    errors = []
-    monkeypatch.setattr(mod, "report_error", errors.append)
     widget = HarmonizeWidget(viewer)
+    errors = _errors(widget)
     assert widget.train() is None and "lesion editor" in str(errors.pop())
     viewer.open(str(shared_data / "ct/lung_pet_ct_dx_A0001/dicom"), plugin="napari-synthseg")
     editor = LesionEditorWidget(viewer)
     editor.folder_edit.setText(str(tmp_path / "ct_scene"))
     editor.new_scene_from_layer()
+    editor.wait_idle()
     assert widget.train() is None and "2D" in str(errors.pop())
     assert widget.harmonize_selected() is None and "2D" in str(errors.pop())

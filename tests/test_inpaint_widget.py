@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_synthseg.widgets._common import viewer_camera
-
 from napari_synthseg.inpaint.masks import blob_mask
 from napari_synthseg.io import read_image
+from napari_synthseg.widgets._common import viewer_camera
 
 
 @pytest.mark.gui
@@ -23,9 +22,15 @@ def test_inpaint_widget_samples_side_by_side(make_napari_viewer, qtbot, shared_d
     viewer.add_labels(mask.astype(np.uint8), name="lesion mask", opacity=0.3)
     widget = InpaintWidget(viewer)
     viewer.window.add_dock_widget(widget, area="right", name="Inpaint")
-    viewer.window._qt_window.resize(1600, 900)
+    viewer.window._qt_window.resize(1920, 1080)
     assert widget.image_combo.currentText() == "cxr"
     assert widget.mask_combo.currentText() == "lesion mask"
+    # only Labels layers can be the mask (wave 1 offered the image itself: 52 s, black samples)
+    assert [widget.mask_combo.itemText(i) for i in range(widget.mask_combo.count())] == ["lesion mask"]
+    # defaults come from the workflow: texture "auto" (None), three samples
+    from napari_synthseg.workflow.inpaint import InpaintSettings
+
+    assert widget.settings() == InpaintSettings(seed=0) and widget.settings().texture is None
     widget.samples_spin.setValue(3)
     widget.seed_spin.setValue(5)
     accepted = []
@@ -34,6 +39,11 @@ def test_inpaint_widget_samples_side_by_side(make_napari_viewer, qtbot, shared_d
     assert worker is not None
     qtbot.waitUntil(lambda: widget.samples is not None, timeout=120_000)
     assert len(widget.samples) == 3 and len(widget.sample_layers) == 3
+    assert [layer.name for layer in widget.sample_layers] == [
+        f"inpaint healthy seed {5 + i} (sample {i + 1}/3)" for i in range(3)]
+    # sample layers are neither offered as images to fill nor listed as the editor's sources
+    assert widget.image_combo.count() == 1
+    assert all("synthseg" not in layer.metadata for layer in widget.sample_layers)
     for arr in widget.samples:
         np.testing.assert_array_equal(arr[~mask], img[~mask].astype(np.float32))
     # the widget's default texture makes the seeded samples differ visibly
@@ -43,6 +53,7 @@ def test_inpaint_widget_samples_side_by_side(make_napari_viewer, qtbot, shared_d
     assert all(b - a >= img.shape[1] for a, b in zip([0.0] + xs[:-1], xs))
     widget.accept(1)
     assert accepted and accepted[0][0] == 1 and accepted[0][2]["seed"] == 6
+    assert accepted[0][2]["texture"] == 1.0  # auto texture for several samples
     assert accepted[0][2]["model"] == "builtin:cxr_inpainter_small"  # the model the mode used
     assert "cxr_inpainter_small" in widget.status.text()
     # look at the filled nodule region in the image and the three samples
@@ -53,11 +64,21 @@ def test_inpaint_widget_samples_side_by_side(make_napari_viewer, qtbot, shared_d
     canvas_w = viewer.window._qt_viewer.canvas.size[1] if hasattr(viewer.window._qt_viewer.canvas, "size") else 740
     viewer_camera(viewer).zoom = 0.95 * canvas_w / (4 * img.shape[1] * 1.02)
     viewer.window._qt_window.grab().save(str(artifacts_dir / "inpaint_widget.png"))
+    # the panel keeps its compact width docked at 1920x1080 and scrolls instead of growing
+    assert widget.width() <= 420 and widget.widget().sizeHint().height() > 0
+    widget.grab().save(str(artifacts_dir / "inpaint_panel.png"))
 
-    # a user error (mask of another shape) is reported, not raised
+    # user errors are one line in the panel, not exceptions: a mask of another shape, an empty
+    # mask, a mask covering most of the image
     viewer.add_labels(np.zeros((10, 10), np.uint8), name="wrong")
     widget.mask_combo.setCurrentText("wrong")
-    assert widget.run() is None
+    assert widget.run() is None and "shape" in widget.status.text()
+    viewer.add_labels(np.zeros(img.shape, np.uint8), name="empty")
+    widget.mask_combo.setCurrentText("empty")
+    assert widget.run() is None and "empty" in widget.status.text()
+    viewer.add_labels(np.ones(img.shape, np.uint8), name="everything")
+    widget.mask_combo.setCurrentText("everything")
+    assert widget.run() is None and "covers 100%" in widget.status.text()
 
 
 @pytest.mark.gui
@@ -97,13 +118,15 @@ def test_accepted_sample_becomes_a_scene_record(make_napari_viewer, qtbot, share
     editor = LesionEditorWidget(viewer)
     editor.folder_edit.setText(str(tmp_path / "scene"))
     editor.new_scene_from_layer()
+    editor.wait_idle()
     layer.visible = False
     mask = np.zeros(editor.mask_layer.data.shape, np.uint8)
     mask[500:540, 300:340] = 1
     editor.mask_layer.data = mask
     widget = InpaintWidget(viewer)
-    widget.image_combo.setCurrentText("synthetic")
-    widget.mask_combo.setCurrentText("lesion mask")
+    # with a scene open, the editor's image and mask are the default choice
+    assert widget.image_combo.currentText() == "synthetic"
+    assert widget.mask_combo.currentText() == "lesion mask"
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("biharmonic"))
     widget.samples_spin.setValue(1)
     widget.run()
@@ -117,3 +140,18 @@ def test_accepted_sample_becomes_a_scene_record(make_napari_viewer, qtbot, share
     assert editor.renderer.labels.max() == 0
     editor.undo()
     assert editor.scene.lesions == []
+
+
+@pytest.mark.gui
+def test_training_user_errors_are_one_line(make_napari_viewer, tmp_path):
+    from napari_synthseg.widgets.inpaint_widget import InpaintWidget
+
+    widget = InpaintWidget(make_napari_viewer())
+    assert widget.train() is None and "folder of training images" in widget.status.text()
+    widget.train_images_edit.setText(str(tmp_path))
+    widget.train_out_edit.setText(str(tmp_path / "m.pt"))
+    assert widget.train() is None and ".safetensors" in widget.status.text()
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("file"))
+    widget.model_edit.setText(str(tmp_path / "missing.safetensors"))
+    assert widget.run() is None  # no layers: one line, no exception
+    assert widget.last_error is not None

@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--file-ending", default=None, help=".png (2D default) | .nii.gz (3D default) | .nii | .mha | .nrrd")
     p.add_argument("--png-compression", type=int, default=None, help="zlib level 0..9 (lossless at every level)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    p.add_argument("--nnunet-preprocessed", metavar="DIR", default=None,
+                   help="nnunet with --split: the nnUNet_preprocessed folder that gets DatasetXXX_Name/splits_final.json, "
+                   "where nnU-Net reads it (default: $nnUNet_preprocessed, else a nnUNet_preprocessed folder beside --out)")
     p.add_argument("--renderer", help="scene renderer as module:function (default: the built-in one)")
     p.set_defaults(func=run)
 
@@ -45,7 +48,8 @@ def run(args) -> int:
         split=args.split, real_fraction=args.real_fraction, synthetic_ratio=args.synthetic_ratio,
         synthetic_in=args.synthetic_in, seed=args.seed, classes=args.classes, file_ending=args.file_ending,
         png_compression=DEFAULT_PNG_COMPRESSION if args.png_compression is None else args.png_compression,
-        renderer=args.renderer, workers=args.workers, progress=ConsoleProgress(),
+        renderer=args.renderer, workers=args.workers, nnunet_preprocessed=args.nnunet_preprocessed,
+        progress=ConsoleProgress(),
     )
     counts = "; ".join(
         f"{split}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
@@ -53,6 +57,8 @@ def run(args) -> int:
     )
     resumed = f" ({result.resumed} resumed from an interrupted run)" if result.resumed else ""
     print(f"wrote {result.path}: {counts}{resumed}")
+    if result.splits_final:
+        print(f"wrote {result.splits_final} (nnU-Net's patient-level fold 0: train with fold 0)")
     excluded = result.plan.excluded
     if excluded["lesions_not_accepted"]:
         print(f"left out {excluded['lesions_not_accepted']} lesions that are not accepted")

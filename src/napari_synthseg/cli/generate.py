@@ -1,60 +1,81 @@
-"""``synthseg generate``: a scene per image with random lesions inside the organ constraint."""
+"""``synthseg generate``: a shortcut that builds a batch recipe from options and runs it.
+
+Everything runs through :mod:`napari_synthseg.batch` (``synthseg batch`` with a recipe file is the
+full interface); ``--print-recipe`` shows the recipe these options make.
+"""
 
 from __future__ import annotations
 
-from ..batch import BatchConfig, generate_batch, list_images
-from ..utils.progress import ConsoleProgress
+import sys
+
+import yaml
+
 from ._common import parse_floats
 
 
-def _range(text: str, name: str, cast=float) -> tuple:
+def _range(text: str, name: str, cast=float) -> list:
     values = parse_floats(text, name, count=(1, 2)) if "," in text else parse_floats(text.replace("-", ",", 1), name, count=(1, 2))
     if len(values) == 1:
         values = values * 2
-    return tuple(cast(v) for v in values)
+    return [cast(v) for v in values]
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("generate", help="batch: random lesions into many images, one scene each (Dask)")
+    p = subparsers.add_parser("generate", help="batch shortcut: random lesions into many images, one scene each (dask)")
     p.add_argument("images", nargs="+", help="image files, folders of images, DICOM folders or globs")
-    p.add_argument("--out", required=True, help="folder for the scenes (one sub-folder per image) and batch.json")
-    p.add_argument("--per-image", default="1-3", help="lesions per image, N or MIN-MAX")
+    p.add_argument("--out", required=True, help="output folder (scenes/, logs/, summary.json)")
+    p.add_argument("--per-image", default="1-3", help="lesions per scene, N or MIN-MAX")
+    p.add_argument("--scenes-per-image", type=int, default=1, help="scenes built on each image")
     p.add_argument("--size-mm", default="6-20", help="lesion diameter range in mm")
-    p.add_argument("--lesion", default="procedural", help="'procedural', a lesion library folder, or a folder of CT patches")
+    p.add_argument("--lesion", default="procedural",
+                   help="'procedural', a lesion library folder, an index.csv of patch+mask pairs, or a folder of CT patches")
     p.add_argument("--kinds", default="solid,part-solid,ground-glass", help="procedural kinds to draw from")
     p.add_argument("--blend", default="alpha,poisson", help="blend modes to draw from")
     p.add_argument("--contrast", default="0.8-1.2", help="contrast factor range, or 'node21' (CXR)")
     p.add_argument("--constraint", default="auto", choices=["auto", "none"])
-    p.add_argument("--spacing", help="pixel spacing in mm for files that store none (x,y[,z] or one value)")
+    p.add_argument("--spacing", help="pixel spacing in mm for files that store none (a stored spacing is kept)")
     p.add_argument("--modality", choices=["CT", "CXR", "MR"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None, help="parallel workers (default: all cores)")
-    p.add_argument("--scheduler", default="processes", choices=["processes", "threads", "synchronous"])
+    p.add_argument("--scheduler", default=None, help="local, local:N, tcp://HOST:PORT or synchronous (default local)")
+    p.add_argument("--workers", type=int, default=None, help="LocalCluster workers (same as --scheduler local:N)")
+    p.add_argument("--print-recipe", action="store_true", help="print the recipe these options make and stop")
     p.set_defaults(func=run)
 
 
+def build_recipe_data(args) -> dict:
+    """The recipe mapping these options describe (paths absolute: it is not saved beside them)."""
+    from pathlib import Path
+
+    source: dict = {"diameter_mm": _range(args.size_mm, "--size-mm"),
+                    "blend": [b.strip() for b in args.blend.split(",") if b.strip()],
+                    "contrast": "node21" if args.contrast == "node21" else _range(args.contrast, "--contrast")}
+    if args.lesion == "procedural":
+        source.update(type="procedural", kinds=[k.strip() for k in args.kinds.split(",") if k.strip()])
+    else:
+        source.update(type="library", path=str(Path(args.lesion).resolve()), split="all")
+    spacing = parse_floats(args.spacing, "--spacing") if args.spacing else None
+    return {
+        "inputs": [str(Path(i).resolve()) if Path(i).exists() else i for i in args.images],
+        "seed": args.seed,
+        "out": str(Path(args.out).resolve()),
+        "defaults": {"spacing_mm": list(spacing) if spacing else None, "modality": args.modality},
+        "scenes_per_image": args.scenes_per_image,
+        "lesions": {"count": _range(args.per_image, "--per-image", int), "sources": [source]},
+        "constraint": {"organ": args.constraint},
+    }
+
+
 def run(args) -> int:
-    node21 = args.contrast == "node21"
-    config = BatchConfig(
-        lesions_per_image=_range(args.per_image, "--per-image", int),
-        size_mm=_range(args.size_mm, "--size-mm"),
-        lesion_source=args.lesion,
-        kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
-        blends=tuple(b.strip() for b in args.blend.split(",") if b.strip()),
-        contrast=(1.0, 1.0) if node21 else _range(args.contrast, "--contrast"),
-        node21_contrast=node21,
-        constraint=args.constraint,
-        seed=args.seed,
-        modality=args.modality,
-        spacing=parse_floats(args.spacing, "--spacing") if args.spacing else None,
-    )
-    summaries = generate_batch(
-        list_images(args.images), args.out, config, scheduler=args.scheduler, workers=args.workers,
-        progress=ConsoleProgress(),
-    )
-    placed = sum(len(s.lesions) for s in summaries)
-    failed = [s for s in summaries if s.error]
-    print(f"{len(summaries) - len(failed)} scenes, {placed} lesions in {args.out} (details: batch.json)")
-    for s in failed:
-        print(f"failed: {s.image}: {s.error}")
-    return 0 if not failed else 1
+    from ..batch import parse_recipe, run_recipe
+    from .batch import exit_code, print_summary, show_progress
+
+    data = build_recipe_data(args)
+    if args.print_recipe:
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+        return 0
+    recipe = parse_recipe(data, ".", where="generate options")
+    scheduler = args.scheduler or (f"local:{args.workers}" if args.workers else "local")
+    with show_progress():
+        summary = run_recipe(recipe, scheduler)
+    print_summary(summary)
+    return exit_code(summary)

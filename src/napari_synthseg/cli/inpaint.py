@@ -106,9 +106,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True,
                    help="output file (one sample), a pattern with {i} (e.g. fill_{i}.nii.gz) "
                         "or an existing folder (written as <image>_<mode>_<i>.nii.gz)")
-    p.add_argument("--texture", type=float, default=0.0,
-                   help="seeded grain strength for learned fills (0 = smooth best-PSNR fill, "
-                        "1 = grain like the surroundings; makes samples differ)")
+    p.add_argument("--texture", type=float, default=None,
+                   help="seeded grain strength for learned fills in [0, 1] (0 = smooth best-PSNR "
+                        "fill, 1 = grain like the surroundings; default: 0 for one sample, 1 for "
+                        "several so the samples differ)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for the network (default: torch's; 1 is faster on busy machines)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import SynthsegError
 from ..io import MedicalImage, read_image, write_image
 from ..scene import Scene
-from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings
+from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings, blend_mode
 from ._common import add_read_options, parse_floats, read_from_args
 
 RENDER_FORMATS = (".nii.gz", ".nii", ".mha", ".nrrd", ".png")
@@ -145,7 +145,7 @@ def run_place(args) -> int:
     if size is None and spec.source.value == "procedural":
         size = DEFAULT_PLACE.size_mm
     settings = PlaceSettings(
-        size_mm=size, rotation_deg=rotation[0] if len(rotation) == 1 else rotation, blend=args.blend,
+        size_mm=size, rotation_deg=rotation[0] if len(rotation) == 1 else rotation, blend=blend_mode(args.blend),
         contrast=_contrast_arg(args.contrast), feather_mm=args.feather_mm, seed=args.seed,
         lobulation=args.lobulation, spiculation=args.spiculation,
     )

@@ -34,32 +34,13 @@ def run(args) -> int:
     except ImportError:
         raise SynthsegError("napari is not installed: pip install 'napari-synthseg[gui]'") from None
     from .._napari import image_layer_data, sample_layer_data
-    from ..widgets.lesion_editor import LesionEditorWidget
-    from ..widgets.window_widget import WindowWidget
 
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and os.name == "posix":
         raise SynthsegError("no display found: run on a desktop, or under xvfb-run -a for a virtual one")
-    from napari.layers import Layer
-
     viewer = napari.Viewer(title="napari-synthseg")
     layer_data = [ld for sample in args.sample or [] for ld in sample_layer_data(sample, window=args.window)]
     layer_data += [image_layer_data(image, window=args.window) for image in images]
-    for data, kwargs, kind in layer_data:
-        viewer.add_layer(Layer.create(data, kwargs, kind))
-    if len(layer_data) > 1:
-        # Images from different patients live in unrelated mm spaces: show them side by side.
-        from ..widgets._common import viewer_grid
-
-        viewer_grid(viewer).enabled = True
-        viewer.reset_view()
-    if viewer.dims.ndim == 3:  # start in the middle of the volume, not on its last slice
-        viewer.dims.set_current_step(0, viewer.dims.nsteps[0] // 2)
-    window_dock = viewer.window.add_dock_widget(WindowWidget(viewer), name="Window / series", area="right")
-    editor_dock = viewer.window.add_dock_widget(LesionEditorWidget(viewer), name="Lesion editor", area="right")
-    viewer.window._qt_window.tabifyDockWidget(window_dock, editor_dock)
-    from qtpy.QtCore import QTimer
-
-    QTimer.singleShot(0, editor_dock.raise_)  # after the window is shown, or Qt ignores it
+    build_session_viewer(viewer, layer_data)
     if args.no_block:
         if args.screenshot:
             from qtpy.QtWidgets import QApplication
@@ -74,3 +55,32 @@ def run(args) -> int:
         return 0
     napari.run()
     return 0
+
+
+def build_session_viewer(viewer, layer_data) -> dict:
+    """The demo's window: the images side by side, the Window and Lesion editor panels docked.
+
+    Returns the panels by name (``"window"``, ``"editor"``) and their docks (``"<name>_dock"``).
+    """
+    from napari.layers import Layer
+    from qtpy.QtCore import QTimer
+
+    from ..widgets._common import viewer_grid
+    from ..widgets.lesion_editor import LesionEditorWidget
+    from ..widgets.window_widget import WindowWidget
+
+    for data, kwargs, kind in layer_data:
+        viewer.add_layer(Layer.create(data, kwargs, kind))
+    if len(layer_data) > 1:
+        # Images from different patients live in unrelated mm spaces: show them side by side
+        # (the lesion editor switches the grid off when a scene's layers appear).
+        viewer_grid(viewer).enabled = True
+        viewer.reset_view()
+    if viewer.dims.ndim == 3:  # start in the middle of the volume, not on its last slice
+        viewer.dims.set_current_step(0, viewer.dims.nsteps[0] // 2)
+    window, editor = WindowWidget(viewer), LesionEditorWidget(viewer)
+    window_dock = viewer.window.add_dock_widget(window, name="Window / series", area="right")
+    editor_dock = viewer.window.add_dock_widget(editor, name="Lesion editor", area="right")
+    viewer.window._qt_window.tabifyDockWidget(window_dock, editor_dock)
+    QTimer.singleShot(0, editor_dock.raise_)  # after the window is shown, or Qt ignores it
+    return {"window": window, "editor": editor, "window_dock": window_dock, "editor_dock": editor_dock}

@@ -103,7 +103,7 @@ def cxr_lung_mask(
                             "X-ray (try invert=True if air is bright)?")
     if grow:
         lungs = _grow(norm, lungs)
-    soft = np.zeros(norm.shape, np.float32)
+    soft: np.ndarray = np.zeros(norm.shape, np.float32)
     for lung in lungs:
         soft += _shape_lung(lung, hull_weight)
     soft = cv2.GaussianBlur(np.clip(soft, 0, 1), (0, 0), sigmaX=work_size / 256.0 * 2.0)

@@ -13,6 +13,8 @@ generator that learns mirrored anatomy would leak through augmentation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -67,7 +69,7 @@ def _cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     return x * mask.unsqueeze(1)
 
 
-_OPS = {
+_OPS: dict[str, list[Callable[[torch.Tensor], torch.Tensor]]] = {
     "brightness": [_brightness],
     "contrast": [_contrast],
     "color": [_brightness, _contrast],

@@ -95,6 +95,10 @@ def _mlp(cin: int, hidden: tuple, cout: int, dropout: float) -> nn.Sequential:
 class PixelEnsemble(nn.Module):
     """features (N, C) -> member logits (M, N, K), after per-channel standardisation."""
 
+    # buffers registered in __init__
+    feat_mean: torch.Tensor
+    feat_std: torch.Tensor
+
     def __init__(self, config: PixelClassifierConfig):
         super().__init__()
         self.config = config
@@ -161,7 +165,7 @@ def predict_features(ensemble: PixelEnsemble, features: torch.Tensor, chunk: int
         )
     flat = features.reshape(c, h * w)
     dev = ensemble.feat_mean.device
-    probs = np.empty((ensemble.config.n_classes, h * w), np.float32)
+    probs: np.ndarray = np.empty((ensemble.config.n_classes, h * w), np.float32)
     jsd = np.empty(h * w, np.float32)
     for i in range(0, h * w, chunk):
         x = flat[:, i : i + chunk].T.to(dev)

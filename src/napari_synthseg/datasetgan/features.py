@@ -114,7 +114,7 @@ class FeatureStore:
         self.images = 0
         self.class_counts: dict[int, int] = {}
 
-    def __enter__(self) -> "FeatureStore":
+    def __enter__(self) -> FeatureStore:
         return self
 
     def __exit__(self, *exc) -> None:

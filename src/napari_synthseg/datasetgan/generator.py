@@ -104,6 +104,8 @@ class EqualConv2d(nn.Module):
 
 
 class MappingNetwork(nn.Module):
+    w_avg: torch.Tensor  # buffer registered in __init__
+
     def __init__(self, cfg: GanConfig):
         super().__init__()
         layers = []

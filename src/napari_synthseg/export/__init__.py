@@ -2,7 +2,7 @@
 
 from .layout import FORMATS, Layout
 from .plan import ANNOTATION_MASK, Case, ExportPlan, assign_splits, parse_split, plan_export
-from .run import ExportResult, dataset_folder, export_dataset
+from .run import ExportResult, dataset_folder, export_dataset, nnunet_preprocessed_folder
 
 __all__ = [
     "ANNOTATION_MASK",
@@ -14,6 +14,7 @@ __all__ = [
     "assign_splits",
     "dataset_folder",
     "export_dataset",
+    "nnunet_preprocessed_folder",
     "parse_split",
     "plan_export",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import re
@@ -16,6 +17,7 @@ from ..errors import CancelledError, SynthsegError
 from ..qa.rendered import RendererSpec, renderer_name, resolve_renderer
 from ..qa.review import find_scenes
 from ..scene import Scene
+from ..utils.atomic import atomic_write_text
 from ..utils.progress import CancelToken, ProgressCallback, report
 from . import assemble
 from .case import CaseJob, write_case
@@ -31,6 +33,25 @@ class ExportResult:
     plan: ExportPlan
     written: int
     resumed: int
+    splits_final: str | None = None  # nnunet: where splits_final.json was written
+
+
+def nnunet_preprocessed_folder(raw: str | os.PathLike, explicit: str | os.PathLike | None = None) -> Path:
+    """The ``nnUNet_preprocessed`` folder nnU-Net reads ``DatasetXXX_Name/splits_final.json`` from.
+
+    ``explicit`` if given, else ``$nnUNet_preprocessed`` (what nnU-Net itself uses), else a
+    sibling ``nnUNet_preprocessed`` of the ``nnUNet_raw`` folder ``raw``.
+    """
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("nnUNet_preprocessed"):
+        return Path(os.environ["nnUNet_preprocessed"])
+    return Path(raw).resolve().parent / "nnUNet_preprocessed"
+
+
+def _splits_from_plan(plan: ExportPlan) -> list[dict] | None:
+    cases = [{"case": c.to_dict()} for c in plan.cases]
+    return assemble.nnunet_splits(cases)
 
 
 def dataset_folder(out: str | os.PathLike, fmt: str, name: str, dataset_id: int) -> Path:
@@ -83,6 +104,7 @@ def export_dataset(
     renderer: RendererSpec = None,
     workers: int | None = None,
     mp_context: str | None = None,
+    nnunet_preprocessed: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> ExportResult:
@@ -110,6 +132,11 @@ def export_dataset(
         Scene renderer (default :data:`napari_synthseg.qa.rendered.DEFAULT_RENDERER`).
     workers : int, optional
         Worker processes (default: CPU count, at most 8); 1 writes in this process.
+    nnunet_preprocessed : path, optional
+        nnunet with a validation split: the ``nnUNet_preprocessed`` folder that receives
+        ``DatasetXXX_Name/splits_final.json``, where nnU-Net reads it (default: see
+        :func:`nnunet_preprocessed_folder`). An existing, different file is replaced only with
+        ``force``.
     """
     if fmt not in FORMATS:
         raise SynthsegError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -127,6 +154,18 @@ def export_dataset(
     staging.check_target()  # fail before any work
 
     plan = plan_export(folders, split, real_fraction, synthetic_ratio, synthetic_in, seed)
+    splits_path = None
+    splits = _splits_from_plan(plan) if fmt == "nnunet" else None
+    if splits:
+        splits_path = nnunet_preprocessed_folder(out, nnunet_preprocessed) / target.name / "splits_final.json"
+        if splits_path.exists() and not force:
+            try:
+                same = json.loads(splits_path.read_text(encoding="utf-8")) == splits
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                raise SynthsegError(f"{splits_path} exists with other folds (nnU-Net trains on it); "
+                                    "pass --force to replace it")
     ndims = {c.ndim for c in plan.cases}
     if len(ndims) > 1:
         raise SynthsegError("the scenes mix 2D and 3D images; export them separately")
@@ -177,7 +216,7 @@ def export_dataset(
             cancel.raise_if_cancelled()
         ordered = [summaries[c.case_id] for c in plan.cases]
         _write_dataset_files(staging.path, plan, ordered, fmt, ending, class_map, name,
-                             renderer_name(func), folders, _modality(plan))
+                             renderer_name(func), folders, _modality(plan), splits_path)
         # nnU-Net keeps no empty test folders; other formats never create them.
         for folder in layout.folders():
             path = staging.path / folder
@@ -187,7 +226,15 @@ def export_dataset(
     except BaseException:
         staging.release()  # keep the partial folder: the next run resumes from it
         raise
-    return ExportResult(path, plan, written=len(todo), resumed=total - len(todo))
+    if splits_path is not None:
+        # After the dataset is complete: nnU-Net's trainer reads this file, never one in nnUNet_raw.
+        try:
+            splits_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(splits_path, assemble.dumps(splits))
+        except OSError as exc:
+            raise SynthsegError(f"cannot write {splits_path}: {exc.strerror or exc}") from None
+    return ExportResult(path, plan, written=len(todo), resumed=total - len(todo),
+                        splits_final=str(splits_path) if splits_path else None)
 
 
 def _run_jobs(jobs: list[CaseJob], workers: int | None, mp_context: str | None, cancel: CancelToken | None):
@@ -256,15 +303,18 @@ def _checked(job: CaseJob) -> dict:
 
 
 def _write_dataset_files(root: Path, plan: ExportPlan, summaries: list[dict], fmt: str, ending: str,
-                         class_map: dict, name: str, renderer: str, folders: list[Path], modality: str) -> None:
+                         class_map: dict, name: str, renderer: str, folders: list[Path], modality: str,
+                         splits_path: Path | None = None) -> None:
     extra: dict = {}
     if fmt == "nnunet":
         assemble.write_text(root / "dataset.json", assemble.dumps(
             assemble.nnunet_dataset_json(plan, summaries, class_map, ending, modality, name)))
-        splits = assemble.nnunet_splits(summaries)
-        if splits:
-            assemble.write_text(root / "splits_final.json", assemble.dumps(splits))
-            extra["nnunet_splits_final"] = "splits_final.json (copy to nnUNet_preprocessed/<dataset>/)"
+        if splits_path is not None:
+            # nnU-Net's trainer reads nnUNet_preprocessed/DatasetXXX/splits_final.json (written
+            # after the commit). A copy in the raw dataset keeps it self-contained; nnunetv2 2.8.1's
+            # planner copies it to nnUNet_preprocessed when none is there, or checks they agree.
+            assemble.write_text(root / "splits_final.json", assemble.dumps(assemble.nnunet_splits(summaries)))
+            extra["nnunet_splits_final"] = str(splits_path)
     elif fmt == "coco":
         files = {}
         for split, data in assemble.coco_files(summaries, class_map).items():

@@ -14,7 +14,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import numpy as np
 import torch
@@ -115,7 +115,7 @@ class Harmonizer:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: torch.device | str | None = "cpu") -> "Harmonizer":
+    def load(cls, path: str | os.PathLike, device: torch.device | str | None = "cpu") -> Harmonizer:
         """Load a harmonizer saved by :meth:`save`; anything else is refused clearly."""
         loaded = load_model(path, expected=ARCHITECTURES, device=device)
         extra = load_extra_tensors(path)
@@ -132,14 +132,19 @@ class Harmonizer:
             raise SynthsegError(
                 f"{name} has {len(amps)} noise amplitudes for {n} scales; the file is damaged"
             )
+        norm = [float(v) for v in extra["norm"].tolist()]
+        roi = [int(v) for v in prov["roi"]]
+        if len(norm) != 2 or len(roi) != 4:
+            raise SynthsegError(f"{name} has a malformed norm or roi; the file is damaged")
         device = next(loaded.module.parameters()).device
         return cls(
-            module=loaded.module,
+            # load_model checked the architecture against ARCHITECTURES.
+            module=cast(Union[SinGAN, ConSinGAN], loaded.module),
             config=loaded.config,
             noise_amp=amps,
             rec_noise=[z.to(device) for z in rec],
-            norm=tuple(float(v) for v in extra["norm"].tolist()),
-            roi=tuple(int(v) for v in prov["roi"]),
+            norm=(norm[0], norm[1]),
+            roi=(roi[0], roi[1], roi[2], roi[3]),
             image_shape=tuple(int(v) for v in prov["image_shape"]),
             image_dtype=str(prov.get("image_dtype", "")),
             image_sha256=str(prov["image_sha256"]),
@@ -148,7 +153,7 @@ class Harmonizer:
             sha256=loaded.sha256,
         )
 
-    def to(self, device: torch.device | str) -> "Harmonizer":
+    def to(self, device: torch.device | str) -> Harmonizer:
         self.module.to(device)
         self.rec_noise = [z.to(device) for z in self.rec_noise]
         return self

@@ -64,7 +64,7 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, nfc: int, ker: int, num_layer: int, batch_norm: bool, lrelu: float) -> None:
         super().__init__()
-        layers = [ConvBlock(1, nfc, ker, batch_norm, lrelu)]
+        layers: list[nn.Module] = [ConvBlock(1, nfc, ker, batch_norm, lrelu)]
         layers += [ConvBlock(nfc, nfc, ker, batch_norm, lrelu) for _ in range(num_layer)]
         layers.append(nn.Conv2d(nfc, 1, ker, padding=0))
         self.net = nn.Sequential(*layers)
@@ -91,7 +91,7 @@ class _SinGANScale(nn.Module):
 
     def __init__(self, nfc: int, ker: int, num_layer: int, batch_norm: bool, lrelu: float) -> None:
         super().__init__()
-        layers = [ConvBlock(1, nfc, ker, batch_norm, lrelu)]
+        layers: list[nn.Module] = [ConvBlock(1, nfc, ker, batch_norm, lrelu)]
         layers += [ConvBlock(nfc, nfc, ker, batch_norm, lrelu) for _ in range(num_layer - 2)]
         layers += [nn.Conv2d(nfc, 1, ker, padding=0), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -117,6 +117,8 @@ class SinGAN(nn.Module):
     config : SinGANConfig
         With ``shapes`` filled (one generator per entry).
     """
+
+    architecture: str  # set by @register_architecture
 
     def __init__(self, config: SinGANConfig) -> None:
         super().__init__()
@@ -192,6 +194,8 @@ class ConSinGAN(nn.Module):
     every later stage upsamples the previous stage's *features*, adds ``noise * amp`` and
     refines them with a residual block stack; the tail maps features to the image.
     """
+
+    architecture: str  # set by @register_architecture
 
     def __init__(self, config: ConSinGANConfig) -> None:
         super().__init__()

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..errors import SynthsegError
 from ..models import autocast_context, select_device
 from ..utils.progress import CancelToken, ProgressCallback, report
-from .config import ConSinGANConfig, HarmonizerConfig, SinGANConfig, preset, pyramid_shapes
+from .config import ConSinGANConfig, HarmonizerConfig, preset, pyramid_shapes
 from .model import Harmonizer, fingerprint_of, image_sha256
 from .networks import ConSinGAN, PatchDiscriminator, SinGAN, _crop_padded, resize, singan_nfc
 
@@ -77,7 +77,18 @@ def select_region(
 
 
 class _Trainer:
-    def __init__(self, config, device, seed, progress, cancel, preview, preview_every, total, iterations):
+    def __init__(
+        self,
+        config: HarmonizerConfig,
+        device: torch.device,
+        seed: int,
+        progress: Optional[ProgressCallback],
+        cancel: Optional[CancelToken],
+        preview: Optional[PreviewCallback],
+        preview_every: int,
+        total: int,
+        iterations: Sequence[int],
+    ) -> None:
         self.config = config
         self.iterations = list(iterations)
         self.device = device
@@ -121,8 +132,8 @@ class _Trainer:
         if crop is None:
             return x
         c = crop[2]
-        t, l = self.randint(x.shape[-2] - c + 1), self.randint(x.shape[-1] - c + 1)
-        return x[..., t : t + c, l : l + c]
+        top, left = self.randint(x.shape[-2] - c + 1), self.randint(x.shape[-1] - c + 1)
+        return x[..., top : top + c, left : left + c]
 
     def augment_real(self, x: torch.Tensor) -> torch.Tensor:
         """Against overfitting (NODE21): Gaussian blur and noise on what the critic sees."""
@@ -202,7 +213,7 @@ def _scheduler(opt, niter, gamma):
 
 
 def _train_singan(module: SinGAN, reals: list[torch.Tensor], tr: _Trainer, denorm):
-    cfg: SinGANConfig = tr.config
+    cfg = module.config  # the same object as tr.config, typed by architecture
     N = module.n_scales
     shapes = module.shapes
     amps: list[float] = []
@@ -243,7 +254,8 @@ def _train_singan(module: SinGAN, reals: list[torch.Tensor], tr: _Trainer, denor
         optD = _adam(D.parameters(), cfg.lr_d, cfg.beta1)
         schedG, schedD = _scheduler(optG, tr.iterations[n], cfg.gamma), _scheduler(optD, tr.iterations[n], cfg.gamma)
 
-        def forward(noise, prev, crop):
+        # This scale's values are bound as defaults: the closure must not follow the loop.
+        def forward(noise, prev, crop, n=n, rec_noise=rec_noise, rec_prev=rec_prev, amp=amp):
             with tr.autocast():
                 if batch_g:
                     out = module.scale_forward(
@@ -296,7 +308,7 @@ def _singan_sample(module, n, prev, amp, tr):
 
 
 def _train_consingan(module: ConSinGAN, reals: list[torch.Tensor], tr: _Trainer, denorm):
-    cfg: ConSinGANConfig = tr.config
+    cfg = module.config  # the same object as tr.config, typed by architecture
     N = module.n_scales
     shapes = module.shapes
     nfc = cfg.nfc
@@ -343,7 +355,8 @@ def _train_consingan(module: ConSinGAN, reals: list[torch.Tensor], tr: _Trainer,
         schedG, schedD = _scheduler(optG, tr.iterations[n], cfg.gamma), _scheduler(optD, tr.iterations[n], cfg.gamma)
         real = reals[n]
 
-        def forward(crop):
+        # This scale is bound as a default: the closure must not follow the loop.
+        def forward(crop, n=n):
             noises = [augment_input(reals[0])]
             for k in range(1, n + 1):
                 if crop is not None and k == n:
@@ -476,7 +489,7 @@ def train_harmonizer(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        module = (ConSinGAN if arch == "consingan" else SinGAN)(config)
+        module = ConSinGAN(config) if isinstance(config, ConSinGANConfig) else SinGAN(config)
     module.to(dev)
     module.train()
     if iterations is None:
@@ -491,7 +504,7 @@ def train_harmonizer(
     tr = _Trainer(config, dev, seed, progress, cancel, preview, preview_every, total, iterations)
     report(progress, 0, total, f"training {arch} on {h}x{w} px, {len(config.shapes)} scales")
     t0 = time.perf_counter()
-    if arch == "singan":
+    if isinstance(module, SinGAN):
         amps, rec_noise = _train_singan(module, reals, tr, denorm)
     else:
         amps, rec_noise = _train_consingan(module, reals, tr, denorm)

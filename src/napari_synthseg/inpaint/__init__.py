@@ -12,21 +12,22 @@ The package ships ``builtin:cxr_inpainter_small`` (healthy fill) and ``builtin:c
 (outpainting); plain ``builtin`` picks the one for the mode (model cards in docs/model_cards/).
 """
 
-from .network import ARCHITECTURE, MODES, InpaintNet, InpainterConfig
+from .filler import LearnedFiller  # registers get_filler("learned")
+from .infer import BUILTIN_MODELS, Inpainter, builtin_model_path
+from .network import ARCHITECTURE, MODES, InpainterConfig, InpaintNet
+from .samples import inpaint_samples
 from .train import TrainConfig, train_inpainter
 
 __all__ = [
     "ARCHITECTURE",
+    "BUILTIN_MODELS",
     "MODES",
     "InpaintNet",
+    "Inpainter",
     "InpainterConfig",
+    "LearnedFiller",
     "TrainConfig",
+    "builtin_model_path",
+    "inpaint_samples",
     "train_inpainter",
 ]
-
-from .infer import BUILTIN_MODELS, Inpainter, builtin_model_path  # noqa: E402
-from .filler import LearnedFiller  # noqa: E402  (registers get_filler("learned"))
-from .samples import inpaint_samples  # noqa: E402
-
-__all__ += ["BUILTIN_MODELS", "Inpainter", "LearnedFiller", "builtin_model_path",
-            "inpaint_samples"]

@@ -120,8 +120,8 @@ def load_training_images(
     ``nodule_centres``, 2D images also get :func:`aerated_lung_centres` (CXR only).
     """
     files: List[Path] = []
-    for item in images:
-        p = Path(item)
+    for source in images:
+        p = Path(source)
         files.extend(list_image_files(p, exclude) if p.is_dir() else [p])
     if not files:
         raise SynthsegError("no training images found; give a folder of PNG/DICOM/NIfTI/MHA images")
@@ -172,7 +172,7 @@ class CropSampler:
                  context_slices: int = 0, lesion_prob: float = 0.5, outpaint_prob: float = 0.15,
                  percentiles=(1.0, 99.0), seed: int = 0, config=None,
                  pushpull_mix: float = 0.2, nodule_prob: float = 0.0,
-                 nodule_radius=(6.0, 25.0), half_scale_prob: float = 0.0,
+                 nodule_radius: Sequence[float] = (6.0, 25.0), half_scale_prob: float = 0.0,
                  intensity_jitter: float = 0.0, nodule_jitter: float = 0.1) -> None:
         self.items = [it for it in items if min(it.array.shape[1:]) >= 16]
         if not self.items:
@@ -188,7 +188,8 @@ class CropSampler:
         self.pushpull_mix = pushpull_mix
         self.lesion_items = [i for i, it in enumerate(self.items) if it.lesion_slices]
         self.nodule_prob = float(nodule_prob)
-        self.nodule_radius = tuple(float(r) for r in nodule_radius)
+        low_radius, high_radius = (float(r) for r in nodule_radius)
+        self.nodule_radius = (low_radius, high_radius)
         self.half_scale_prob = float(half_scale_prob)
         self.intensity_jitter = float(intensity_jitter)
         self.nodule_jitter = float(nodule_jitter)
@@ -257,8 +258,9 @@ class CropSampler:
                   and min(h, w) >= 2 * self.crop) else 1
         s = min(self.crop, h // f, w // f)
         idx = self._centre_idx[i]
-        if idx is not None:
-            z, cy, cx = np.unravel_index(int(idx[int(rng.integers(len(idx)))]), item.centres.shape)
+        if idx is not None and item.centres is not None:  # idx is None exactly when centres is
+            z, cy, cx = (int(v) for v in np.unravel_index(int(idx[int(rng.integers(len(idx)))]),
+                                                          item.centres.shape))
         else:
             z, cy, cx = int(rng.integers(nz)), int(rng.integers(h)), int(rng.integers(w))
         radius = rng.uniform(*self.nodule_radius) * (h / 1024.0) / f
@@ -281,6 +283,8 @@ class CropSampler:
         item = self.items[self.lesion_items[int(rng.integers(len(self.lesion_items)))]]
         nz, h, w = item.array.shape
         s = min(self.crop, h, w)
+        # lesion_items are the items with lesion slices, hence with a lesion mask
+        assert item.lesion is not None
         z = int(rng.choice(item.lesion_slices))
         lab, n = ndi.label(item.lesion[z])
         comp = lab == int(rng.integers(1, n + 1))

@@ -11,15 +11,14 @@ computed once for the whole crop so tiles agree where they overlap.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Union, cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import SynthsegError
 from ..models import LoadedModel, load_model, select_device
-from ..utils.progress import CancelToken, ProgressCallback, report
+from ..utils.progress import CancelToken
 from .network import ARCHITECTURE, MODES, InpaintNet, pad_to_multiple, push_pull_fill
 from .normalize import Normalizer
 from .normalize import image_half_range as _image_half_range
@@ -113,9 +112,11 @@ class Inpainter:
         self.loaded = loaded
         self.config = loaded.config
         self.device = select_device(device)
-        net: InpaintNet = loaded.module.float().eval().to(self.device)
-        # channels_last speeds up the convolutions on CUDA and (measured) on x86 CPU too
-        self.net = net.to(memory_format=torch.channels_last)
+        # the architecture was checked above, so the module is an InpaintNet
+        net = cast(InpaintNet, loaded.module).float().eval().to(self.device)
+        # channels_last speeds up the convolutions on CUDA and (measured) on x86 CPU too;
+        # torch's stubs lack Module.to(memory_format=...), which torch accepts and documents
+        self.net: InpaintNet = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.tile = max(64, int(tile) // 8 * 8)
         self.overlap = max(0, min(int(overlap), self.tile // 4))
 

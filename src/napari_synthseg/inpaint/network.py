@@ -192,6 +192,14 @@ BODIES = ("ffc", "local")
 NORM_SCALES = ("crop", "image")
 
 
+def _zero_init(conv: nn.Conv2d) -> nn.Conv2d:
+    """Zero a convolution's weight and bias: the head starts by adding nothing to the coarse fill."""
+    nn.init.zeros_(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
 def _conv_act(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation), nn.GELU())
 
@@ -256,9 +264,7 @@ class InpaintNet(nn.Module):
         cb = config.bottleneck_channels
         if config.body == "local":
             self.local = LocalBody(config.in_channels, c)
-            self.head = nn.Conv2d(c, 1, 3, padding=1)
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+            self.head = _zero_init(nn.Conv2d(c, 1, 3, padding=1))
             return
         self.enc0 = GatedConv(config.in_channels, c, 3)
         self.enc1 = GatedConv(c, 2 * c, 3, stride=2)
@@ -269,9 +275,7 @@ class InpaintNet(nn.Module):
         self.up2 = UpBlock(cb, 4 * c, 4 * c)
         self.up1 = UpBlock(4 * c, 2 * c, 2 * c)
         self.up0 = UpBlock(2 * c, c, c)
-        self.head = nn.Conv2d(c, 1, 3, padding=1, padding_mode="reflect")
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = _zero_init(nn.Conv2d(c, 1, 3, padding=1, padding_mode="reflect"))
 
     def forward(self, image, mask, mode, noise=None, neighbours=None, coarse=None):
         cfg = self.config

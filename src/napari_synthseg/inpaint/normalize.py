@@ -27,7 +27,7 @@ class Normalizer:
 
     @classmethod
     def from_context(cls, image: np.ndarray, mask: np.ndarray | None,
-                     percentiles=(1.0, 99.0), half_range: float | None = None) -> "Normalizer":
+                     percentiles=(1.0, 99.0), half_range: float | None = None) -> Normalizer:
         """Centre (and, unless ``half_range`` is given, scale) from the known pixels' percentiles."""
         known = image[~mask] if mask is not None and mask.any() else image.ravel()
         if known.size == 0:

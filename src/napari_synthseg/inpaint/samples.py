@@ -30,7 +30,7 @@ def inpaint_samples(
     image: np.ndarray,
     mask: np.ndarray,
     *,
-    model: Union[str, Path, "Inpainter"] = "builtin",
+    model: Union[str, Path, Inpainter] = "builtin",
     mode: str = "healthy",
     n_samples: int = 1,
     seed: int = 0,

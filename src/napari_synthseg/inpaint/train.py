@@ -17,7 +17,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, cast
 
 import numpy as np
 import torch
@@ -25,12 +25,10 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..errors import CancelledError, SynthsegError
-from ..models import (autocast_context, load_extra_tensors, load_model, read_model_info,
-                      save_model, select_device)
+from ..models import autocast_context, load_extra_tensors, load_model, read_model_info, save_model, select_device
 from ..utils.progress import CancelToken, ProgressCallback, report
 from .data import CropSampler, load_training_images
-from .network import (ARCHITECTURE, InpaintNet, InpainterConfig, PatchDiscriminator,
-                      push_pull_fill)
+from .network import ARCHITECTURE, InpainterConfig, InpaintNet, PatchDiscriminator, push_pull_fill
 
 
 @dataclass
@@ -282,7 +280,8 @@ def train_inpainter(
             raise SynthsegError(f"cannot resume: {out} does not exist; train without --resume first")
         loaded = load_model(out, expected=ARCHITECTURE, device="cpu")
         mc = loaded.config
-        gen = loaded.module.train()
+        # load_model checked the architecture, so the module is an InpaintNet
+        gen = cast(InpaintNet, loaded.module).train()
         prov = loaded.provenance
         start_step = int(prov.get("steps", 0))
         elapsed_before = float(prov.get("train_seconds", 0.0))
@@ -315,14 +314,18 @@ def train_inpainter(
     channels_last = dev.type == "cuda"
     gen = gen.to(dev)
     if channels_last:
-        gen = gen.to(memory_format=torch.channels_last)
+        # torch's stubs lack Module.to(memory_format=...), which torch accepts and documents
+        gen = gen.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt_g = torch.optim.Adam(gen.parameters(), lr=tc.lr, betas=(0.9, 0.99))
     _load_adam_state(opt_g, extra, "opt_g")
     opt_d = None
+    # the discriminator with its optimiser; they exist together
+    adversary: Optional[tuple[PatchDiscriminator, torch.optim.Adam]] = None
     if disc is not None:
         disc = disc.to(dev)
         opt_d = torch.optim.Adam(disc.parameters(), lr=tc.lr, betas=(0.5, 0.99))
         _load_adam_state(opt_d, extra, "opt_d")
+        adversary = (disc, opt_d)
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda"
                                   and not torch.cuda.is_bf16_supported())
     noise_gen = torch.Generator(device="cpu").manual_seed(tc.seed + 7919 + start_step)
@@ -376,18 +379,19 @@ def train_inpainter(
             if mc.noise_channels:
                 noise = torch.randn(img.shape[0], mc.noise_channels, *img.shape[-2:],
                                     generator=noise_gen).to(dev)
-            adv_on = disc is not None and step >= tc.adv_start
+            adv = adversary if step >= tc.adv_start else None
             with autocast_context(dev):
                 pred = gen(img, hole, mode, noise=noise, neighbours=nb, coarse=coarse)
             pred = pred.float()
-            if adv_on:
+            if adv is not None:
+                adv_disc, adv_opt = adv
                 with autocast_context(dev):
-                    d_real, _ = disc(img, hole)
-                    d_fake, _ = disc(pred.detach(), hole)
+                    d_real, _ = adv_disc(img, hole)
+                    d_fake, _ = adv_disc(pred.detach(), hole)
                 loss_d = F.relu(1 - d_real.float()).mean() + F.relu(1 + d_fake.float()).mean()
-                opt_d.zero_grad(set_to_none=True)
+                adv_opt.zero_grad(set_to_none=True)
                 scaler.scale(loss_d).backward()
-                scaler.step(opt_d)
+                scaler.step(adv_opt)
             l1 = _masked_l1(pred, img, hole)
             rec = l1 if tc.hole_loss == "l1" else hole_loss(tc.hole_loss, pred, img, hole, scale)
             loss = tc.hole_weight * rec
@@ -395,11 +399,12 @@ def train_inpainter(
                 loss = loss + tc.ring_weight * _masked_l1(pred, img, _ring(hole))
             if tc.grad_weight:
                 loss = loss + tc.grad_weight * _grad_l1(pred, img, hole)
-            if adv_on:
+            if adv is not None:
+                adv_disc, _ = adv
                 with autocast_context(dev):
-                    g_fake, f_fake = disc(pred, hole)
+                    g_fake, f_fake = adv_disc(pred, hole)
                     with torch.no_grad():
-                        _, f_real = disc(img, hole)
+                        _, f_real = adv_disc(img, hole)
                 loss = loss + tc.adv_weight * (-g_fake.float().mean())
                 if tc.fm_weight:
                     loss = loss + tc.fm_weight * sum(

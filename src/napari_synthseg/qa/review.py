@@ -93,7 +93,14 @@ def review_scenes(
                         decided[rec.id] = ("accepted", by, "accept-all")
         else:
             qa = qa_scene(scene, func, ring_mm=ring_mm)
-            decided = apply_rules(scene, qa.metrics, rules, overwrite=overwrite)
+            extra = None
+            if rules.realism_reference is not None:
+                from .realism import scene_realism_metrics
+
+                r = qa.rendered
+                extra = scene_realism_metrics(r.image, r.labels, r.records, r.spacing_np, rules.realism_reference,
+                                              rules.realism_features)
+            decided = apply_rules(scene, qa.metrics, rules, overwrite=overwrite, extra=extra)
         out[str(folder)] = decided
         report(progress, i + 1, len(folders), f"{Path(folder).name}: {len(decided)} decided")
     return out

@@ -19,6 +19,23 @@ A rules file (YAML)::
         status: rejected
     default: accepted            # status when no rule matches (null: leave undecided)
 
+Realism rules (a quality gate, as FreeTumor filters its synthetic tumours): give a
+``realism:`` block naming the reference ``synthseg evaluate realism`` wrote (the range of every
+realism feature over real lesions, :mod:`napari_synthseg.qa.realism`); rules may then use
+``realism_outliers`` (how many features fall outside the real range), ``realism_score`` (largest
+robust |z| against the real lesions) and ``realism_<feature>`` (e.g. ``realism_noise``)::
+
+    realism:
+      reference: report/realism_reference.json   # relative to this file
+      features: [noise, shell_contrast, edge_sharpness]   # optional: only these count
+    rules:
+      - name: unrealistic
+        when: {realism_outliers: {ge: 1}}
+        status: flagged
+        reason: outside the real lesions' range
+
+The decision's reason names each feature outside the range with its value and the real range.
+
 ``when`` maps a metric (see :mod:`napari_synthseg.qa.metrics`) to a value (equality) or to
 operators ``lt``, ``le``, ``gt``, ``ge``, ``eq``, ``ne``, ``between: [lo, hi]``; all
 conditions of a rule must hold. A metric that is undefined (NaN, e.g. no background ring)
@@ -38,6 +55,9 @@ import yaml
 from ..errors import SynthsegError
 from ..scene import LESION_STATUSES, Scene
 from .metrics import METRIC_NAMES, LesionMetrics
+from .realism import FEATURE_NAMES, RealismReference
+
+REALISM_METRICS = ("realism_outliers", "realism_score", *(f"realism_{n}" for n in FEATURE_NAMES))
 
 OPERATORS = ("lt", "le", "gt", "ge", "eq", "ne", "between")
 DECISIONS = ("accepted", "rejected", "flagged")
@@ -69,14 +89,20 @@ class RuleSet:
     source: str = "rules"
     default_reason: str = "no rule matched"
     extra: dict[str, Any] = field(default_factory=dict)
+    realism_reference: RealismReference | None = None
+    realism_features: list[str] | None = None
 
-    def decide(self, metrics: LesionMetrics | dict[str, Any]) -> tuple[str | None, str, str]:
-        """(status or None, by, reason) for one lesion's metrics."""
+    def decide(self, metrics: LesionMetrics | dict[str, Any], extra: dict[str, Any] | None = None) -> tuple[str | None, str, str]:
+        """(status or None, by, reason) for one lesion's metrics (plus ``extra`` values, e.g. realism)."""
         values = metrics.to_dict() if isinstance(metrics, LesionMetrics) else dict(metrics)
+        values.update(extra or {})
         for rule in self.rules:
             if rule.matches(values):
                 reason = rule.reason or rule.name
-                return rule.status, f"rule:{self.source}#{rule.name}", f"{reason} [{rule.describe(values)}]"
+                detail = rule.describe(values)
+                if any(k.startswith("realism_") for k in rule.conditions) and values.get("realism_outside"):
+                    detail += f"; outside the real range: {values['realism_outside']}"
+                return rule.status, f"rule:{self.source}#{rule.name}", f"{reason} [{detail}]"
         return self.default, f"rule:{self.source}#default", self.default_reason
 
 
@@ -116,8 +142,9 @@ def _check(value: Any, ops: dict[str, Any]) -> bool:
 
 
 def _parse_condition(rule_name: str, key: str, spec: Any, where: str) -> dict[str, Any]:
-    if key not in METRIC_NAMES:
-        raise SynthsegError(f"{where}: rule {rule_name!r} uses unknown metric {key!r}; known: {', '.join(METRIC_NAMES)}")
+    if key not in METRIC_NAMES and key not in REALISM_METRICS:
+        raise SynthsegError(f"{where}: rule {rule_name!r} uses unknown metric {key!r}; known: {', '.join(METRIC_NAMES)}, "
+                            f"and with a realism: block {', '.join(REALISM_METRICS[:2])}, realism_<feature>")
     if not isinstance(spec, dict):
         return {"eq": spec}
     for op, arg in spec.items():
@@ -131,13 +158,28 @@ def _parse_condition(rule_name: str, key: str, spec: Any, where: str) -> dict[st
     return dict(spec)
 
 
-def parse_rules(data: Any, source: str = "rules") -> RuleSet:
-    """A :class:`RuleSet` from parsed YAML; ``source`` names the file in decisions."""
+def _parse_realism(spec: Any, source: str, base: Path | None) -> tuple[RealismReference, list[str] | None]:
+    if not isinstance(spec, dict) or "reference" not in spec:
+        raise SynthsegError(f"{source}: realism: needs 'reference: PATH' (the realism_reference.json of synthseg evaluate realism)")
+    path = Path(str(spec["reference"]))
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    reference = RealismReference.load(path)
+    features = spec.get("features")
+    if features is not None:
+        if not isinstance(features, list) or not all(f in FEATURE_NAMES for f in features):
+            raise SynthsegError(f"{source}: realism features must be a list of {', '.join(FEATURE_NAMES)}")
+    return reference, features
+
+
+def parse_rules(data: Any, source: str = "rules", base: Path | None = None) -> RuleSet:
+    """A :class:`RuleSet` from parsed YAML; ``source`` names the file in decisions, ``base`` is the
+    folder relative paths (the realism reference) start from."""
     if not isinstance(data, dict) or not isinstance(data.get("rules", []), list):
         raise SynthsegError(f"{source}: expected a mapping with a 'rules:' list")
-    unknown = set(data) - {"rules", "default", "default_reason", "ring_mm"}
+    unknown = set(data) - {"rules", "default", "default_reason", "ring_mm", "realism"}
     if unknown:
-        raise SynthsegError(f"{source}: unknown keys {sorted(unknown)}; use rules, default, default_reason, ring_mm")
+        raise SynthsegError(f"{source}: unknown keys {sorted(unknown)}; use rules, default, default_reason, ring_mm, realism")
     rules, names = [], set()
     for i, item in enumerate(data.get("rules") or []):
         if not isinstance(item, dict):
@@ -158,7 +200,11 @@ def parse_rules(data: Any, source: str = "rules") -> RuleSet:
     if default is not None and default not in DECISIONS:
         raise SynthsegError(f"{source}: default must be one of {', '.join(DECISIONS)} or null, got {default!r}")
     extra = {"ring_mm": float(data["ring_mm"])} if "ring_mm" in data else {}
-    return RuleSet(rules, default, source, str(data.get("default_reason", "no rule matched")), extra)
+    reference, features = _parse_realism(data["realism"], source, base) if "realism" in data else (None, None)
+    uses_realism = [r.name for r in rules if any(k in REALISM_METRICS for k in r.conditions)]
+    if uses_realism and reference is None:
+        raise SynthsegError(f"{source}: rule {uses_realism[0]!r} uses realism metrics; add a 'realism: {{reference: PATH}}' block")
+    return RuleSet(rules, default, source, str(data.get("default_reason", "no rule matched")), extra, reference, features)
 
 
 def load_rules(path: str | os.PathLike) -> RuleSet:
@@ -170,7 +216,7 @@ def load_rules(path: str | os.PathLike) -> RuleSet:
         raise SynthsegError(f"rules file not found: {path}") from None
     except yaml.YAMLError as exc:
         raise SynthsegError(f"{path.name} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_rules(data, source=path.name)
+    return parse_rules(data, source=path.name, base=path.parent)
 
 
 def apply_rules(
@@ -178,11 +224,12 @@ def apply_rules(
     metrics: dict[str, LesionMetrics],
     rules: RuleSet,
     overwrite: bool = False,
+    extra: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, tuple[str | None, str, str]]:
     """Decide every lesion of ``scene`` that has metrics; returns id -> (status, by, reason).
 
-    Lesions a person or rule already decided are left alone unless ``overwrite``. All
-    decisions of one call are one undo step.
+    ``extra`` adds values per lesion id (the realism metrics). Lesions a person or rule already
+    decided are left alone unless ``overwrite``. All decisions of one call are one undo step.
     """
     results: dict[str, tuple[str | None, str, str]] = {}
     with scene.batch(f"review with {rules.source}"):
@@ -191,7 +238,7 @@ def apply_rules(
                 continue
             if rec.status != "placed" and not overwrite:
                 continue
-            status, by, reason = rules.decide(metrics[rec.id])
+            status, by, reason = rules.decide(metrics[rec.id], (extra or {}).get(rec.id))
             results[rec.id] = (status, by, reason)
             if status is not None:
                 assert status in LESION_STATUSES

@@ -142,7 +142,7 @@ class Scene:
         # replays those steps on top of what is there (or refuses when they touch the same
         # lesion), so two programs editing one folder never undo each other's decisions.
         self._save_id: str | None = None
-        self._unsynced: list[tuple[str, list[tuple], bool]] = []
+        self._unsynced: list[tuple[str, Any, bool]] = []
         self._last_action: str | None = None
         self.closed = False
 
@@ -303,6 +303,7 @@ class Scene:
 
     def _apply_lesion(self, before: dict | None, after: dict | None, index: int) -> None:
         if before is None:  # add
+            assert after is not None, "an op adds or removes a lesion, never neither"
             self.lesions.insert(index, LesionRecord.from_dict(after))
         elif after is None:  # remove
             del self.lesions[self._index(before["id"])]
@@ -563,16 +564,22 @@ class Scene:
             self._write_files()
         return self.folder
 
+    def _require_folder(self) -> Path:
+        if self.folder is None:
+            raise SynthsegError("this scene has no folder; give one to save it")
+        return self.folder
+
     def _write_files(self) -> None:
+        folder = self._require_folder()
         self._save_id = uuid.uuid4().hex
         atomic_write_text(
-            self.folder / HISTORY_FILE,
+            folder / HISTORY_FILE,
             json.dumps(
                 {"revision": self.revision, "last": self._last_action, "undo": self._undo, "redo": self._redo},
                 separators=(",", ":"),
             ),
         )
-        atomic_write_text(self.folder / SCENE_FILE, json.dumps(self.to_dict(), indent=1))
+        atomic_write_text(folder / SCENE_FILE, json.dumps(self.to_dict(), indent=1))
         self._unsynced.clear()
         self._last_action = None
 
@@ -582,7 +589,7 @@ class Scene:
             yield
             return
         try:
-            handle = open(self.folder / LOCK_FILE, "a+b")
+            handle = open(self._require_folder() / LOCK_FILE, "a+b")
         except OSError as exc:
             raise SynthsegError(f"cannot write in scene folder {self.folder}: {exc.strerror}") from None
         with handle:
@@ -593,7 +600,7 @@ class Scene:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def _read_disk_state(self) -> dict[str, Any] | None:
-        path = self.folder / SCENE_FILE
+        path = self._require_folder() / SCENE_FILE
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:

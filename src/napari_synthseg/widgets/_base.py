@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: Width every panel fits in: 1920 px minus napari's canvas and layer list leave about this.
 PANEL_WIDTH = 340
+#: Height below which a panel scrolls instead of shrinking further (several panels docked in one area).
+PANEL_MIN_HEIGHT = 220
 
 
 class JobPanel(QScrollArea):
@@ -47,10 +49,12 @@ class JobPanel(QScrollArea):
         super().__init__()
         self.viewer = napari_viewer
         self.setWidgetResizable(True)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        self.setFrameShape(QScrollArea.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setFrameShape(QScrollArea.Shape.NoFrame)
         self.setMinimumWidth(PANEL_WIDTH)
-        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Ignored)
+        # Docked one above another, each panel keeps room for a few rows and scrolls the rest.
+        self.setMinimumHeight(PANEL_MIN_HEIGHT)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Ignored)
         inner = QWidget()
         self.body = QVBoxLayout(inner)
         self.body.setContentsMargins(4, 4, 4, 4)
@@ -59,7 +63,9 @@ class JobPanel(QScrollArea):
 
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        # A long path in a message wraps or is cut, never widens the panel.
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.progress_bar = QProgressBar()
         self.progress_bar.setMaximumHeight(14)
         self.progress_bar.setTextVisible(False)
@@ -85,7 +91,7 @@ class JobPanel(QScrollArea):
         box = QGroupBox(title)
         form = QFormLayout(box)
         form.setContentsMargins(6, 6, 6, 6)
-        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.body.addWidget(box)
         return form
 

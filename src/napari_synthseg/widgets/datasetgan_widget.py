@@ -1,228 +1,155 @@
-"""DatasetGAN labelling flow in napari.
+"""DatasetGAN labelling panel: a thin adapter over :mod:`napari_synthseg.workflow.datasetgan`.
 
-Load a generator -> sample N seeded images into an Image stack with an empty Labels stack ->
-paint full label maps on a few slices (value k = class k, 0 = background) -> fit the classifier
-ensemble off the UI thread -> predictions (and their uncertainty) for every unlabelled slice
-appear at once -> copy a prediction into the labels, fix it, refit -> generate M labelled pairs
-into a folder. All work is done by :mod:`napari_synthseg.datasetgan`; this widget moves arrays
-between it and layers.
+Load (or train) a generator -> sample N seeded images into an Image stack with an empty Labels
+stack -> paint full label maps on a few slices (value k = class k, 0 = background) -> fit the
+classifier ensemble in a worker -> predictions (and their uncertainty) for every slice appear
+at once -> copy a prediction into the labels, fix it, refit -> generate M labelled pairs into a
+folder. Every default, check and provenance rule is in the workflow module (the same calls as
+``synthseg train-generator`` and ``synthseg datasetgan``); this panel moves arrays between it
+and layers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import napari
 import numpy as np
-from qtpy.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QScrollArea,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QLabel, QLineEdit, QPushButton
 
 from ..errors import SynthsegError
-from ..utils.progress import CancelToken
-from ._common import ProgressRelay, report_error, run_in_thread, show_info
+from ..workflow import datasetgan as dgan
+from ._base import JobPanel
+from ._fields import (
+    PAIRED_CHARS,
+    combo,
+    dspin,
+    folder_into,
+    open_file_into,
+    pair,
+    path_field,
+    save_file_into,
+    spin,
+)
 
 SAMPLES = "DatasetGAN samples"
 LABELS = "DatasetGAN labels"
 PREDICTION = "DatasetGAN prediction"
 UNCERTAINTY = "DatasetGAN uncertainty (JSD)"
 TRAINING = "DatasetGAN training preview"
+#: Generator sizes offered for training in the panel (long, large runs belong in the CLI).
+TRAIN_SIZES = ("32", "64", "128", "256")
 
 
-def _pair(a: QWidget, b: QWidget) -> QWidget:
-    box = QWidget()
-    row = QHBoxLayout(box)
-    row.setContentsMargins(0, 0, 0, 0)
-    row.addWidget(a)
-    row.addWidget(b)
-    return box
-
-
-class DatasetGanWidget(QWidget):
+class DatasetGanWidget(JobPanel):
     """Label a few generator samples and turn them into a labelled data factory."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.generator = None  # LoadedModel
-        self.classifier = None  # LoadedModel (saved in a private temp file, so it has a hash)
+        super().__init__(napari_viewer)
+        train, sample = dgan.TrainGeneratorSettings(), dgan.SampleSettings()
+        fit, generate = dgan.FitSettings(), dgan.GenerateSettings()
+        self.generator: Any = None  # LoadedModel
+        self.classifier: Any = None  # LoadedModel, saved in a private temp file so it has a file hash
         self._classifier_file: Path | None = None
         self.seeds: list[int] = []
         self._tmpdir = Path(tempfile.mkdtemp(prefix="synthseg-dgan-ui-"))
-        self._cancel: CancelToken | None = None
-        self._worker = None
-        self.busy = False
-        self.last_result = None
-        self._bridge = ProgressRelay()
-        self._bridge.progress.connect(self._on_progress)
-        self._bridge.preview.connect(self._on_preview)
+        self.last_result: dict | None = None
+        self._relay.preview.connect(self._on_preview)
 
-        # generator
-        self.generator_edit = QLineEdit()
-        self.generator_edit.setPlaceholderText("generator .safetensors")
-        browse = QPushButton("…")
-        browse.setFixedWidth(30)
-        browse.clicked.connect(self._browse_generator)
-        load = QPushButton("Load")
+        # -- 1. generator -------------------------------------------------------------------
+        form = self.group("1. Generator")
+        self.generator_edit, file_row = path_field(
+            "generator .safetensors", open_file_into(self, "Generator", "safetensors (*.safetensors)"))
+        load = QPushButton("Load generator")
         load.clicked.connect(lambda: self.load_generator(self.generator_edit.text()))
         self.generator_info = QLabel("no generator")
         self.generator_info.setWordWrap(True)
-        gbox = QGroupBox("1. Generator")
-        gl = QVBoxLayout(gbox)
-        row = QHBoxLayout()
-        row.addWidget(self.generator_edit)
-        row.addWidget(browse)
-        row.addWidget(load)
-        gl.addLayout(row)
-        gl.addWidget(self.generator_info)
-        # Training a generator here is for small runs and previews; long runs belong in the CLI.
-        self.train_images_edit = QLineEdit()
-        self.train_images_edit.setPlaceholderText("folder of training images (same size)")
-        self.train_out_edit = QLineEdit()
-        self.train_out_edit.setPlaceholderText("new generator .safetensors")
-        self.train_size_combo = QComboBox()
-        self.train_size_combo.addItems(["32", "64", "128", "256"])
-        self.train_size_combo.setCurrentText("64")
-        self.train_steps_spin = QSpinBox()
-        self.train_steps_spin.setRange(1, 1_000_000)
-        self.train_steps_spin.setValue(2000)
-        self.train_width_spin = QSpinBox()
-        self.train_width_spin.setRange(4, 512)
-        self.train_width_spin.setValue(32)
-        train_btn = QPushButton("Train generator (previews as it goes)")
-        train_btn.clicked.connect(lambda: self.train(self.train_images_edit.text(), self.train_out_edit.text()))
-        tf = QFormLayout()
-        tf.addRow("Images", self.train_images_edit)
-        tf.addRow("Size / steps", _pair(self.train_size_combo, self.train_steps_spin))
-        tf.addRow("Widest layer", self.train_width_spin)
-        tf.addRow("Save as", self.train_out_edit)
-        tf.addRow(train_btn)
-        gl.addLayout(tf)
+        self.train_images_edit, images_row = path_field("folder of training images", folder_into(self, "Images"))
+        self.train_out_edit, out_row = path_field(
+            "new generator .safetensors", save_file_into(self, "New generator", "safetensors (*.safetensors)"))
+        self.train_size_combo = combo(TRAIN_SIZES, str(train.size), "generator size (px)", chars=PAIRED_CHARS)
+        self.train_steps_spin = spin(1, 1_000_000, train.steps, "training steps")
+        self.train_width_spin = spin(4, 512, train.channel_max, "widest layer (channels)")
+        self.train_batch_spin = spin(1, 256, train.batch, "images per step")
+        self.train_button = QPushButton("Train generator")
+        self.train_button.setToolTip("small runs with live previews; long runs belong in synthseg train-generator")
+        self.train_button.clicked.connect(lambda: self.train(self.train_images_edit.text(), self.train_out_edit.text()))
+        form.addRow("File", file_row)
+        form.addRow(load)
+        form.addRow(self.generator_info)
+        form.addRow("Images", images_row)
+        form.addRow("Size, steps", pair(self.train_size_combo, self.train_steps_spin))
+        form.addRow("Width, batch", pair(self.train_width_spin, self.train_batch_spin))
+        form.addRow("Save as", out_row)
+        form.addRow(self.train_button)
 
-        # samples and classes
-        self.n_spin = QSpinBox()
-        self.n_spin.setRange(1, 256)
-        self.n_spin.setValue(8)
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 99_999_999)
-        self.trunc_spin = QDoubleSpinBox()
-        self.trunc_spin.setRange(0.0, 1.5)
-        self.trunc_spin.setSingleStep(0.05)
-        self.trunc_spin.setValue(0.7)
-        self.classes_edit = QLineEdit("background,lung,heart,nodule")
+        # -- 2. samples ---------------------------------------------------------------------
+        form = self.group("2. Samples to label")
+        self.n_spin = spin(1, 256, sample.n)
+        self.seed_spin = spin(0, 2**31 - 1, sample.start_seed, "seed of the first sample")
+        self.seed_spin.setPrefix("seed ")
+        self.trunc_spin = dspin(0.0, 2.0, sample.truncation_psi, 0.05, tip="truncation ψ (1 = none)")
+        self.classes_edit = QLineEdit(",".join(dgan.DEFAULT_CLASSES))
+        self.classes_edit.setToolTip("class names, background (value 0) first")
         self.classes_edit.editingFinished.connect(self._update_legend)
         self.legend = QLabel()
         self.legend.setWordWrap(True)
-        sample_btn = QPushButton("Sample N images")
-        sample_btn.clicked.connect(lambda: self.sample())
-        more_btn = QPushButton("Add N more")
-        more_btn.clicked.connect(lambda: self.sample(append=True))
-        sbox = QGroupBox("2. Samples to label")
-        sf = QFormLayout(sbox)
-        sf.addRow("N", self.n_spin)
-        sf.addRow("First seed", self.seed_spin)
-        sf.addRow("Truncation ψ", self.trunc_spin)
-        sf.addRow("Classes", self.classes_edit)
-        sf.addRow(self.legend)
-        row = QHBoxLayout()
-        row.addWidget(sample_btn)
-        row.addWidget(more_btn)
-        sf.addRow(row)
+        self.sample_button = QPushButton("Sample N")
+        self.sample_button.clicked.connect(lambda: self.sample())
+        self.more_button = QPushButton("Add N more")
+        self.more_button.clicked.connect(lambda: self.sample(append=True))
+        form.addRow("N", pair(self.n_spin, self.seed_spin))
+        form.addRow("Truncation", self.trunc_spin)
+        form.addRow("Classes", self.classes_edit)
+        form.addRow(self.legend)
+        form.addRow(pair(self.sample_button, self.more_button))
 
-        # fit
-        self.ensemble_spin = QSpinBox()
-        self.ensemble_spin.setRange(1, 20)
-        self.ensemble_spin.setValue(5)
-        self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(1, 50)
-        self.epochs_spin.setValue(3)
-        self.fit_btn = QPushButton("Fit classifier on labelled slices")
+        # -- 3. classifier ------------------------------------------------------------------
+        form = self.group("3. Classifier ensemble")
+        self.ensemble_spin = spin(1, 20, fit.ensemble, "ensemble members")
+        self.epochs_spin = spin(1, 50, fit.epochs, "epochs")
+        self.fit_btn = QPushButton("Fit on labelled slices")
         self.fit_btn.clicked.connect(lambda: self.fit())
-        accept_btn = QPushButton("Use prediction of this slice as labels")
+        accept_btn = QPushButton("Use this slice's prediction")
+        accept_btn.setToolTip("copy the prediction of the shown slice into the labels (fix it, then refit)")
         accept_btn.clicked.connect(lambda: self.accept_prediction())
         save_btn = QPushButton("Save classifier…")
         save_btn.clicked.connect(self._save_classifier_dialog)
-        save_labels_btn = QPushButton("Save labelled samples…")
+        save_labels_btn = QPushButton("Save labelled…")
         save_labels_btn.clicked.connect(self._save_labelled_dialog)
-        fbox = QGroupBox("3. Classifier ensemble")
-        ff = QFormLayout(fbox)
-        ff.addRow("Members", self.ensemble_spin)
-        ff.addRow("Epochs", self.epochs_spin)
-        ff.addRow(self.fit_btn)
-        ff.addRow(accept_btn)
-        ff.addRow(save_btn)
-        ff.addRow(save_labels_btn)
+        form.addRow("Members, epochs", pair(self.ensemble_spin, self.epochs_spin))
+        form.addRow(self.fit_btn)
+        form.addRow(accept_btn)
+        form.addRow(pair(save_btn, save_labels_btn))
 
-        # generate
-        self.m_spin = QSpinBox()
-        self.m_spin.setRange(1, 100000)
-        self.m_spin.setValue(100)
-        self.drop_spin = QDoubleSpinBox()
-        self.drop_spin.setRange(0.0, 0.9)
-        self.drop_spin.setSingleStep(0.05)
-        self.drop_spin.setValue(0.1)
-        self.format_combo = QComboBox()
-        self.format_combo.addItems(["png", "nifti"])
-        self.out_edit = QLineEdit()
-        self.out_edit.setPlaceholderText("new output folder")
-        gen_btn = QPushButton("Generate M labelled pairs")
-        gen_btn.clicked.connect(lambda: self.generate(self.out_edit.text()))
-        obox = QGroupBox("4. Generate")
-        of = QFormLayout(obox)
-        of.addRow("M", self.m_spin)
-        of.addRow("Drop most uncertain", self.drop_spin)
-        of.addRow("Format", self.format_combo)
-        of.addRow("Folder", self.out_edit)
-        of.addRow(gen_btn)
-
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 1)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
-        self.cancel_btn.clicked.connect(self.cancel)
-
-        # A scroll area, so a short viewer window scrolls the controls instead of squashing them.
-        inner = QWidget()
-        layout = QVBoxLayout(inner)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(inner)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
-        for box in (gbox, sbox, fbox, obox):
-            layout.addWidget(box)
-        row = QHBoxLayout()
-        row.addWidget(self.progress_bar)
-        row.addWidget(self.cancel_btn)
-        layout.addLayout(row)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        # -- 4. generate --------------------------------------------------------------------
+        form = self.group("4. Generate labelled pairs")
+        self.m_spin = spin(1, 100_000, generate.n, "pairs to keep")
+        self.drop_spin = dspin(0.0, 0.9, generate.drop_fraction, 0.05,
+                               tip="fraction of the most uncertain candidates to drop")
+        self.format_combo = combo(dgan.FORMATS, generate.fmt, "file format", chars=PAIRED_CHARS)
+        self.layout_combo = combo(dgan.LAYOUTS, generate.layout,
+                                  tip="plain: images/ + labels/; nnunet: an nnU-Net v2 raw dataset", chars=PAIRED_CHARS)
+        self.out_edit, gen_out_row = path_field("new output folder", folder_into(self, "Output folder"))
+        self.generate_btn = QPushButton("Generate M pairs")
+        self.generate_btn.clicked.connect(lambda: self.generate(self.out_edit.text()))
+        form.addRow("M, drop", pair(self.m_spin, self.drop_spin))
+        form.addRow("Format", pair(self.format_combo, self.layout_combo))
+        form.addRow("Folder", gen_out_row)
+        form.addRow(self.generate_btn)
+        self.finish_layout()
+        self.busy_while_running(load, self.train_button, self.sample_button, self.more_button, self.fit_btn,
+                                self.generate_btn)
         self._update_legend()
 
-    # ---------------------------------------------------------------------------------- util
+    # ---- helpers ------------------------------------------------------------------------------
+
     def class_names(self) -> tuple[str, ...]:
-        names = tuple(c.strip() for c in self.classes_edit.text().split(",") if c.strip())
-        if len(names) < 2:
-            raise SynthsegError("give at least two class names, background first")
-        return names
+        return dgan.parse_class_names(self.classes_edit.text(), None)
 
     def _update_legend(self) -> None:
         try:
@@ -235,79 +162,33 @@ class DatasetGanWidget(QWidget):
     def _layer(self, name: str):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
-    def _on_progress(self, step: int, total: int, message: str) -> None:
-        self.progress_bar.setRange(0, max(total, 1))
-        self.progress_bar.setValue(min(step, max(total, 1)))
-        self.status.setText(message)
+    def _need_generator(self):
+        if self.generator is None:
+            raise SynthsegError("load a generator first")
+        return self.generator
 
-    def _start(self, func, on_done, *args, **kwargs):
-        if self.busy:
-            raise SynthsegError("still working on the last request; wait or cancel it")
-        self.busy = True
-        self._cancel = CancelToken()
-        self.cancel_btn.setEnabled(True)
+    # ---- 1. generator -------------------------------------------------------------------------
 
-        def finish(result):
-            self.busy = False
-            self.cancel_btn.setEnabled(False)
-            try:
-                on_done(result)
-            except SynthsegError as exc:
-                report_error(exc)
-
-        def fail(exc):
-            self.busy = False
-            self.cancel_btn.setEnabled(False)
-            self.status.setText(f"stopped: {exc}")
-            report_error(exc)
-
-        self._worker = run_in_thread(
-            func, *args, on_done=finish, on_error=fail,
-            progress=self._bridge.progress.emit, cancel=self._cancel, **kwargs,
-        )
-        return self._worker
-
-    def cancel(self) -> None:
-        if self._cancel is not None:
-            self._cancel.cancel()
-
-    def _browse_generator(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Generator", "", "safetensors (*.safetensors)")
-        if path:
-            self.generator_edit.setText(path)
-            self.load_generator(path)
-
-    # ----------------------------------------------------------------------------- generator
     def train(self, images: str, out: str):
-        """Train a generator off the UI thread; previews (fixed seeds) update an image layer."""
-        from ..datasetgan.generator import GanConfig
-        from ..datasetgan.train import TrainConfig, load_image_folder, train_generator
-
+        """Train a generator in a worker; previews of fixed seeds update an image layer."""
         try:
-            if not images.strip() or not out.strip():
-                raise SynthsegError("choose a folder of training images and a file to save the generator to")
-            size = int(self.train_size_combo.currentText())
-            gan = GanConfig(size=size, z_dim=64, w_dim=64, channel_max=self.train_width_spin.value())
-            tc = TrainConfig(steps=self.train_steps_spin.value(), batch_size=8, preview_every=50,
-                             checkpoint_every=250)
+            settings = dataclasses.replace(
+                dgan.TrainGeneratorSettings(), size=int(self.train_size_combo.currentText()),
+                steps=self.train_steps_spin.value(), channel_max=self.train_width_spin.value(),
+                batch=self.train_batch_spin.value(),
+            )
+            dgan.check_image_folder(images)
+            dgan.check_model_path(out, "generator")
         except SynthsegError as exc:
-            report_error(exc)
+            self.fail(exc)
             return None
-        preview = self._bridge.preview.emit
 
-        def work(progress=None, cancel=None):
-            data = load_image_folder(images, size, cancel=cancel)
-            return train_generator(data, out, gan, tc, progress=progress, cancel=cancel, preview=preview)
-
-        def done(result):
-            self.status.setText(f"trained {result.steps} steps ({result.images_per_second:.1f} images/s)")
+        def done(result) -> None:
             self.load_generator(str(result.generator_path))
+            self.say(f"trained {result.steps} steps ({result.images_per_second:.1f} images/s)")
 
-        try:
-            return self._start(work, done)
-        except SynthsegError as exc:
-            report_error(exc)
-            return None
+        return self.run_job(dgan.train_generator, images, out, settings, preview=self._relay.preview.emit,
+                            on_done=done, message=f"training a {settings.size} px generator…")
 
     def _on_preview(self, step: int, images) -> None:
         n, h, w = images.shape
@@ -323,54 +204,41 @@ class DatasetGanWidget(QWidget):
         self.viewer.layers[TRAINING].metadata["step"] = step
 
     def load_generator(self, path: str) -> None:
-        from ..datasetgan.train import load_generator
-
         try:
-            if not path:
-                raise SynthsegError("choose a generator file first")
-            self.generator = load_generator(path)
+            self.generator = dgan.load_generator(path)
         except SynthsegError as exc:
-            report_error(exc)
+            self.fail(exc)
             return
         self.generator_edit.setText(str(path))
         self.classifier = None
-        prov = self.generator.provenance
-        cfg = self.generator.config
-        self.generator_info.setText(
-            f"{Path(path).name}: {cfg.size}x{cfg.size} px, {prov.get('steps', '?')} steps, "
-            f"sha256 {self.generator.sha256[:12]}"
-        )
+        steps = self.generator.provenance.get("steps", "?")
+        size = self.generator.config.size
+        self.generator_info.setText(f"{Path(path).name}: {size}x{size} px, {steps} steps, "
+                                    f"sha256 {self.generator.sha256[:12]}")
 
-    def _need_generator(self):
-        if self.generator is None:
-            raise SynthsegError("load a generator first")
-        return self.generator
+    # ---- 2. samples ---------------------------------------------------------------------------
 
-    # ------------------------------------------------------------------------------- samples
     def sample(self, append: bool = False):
         """Add N seeded samples as an image stack with a Labels stack of the same shape.
 
-        Sampling and, once a classifier is fitted, the prediction of the new samples run off
-        the UI thread; returns the worker (None on a user error).
+        Sampling and, once a classifier is fitted, the prediction of the new samples run in a
+        worker; returns the worker (None on a user error or while busy).
         """
-        from ..datasetgan.sampling import sample_images
-
         try:
             gen = self._need_generator()
-            n, psi = self.n_spin.value(), self.trunc_spin.value()
+            settings = dgan.SampleSettings(n=self.n_spin.value(), start_seed=self.seed_spin.value(),
+                                           truncation_psi=self.trunc_spin.value())
             images = self._layer(SAMPLES)
             append = append and images is not None
             if append:
-                if abs(images.metadata.get("truncation_psi", psi) - psi) > 1e-9:
-                    raise SynthsegError("truncation changed; sample a new stack instead of adding to this one")
-                start = max(self.seeds) + 1
+                shown_psi = float(images.metadata.get("truncation_psi", settings.truncation_psi))
+                seeds = dgan.more_seeds(settings, self.seeds, shown_psi)
             else:
-                start = self.seed_spin.value()
-            seeds = list(range(start, start + n))
+                seeds = settings.seeds()
         except SynthsegError as exc:
-            report_error(exc)
+            self.fail(exc)
             return None
-        classifier = self.classifier
+        psi, classifier = settings.truncation_psi, self.classifier
         # Appending keeps the shown prediction (and any correction made in it): predict only
         # the new samples when the prediction layer still matches the stack.
         shown = self._layer(PREDICTION)
@@ -378,29 +246,22 @@ class DatasetGanWidget(QWidget):
         predict_seeds = seeds if (extend or not append) else list(self.seeds) + seeds
 
         def work(progress=None, cancel=None):
-            new = sample_images(gen.module, seeds, psi)
+            new = dgan.sample_images(gen, seeds, psi)
             if classifier is None:
                 return new, None
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            return new, _predict_stack(gen.module, classifier.module, predict_seeds, psi)
+            return new, dgan.predict_stack(gen, classifier, predict_seeds, psi, progress=progress, cancel=cancel)
 
-        def done(result):
+        def done(result) -> None:
             new, prediction = result
             self._add_samples(gen, new, seeds, psi, append)
             if prediction is not None:
-                pred, unc = prediction
+                labels, uncertainty = prediction
                 if extend:
-                    pred = np.concatenate([self._layer(PREDICTION).data, pred])
-                    unc = np.concatenate([self._layer(UNCERTAINTY).data, unc])
-                self._show_prediction(pred, unc)
+                    labels = np.concatenate([self._layer(PREDICTION).data, labels])
+                    uncertainty = np.concatenate([self._layer(UNCERTAINTY).data, uncertainty])
+                self._show_prediction(labels, uncertainty)
 
-        try:
-            self.status.setText(f"sampling {n} images…")
-            return self._start(work, done)
-        except SynthsegError as exc:
-            report_error(exc)
-            return None
+        return self.run_job(work, on_done=done, message=f"sampling {len(seeds)} images…")
 
     def _add_samples(self, gen, new: np.ndarray, seeds: list[int], psi: float, append: bool) -> None:
         images, labels = self._layer(SAMPLES), self._layer(LABELS)
@@ -412,16 +273,19 @@ class DatasetGanWidget(QWidget):
             for name in (SAMPLES, LABELS, PREDICTION, UNCERTAINTY):
                 if name in self.viewer.layers:
                     self.viewer.layers.remove(name)
-            self.seeds = seeds
+            self.seeds = list(seeds)
             images = self.viewer.add_image(new, name=SAMPLES, colormap="gray", contrast_limits=(0, 255))
             labels = self.viewer.add_labels(np.zeros(new.shape, np.uint8), name=LABELS)
         meta = {"seeds": list(self.seeds), "truncation_psi": psi, "generator_sha256": gen.sha256}
         images.metadata.update(meta)
         labels.metadata.update(meta)
-        labels.metadata["class_names"] = list(self.class_names())
+        try:
+            labels.metadata["class_names"] = list(self.class_names())
+        except SynthsegError as exc:
+            self.fail(exc)
         self.viewer.layers.selection.active = labels
         labels.mode = "paint"
-        self.status.setText(f"{len(self.seeds)} samples (seeds {self.seeds[0]}..{self.seeds[-1]})")
+        self.say(f"{len(self.seeds)} samples (seeds {self.seeds[0]}..{self.seeds[-1]}); paint labels, then fit")
 
     def labelled_indices(self) -> list[int]:
         labels = self._layer(LABELS)
@@ -429,69 +293,51 @@ class DatasetGanWidget(QWidget):
             return []
         return [i for i in range(labels.data.shape[0]) if np.any(labels.data[i])]
 
-    # ---------------------------------------------------------------------------------- fit
-    def fit(self):
-        """Fit the ensemble on slices that carry any label, off the UI thread."""
-        from ..datasetgan.classifier import FitConfig, PixelClassifierConfig, fit_ensemble, save_classifier
+    # ---- 3. classifier ------------------------------------------------------------------------
 
+    def fit(self):
+        """Fit the ensemble on slices that carry any label, in a worker (None on a user error)."""
         try:
             gen = self._need_generator()
             labels = self._layer(LABELS)
             if labels is None:
                 raise SynthsegError("sample images and paint labels first")
-            idx = self.labelled_indices()
+            settings = dgan.FitSettings(ensemble=self.ensemble_spin.value(), epochs=self.epochs_spin.value())
             names = self.class_names()
-            seeds = [self.seeds[i] for i in idx]
-            maps = [np.asarray(labels.data[i]).astype(np.int64) for i in idx]
+            indices = self.labelled_indices()
+            seeds = [self.seeds[i] for i in indices]
+            maps = [np.asarray(labels.data[i]).astype(np.int64) for i in indices]
             psi = float(labels.metadata.get("truncation_psi", 1.0))
-            config = PixelClassifierConfig(in_features=0, ensemble_size=self.ensemble_spin.value())
-            fit = FitConfig(epochs=self.epochs_spin.value())
-            # Cheap checks now, so a bad label set fails at the click and not in the worker.
-            from ..datasetgan.classifier import validate_labels
-
-            validate_labels(maps, names, gen.config.size, fit.min_labelled)
+            dgan.check_labels(gen, maps, names, settings)  # a bad label set fails at the click
         except SynthsegError as exc:
-            report_error(exc)
+            self.fail(exc)
             return None
         target = self._tmpdir / f"classifier_{len(list(self._tmpdir.iterdir()))}.safetensors"
         stack_seeds = list(self.seeds)
 
         def work(progress=None, cancel=None):
-            ens, prov = fit_ensemble(
-                gen.module, seeds, maps, names, generator_sha256=gen.sha256, truncation_psi=psi,
-                config=config, fit=fit, progress=progress, cancel=cancel,
-            )
-            save_classifier(ens, target, prov)
-            from ..datasetgan.classifier import load_classifier
+            loaded = dgan.fit_classifier(gen, seeds, maps, names, psi, target, settings, progress=progress,
+                                         cancel=cancel)
+            return loaded, dgan.predict_stack(gen, loaded, stack_seeds, psi, cancel=cancel)
 
-            loaded = load_classifier(target, generator=gen)
-            return loaded, _predict_stack(gen.module, loaded.module, stack_seeds, psi)
+        def done(result) -> None:
+            loaded, (prediction, uncertainty) = result
+            self.classifier, self._classifier_file = loaded, target
+            self._show_prediction(prediction, uncertainty)
+            self.say(f"fitted {loaded.config.ensemble_size} classifiers on {len(seeds)} labelled samples "
+                     f"({loaded.provenance.get('seconds', '?')} s)")
 
-        def done(result):
-            loaded, (pred, unc) = result
-            self.classifier = loaded
-            self._classifier_file = target
-            self.status.setText(
-                f"fitted {loaded.config.ensemble_size} classifiers on {len(seeds)} labelled samples "
-                f"({loaded.provenance.get('seconds', '?')} s)"
-            )
-            self._show_prediction(pred, unc)
+        return self.run_job(work, on_done=done, message=f"fitting on {len(seeds)} labelled samples…")
 
-        try:
-            return self._start(work, done)
-        except SynthsegError as exc:
-            report_error(exc)
-            return None
-
-    def _show_prediction(self, pred: np.ndarray, unc: np.ndarray) -> None:
+    def _show_prediction(self, prediction: np.ndarray, uncertainty: np.ndarray) -> None:
         if PREDICTION in self.viewer.layers:
-            self.viewer.layers[PREDICTION].data = pred
-            self.viewer.layers[UNCERTAINTY].data = unc
+            self.viewer.layers[PREDICTION].data = prediction
+            self.viewer.layers[UNCERTAINTY].data = uncertainty
         else:
-            top = float(np.log(max(self.classifier.config.ensemble_size, 2)))
-            self.viewer.add_image(unc, name=UNCERTAINTY, colormap="inferno", opacity=0.6, visible=False,
+            top = float(np.log(max(self.classifier.config.ensemble_size, 2)))  # JSD's upper bound
+            self.viewer.add_image(uncertainty, name=UNCERTAINTY, colormap="inferno", opacity=0.6, visible=False,
                                   contrast_limits=(0.0, top))
-            self.viewer.add_labels(pred, name=PREDICTION, opacity=0.5)
+            self.viewer.add_labels(prediction, name=PREDICTION, opacity=0.5)
         labels = self._layer(LABELS)
         if labels is not None:
             self.viewer.layers.selection.active = labels
@@ -501,92 +347,74 @@ class DatasetGanWidget(QWidget):
 
     def accept_prediction(self, index: int | None = None) -> None:
         """Copy the (possibly corrected) prediction of a slice into the labels: one more example."""
-        pred, labels = self._layer(PREDICTION), self._layer(LABELS)
-        if pred is None or labels is None:
-            report_error(SynthsegError("fit a classifier first; there is no prediction to use"))
+        prediction, labels = self._layer(PREDICTION), self._layer(LABELS)
+        if prediction is None or labels is None:
+            self.fail(SynthsegError("fit a classifier first; there is no prediction to use"))
             return
         i = self.current_slice() if index is None else int(index)
-        labels.data[i] = pred.data[i]
+        labels.data[i] = prediction.data[i]
         labels.refresh()
-        self.status.setText(f"slice {i} (seed {self.seeds[i]}) is now labelled; fix it in '{LABELS}' and refit")
+        self.say(f"slice {i} (seed {self.seeds[i]}) is now labelled; fix it in '{LABELS}' and refit")
 
     def save_classifier(self, path: str | Path) -> Path:
-        if self.classifier is None:
+        """Copy the fitted classifier's file (the very file hashed, so data cite this file)."""
+        if self.classifier is None or self._classifier_file is None:
             raise SynthsegError("fit a classifier first")
-        # Copy the very file that was hashed, so generated data's provenance names this file.
         shutil.copyfile(self._classifier_file, path)
         return Path(path)
 
     def save_labelled(self, folder: str | Path) -> Path:
         """Write the stack and its labelled slices as a sample folder (``datasetgan fit --labels``)."""
-        from ..datasetgan.sampling import write_labelled_samples
-
         gen = self._need_generator()
         labels = self._layer(LABELS)
         if labels is None:
             raise SynthsegError("sample images first")
         maps = {self.seeds[i]: np.asarray(labels.data[i]) for i in self.labelled_indices()}
         psi = float(labels.metadata.get("truncation_psi", 1.0))
-        return write_labelled_samples(gen, self.seeds, maps, folder, psi, self.class_names())
+        return dgan.save_labelled(gen, self.seeds, maps, folder, psi, self.class_names())
 
     def _save_labelled_dialog(self) -> None:
-        folder = QFileDialog.getSaveFileName(self, "New folder for the labelled samples", "labelled_samples")[0]
-        if folder:
-            try:
-                self.save_labelled(folder)
-                show_info(f"saved {len(self.labelled_indices())} labelled samples to {Path(folder).name}")
-            except SynthsegError as exc:
-                report_error(exc)
+        self._save_as("New folder for the labelled samples", "labelled_samples", "", self.save_labelled)
 
     def _save_classifier_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save classifier", "classifier.safetensors", "safetensors (*.safetensors)")
-        if path:
-            try:
-                self.save_classifier(path)
-                show_info(f"saved {Path(path).name}")
-            except SynthsegError as exc:
-                report_error(exc)
+        self._save_as("Save classifier", "classifier.safetensors", "safetensors (*.safetensors)", self.save_classifier)
 
-    # ----------------------------------------------------------------------------- generate
+    def _save_as(self, title: str, name: str, filter_: str, save) -> None:
+        """Ask for a path, then ``save(path)``; a user error is one line."""
+        path = QFileDialog.getSaveFileName(self, title, name, filter_)[0]
+        if not path:
+            return
+        try:
+            save(path)
+        except SynthsegError as exc:
+            self.fail(exc)
+            return
+        self.say(f"saved {Path(path).name}")
+
+    # ---- 4. generate --------------------------------------------------------------------------
+
     def generate(self, out: str | Path):
-        from ..datasetgan.sampling import generate_pairs
-
+        """Generate M labelled pairs into a new folder, in a worker (None on a user error)."""
         try:
             gen = self._need_generator()
             if self.classifier is None:
                 raise SynthsegError("fit a classifier first")
             if not str(out).strip():
                 raise SynthsegError("choose an output folder (a new folder name)")
+            settings = dgan.GenerateSettings(n=self.m_spin.value(), drop_fraction=self.drop_spin.value(),
+                                             fmt=self.format_combo.currentText(),
+                                             layout=self.layout_combo.currentText())
         except SynthsegError as exc:
-            report_error(exc)
-            return None
-        clf, m, drop, fmt = self.classifier, self.m_spin.value(), self.drop_spin.value(), self.format_combo.currentText()
-
-        def work(progress=None, cancel=None):
-            return generate_pairs(gen, clf, m, out, drop_fraction=drop, fmt=fmt, progress=progress, cancel=cancel)
-
-        def done(prov):
-            self.last_result = prov
-            self.status.setText(f"wrote {len(prov['seeds'])} pairs to {out} (dropped {len(prov['dropped_seeds'])})")
-            show_info(f"wrote {len(prov['seeds'])} labelled pairs")
-
-        try:
-            return self._start(work, done)
-        except SynthsegError as exc:
-            report_error(exc)
+            self.fail(exc)
             return None
 
+        def done(provenance: dict) -> None:
+            self.last_result = provenance
+            self.say(f"wrote {len(provenance['seeds'])} pairs to {Path(out).name} "
+                     f"(dropped {len(provenance['dropped_seeds'])} most uncertain)")
 
-def _predict_stack(G, ensemble, seeds: list[int], psi: float) -> tuple[np.ndarray, np.ndarray]:
-    """Labels (N, H, W) uint8 and JSD uncertainty (N, H, W) float32 for seeds."""
-    from ..datasetgan.classifier import predict_features
-    from ..datasetgan.features import image_and_features
+        return self.run_job(dgan.generate, gen, self.classifier, out, settings, on_done=done,
+                            message=f"generating {settings.n} labelled pairs…")
 
-    size = G.config.size
-    pred = np.zeros((len(seeds), size, size), np.uint8)
-    unc = np.zeros((len(seeds), size, size), np.float32)
-    for i, seed in enumerate(seeds):
-        _, feats = image_and_features(G, seed, psi)
-        p = predict_features(ensemble, feats)
-        pred[i], unc[i] = p.labels, p.uncertainty
-    return pred, unc
+
+__all__ = ["DatasetGanWidget"]

@@ -1,189 +1,139 @@
-"""Harmonization widget: train a SinGAN/ConSinGAN on the scene's image, harmonize a lesion.
+"""Harmonization panel: a thin adapter over :mod:`napari_synthseg.workflow.harmonize`.
 
 Works on the scene of the viewer's lesion editor (:func:`._common.scene_editor`):
 
 1. *Train* a one-image harmonizer on the clean source image, by default on a square region
-   around the lesion selected in the editor, off the UI thread, with a per-scale progress bar, a
-   live preview of the scale being trained (layer ``harmonizer preview``, left of the image)
-   and Cancel. The model stays in memory; *Save* / *Load* a ``.safetensors`` file.
-2. *Harmonize* the selected lesion: the scene is rendered without the lesion's stored
-   harmonization (the naive placement), the GAN re-generates it from the injection scale, and
-   the naive crop and the samples appear side by side right of the image.
-3. *Accept* sample k: stored in the lesion record as an overlay with the model hash, scale,
-   seed and margin (as ``synthseg harmonize --accept``); the editor's render updates. Any later
-   edit of the lesion drops the overlay (the lesion can be harmonized again).
+   around the lesion selected in the editor, in a worker, with a per-scale bar beside the
+   panel's progress, a live preview of the scale being trained (layer ``harmonizer preview``,
+   left of the image) and Cancel. The model stays in memory; *Save* / *Load* a file.
+2. *Harmonize* the selected lesion (:func:`~napari_synthseg.workflow.harmonize.harmonize_lesion`
+   in a worker): the naive crop and the samples appear side by side right of the image.
+3. *Accept* sample k (:func:`~napari_synthseg.workflow.harmonize.accept_harmonized`): stored in
+   the lesion record with the model hash, scale, seed and margin, exactly as
+   ``synthseg harmonize --accept``; an unsaved model is first saved beside the scene.
 
-All computing is :mod:`napari_synthseg.harmonize`; this widget moves arrays between it, the
-scene and layers.
+Defaults (SinGAN ``fast``, the injection scale the model implies, samples, margin, add-back)
+are the workflow's settings dataclasses.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import napari
 import numpy as np
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton
 
 from ..errors import SynthsegError
-from ..utils.progress import CancelToken
-from ._common import ProgressRelay, report_error, run_in_thread, scene_editor, show_info, viewer_camera
+from ..workflow.harmonize import (
+    ADD_BACK_CHOICES,
+    ARCHITECTURES,
+    PRESETS,
+    HarmonizeResult,
+    HarmonizeSettings,
+    TrainHarmonizerSettings,
+    accept_harmonized,
+    default_injection_scale,
+    harmonize_lesion,
+    save_model_beside_scene,
+)
+from ._base import JobPanel
+from ._common import scene_editor, viewer_camera
+from ._fields import PAIRED_CHARS, combo, discard, offer_samples, pair, path_field, sample_picker, save_file_into, spin
 
 PREVIEW = "harmonizer preview"
 REGION = "harmonizer region"
 NAIVE = "harmonize naive"
 OUTLINE = "harmonize lesion outline"
 REGIONS = ("around selected lesion", "whole image")
-ADD_BACK_CHOICES = ("auto", "original", "coarse", "replace", "detail")
 
 
-def _spin(lo: int, hi: int, value: int, tip: str = "", suffix: str = "") -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(lo, hi)
-    box.setValue(value)
-    if tip:
-        box.setToolTip(tip)
-    if suffix:
-        box.setSuffix(suffix)
-    return box
-
-
-class HarmonizeWidget(QWidget):
+class HarmonizeWidget(JobPanel):
     """Train / load a harmonizer and harmonize the lesion selected in the lesion editor."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.model = None  # napari_synthseg.harmonize.Harmonizer
-        self.samples: Optional[List[np.ndarray]] = None
-        self.sample_layers: List[Any] = []
-        self.preview_layer = None
-        self.region_layer = None
-        self.last_request: Dict[str, Any] = {}
-        self.busy = False
-        self._worker = None
-        self._cancel: Optional[CancelToken] = None
-        self._stages: List[int] = []  # iterations per scale of the running training
-        self._train_info: Dict[str, Any] = {}
-        self._relay = ProgressRelay()
-        self._relay.progress.connect(self._on_progress)
+        super().__init__(napari_viewer)
+        train, harmonize = TrainHarmonizerSettings(), HarmonizeSettings()
+        self.model: Any = None  # napari_synthseg.harmonize.Harmonizer
+        self.result: HarmonizeResult | None = None
+        self.sample_layers: list[Any] = []
+        self.preview_layer: Any = None
+        self.region_layer: Any = None
+        self._result_scene: Any = None  # the scene the samples were made in
+        self._result_layer: Any = None  # the editor's image layer they are shown beside
+        self._stages: list[int] = []  # iterations per scale of the running training
+        self._train_info: dict[str, Any] = {}
+        self._relay.progress.connect(self._on_stage)
         self._relay.preview.connect(self._on_preview)
 
-        # -- 1. train ----------------------------------------------------------------------
-        self.arch_combo = QComboBox()
-        self.arch_combo.addItems(["singan", "consingan"])
-        self.arch_combo.setToolTip("SinGAN: one generator per scale, any injection scale "
-                                   "(best in the benchmark); ConSinGAN: one growing generator")
-        self.preset_combo = QComboBox()
-        self.preset_combo.addItems(["fast", "paper"])
-        self.preset_combo.setToolTip("fast: minutes on a CPU; paper: the published settings (hours on a CPU)")
-        self.region_combo = QComboBox()
-        self.region_combo.addItems(REGIONS)
-        self.region_size_spin = _spin(32, 4096, 256, "side of the square training region", " px")
-        self.iter_spin = _spin(0, 100000, 0, "iterations per scale; 0 = the preset's")
-        self.iter_spin.setSpecialValueText("preset")
-        self.train_seed_spin = _spin(0, 2**31 - 1, 0)
+        # -- 1. train -----------------------------------------------------------------------
+        form = self.group("1. Train on this image")
+        self.arch_combo = combo(ARCHITECTURES, train.architecture,
+                                "SinGAN: one generator per scale, any injection scale (best in the "
+                                "benchmark); ConSinGAN: one growing generator", chars=PAIRED_CHARS)
+        self.preset_combo = combo(PRESETS, train.preset,
+                                  "fast: minutes on a CPU; paper: the published settings (hours on a CPU)",
+                                  chars=PAIRED_CHARS)
+        self.region_combo = combo(REGIONS, chars=PAIRED_CHARS)
+        self.region_size_spin = spin(32, 4096, train.config().region_size, "side of the square training region",
+                                     " px")
+        self.iter_spin = spin(0, 100_000, train.iterations or 0, "iterations per scale", special="preset")
+        self.train_seed_spin = spin(0, 2**31 - 1, train.seed)
+        self.train_seed_spin.setPrefix("seed ")
         self.train_button = QPushButton("Train")
         self.train_button.clicked.connect(self.train)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.stage_label = QLabel("")
         self.stage_bar = QProgressBar()
         self.stage_bar.setRange(0, 1)
         self.stage_bar.setFormat("scale %v/%m")
-        self.total_bar = QProgressBar()
-        self.total_bar.setRange(0, 1)
-        train_box = QGroupBox("1. Train a harmonizer on this image")
-        form = QFormLayout(train_box)
-        form.addRow("Architecture", self.arch_combo)
-        form.addRow("Preset", self.preset_combo)
-        form.addRow("Region", self.region_combo)
-        form.addRow("Region size", self.region_size_spin)
-        form.addRow("Iterations", self.iter_spin)
-        form.addRow("Seed", self.train_seed_spin)
-        row = QHBoxLayout()
-        row.addWidget(self.train_button)
-        row.addWidget(self.cancel_button)
-        form.addRow(row)
-        form.addRow("Scale", self.stage_bar)
-        form.addRow("Total", self.total_bar)
-        form.addRow(self.stage_label)
+        self.stage_bar.setMaximumHeight(16)
+        form.addRow("Model", pair(self.arch_combo, self.preset_combo))
+        form.addRow("Region", pair(self.region_combo, self.region_size_spin))
+        form.addRow("Iterations", pair(self.iter_spin, self.train_seed_spin))
+        form.addRow(self.train_button)
+        form.addRow(self.stage_bar)
 
-        # -- model file --------------------------------------------------------------------
-        self.model_edit = QLineEdit()
-        self.model_edit.setPlaceholderText("MODEL.safetensors")
-        browse = QPushButton("…")
-        browse.setFixedWidth(30)
-        browse.clicked.connect(self._browse)
+        # -- model file ---------------------------------------------------------------------
+        form = self.group("Model file")
+        self.model_edit, file_row = path_field(
+            "MODEL.safetensors", save_file_into(self, "Harmonizer model", "Models (*.safetensors)"))
         save = QPushButton("Save")
-        save.clicked.connect(lambda: self.save_model(self.model_edit.text()))
+        save.clicked.connect(lambda: discard(self.save_model(self.model_edit.text())))
         load = QPushButton("Load")
-        load.clicked.connect(lambda: self.load_model(self.model_edit.text()))
+        load.clicked.connect(lambda: discard(self.load_model(self.model_edit.text())))
         self.model_info = QLabel("no model")
         self.model_info.setWordWrap(True)
-        model_box = QGroupBox("Model")
-        lay = QVBoxLayout(model_box)
-        row = QHBoxLayout()
-        for w in (self.model_edit, browse, save, load):
-            row.addWidget(w)
-        lay.addLayout(row)
-        lay.addWidget(self.model_info)
+        form.addRow(file_row)
+        form.addRow(pair(save, load))
+        form.addRow(self.model_info)
 
-        # -- 2. harmonize ------------------------------------------------------------------
-        self.scale_spin = _spin(0, 0, 0, "scale where the naive paste enters (0 = coarsest; "
-                                "lower changes more; SinGAN fast: start at n_scales-2)")
-        self.samples_spin = _spin(1, 16, 4)
-        self.seed_spin = _spin(0, 2**31 - 1, 0)
-        self.margin_spin = _spin(0, 128, 8, "ramp around the lesion where the result is blended in", " px")
-        self.add_back_combo = QComboBox()
-        self.add_back_combo.addItems(ADD_BACK_CHOICES)
-        self.add_back_combo.setToolTip(
-            "how the GAN output enters the blend. auto: 'original' on radiographs (the GAN's coarse "
-            "part plus the fine detail of the image without the lesion, NODE21's add-back), else "
-            "'coarse' for ConSinGAN and 'replace' for SinGAN"
-        )
+        # -- 2. harmonize -------------------------------------------------------------------
+        form = self.group("2. Harmonize the selected lesion")
+        self.scale_spin = spin(0, 0, 0, "scale where the naive paste enters (0 = coarsest; lower changes "
+                               "more); set from the model when one is trained or loaded")
+        self.samples_spin = spin(1, 16, harmonize.samples)
+        self.seed_spin = spin(0, 2**31 - 1, harmonize.seed)
+        self.seed_spin.setPrefix("seed ")
+        self.margin_spin = spin(0, 128, harmonize.margin_px, "ramp around the lesion where the result is blended in",
+                                " px")
+        self.add_back_combo = combo(ADD_BACK_CHOICES, harmonize.add_back,
+                                    "how the GAN output enters the blend. auto: 'original' on radiographs "
+                                    "(the GAN's coarse part plus the fine detail of the image without the "
+                                    "lesion, NODE21's add-back), else 'coarse' for ConSinGAN and 'replace' "
+                                    "for SinGAN")
         self.harmonize_button = QPushButton("Harmonize selected lesion")
         self.harmonize_button.clicked.connect(self.harmonize_selected)
-        self.accept_spin = _spin(0, 0, 0)
-        self.accept_spin.setPrefix("sample ")
-        self.accept_button = QPushButton("Accept sample")
-        self.accept_button.setEnabled(False)
-        self.accept_button.clicked.connect(lambda: self.accept(self.accept_spin.value()))
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        harm_box = QGroupBox("2. Harmonize the lesion selected in the lesion editor")
-        form = QFormLayout(harm_box)
-        form.addRow("Injection scale", self.scale_spin)
-        form.addRow("Samples", self.samples_spin)
-        form.addRow("Seed", self.seed_spin)
-        form.addRow("Blend margin", self.margin_spin)
+        self.accept_spin, self.accept_button, accept_row = sample_picker(self.accept)
+        form.addRow("Scale", self.scale_spin)
+        form.addRow("Samples", pair(self.samples_spin, self.seed_spin))
+        form.addRow("Margin", self.margin_spin)
         form.addRow("Add-back", self.add_back_combo)
         form.addRow(self.harmonize_button)
-        row = QHBoxLayout()
-        row.addWidget(self.accept_spin)
-        row.addWidget(self.accept_button)
-        form.addRow(row)
-
-        layout = QVBoxLayout(self)
-        for w in (train_box, model_box, harm_box):
-            layout.addWidget(w)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        form.addRow(accept_row)
+        self.finish_layout()
+        self.busy_while_running(self.train_button, self.harmonize_button, self.accept_button, save, load)
+        self.say("select a lesion in the lesion editor, then train or load a harmonizer")
 
     # ---- the editor's scene -------------------------------------------------------------------
 
@@ -201,7 +151,8 @@ class HarmonizeWidget(QWidget):
             )
         return editor
 
-    def _selected(self, editor) -> str:
+    @staticmethod
+    def _selected(editor) -> str:
         lesion_id = editor.selected_id()
         if lesion_id is None or lesion_id not in editor.scene.lesion_ids:
             raise SynthsegError("select a lesion in the lesion editor first")
@@ -209,16 +160,13 @@ class HarmonizeWidget(QWidget):
 
     # ---- training -----------------------------------------------------------------------------
 
-    def _config(self):
-        from ..harmonize import preset
-
-        changes = {"region_size": self.region_size_spin.value()}
-        if self.iter_spin.value() > 0:
-            changes["niter"] = self.iter_spin.value()
-        return preset(self.arch_combo.currentText(), self.preset_combo.currentText(), **changes)
+    def train_settings(self) -> TrainHarmonizerSettings:
+        return TrainHarmonizerSettings(architecture=self.arch_combo.currentText(),
+                                       preset=self.preset_combo.currentText(),
+                                       iterations=self.iter_spin.value() or None, seed=self.train_seed_spin.value())
 
     def train(self):
-        """Start training in a worker thread; returns the worker (None on a user error)."""
+        """Start training in a worker; returns the worker (None on a user error or while busy)."""
         from ..harmonize import pyramid_shapes, select_region, train_harmonizer
 
         if self.busy:
@@ -226,7 +174,8 @@ class HarmonizeWidget(QWidget):
         try:
             editor = self._editor()
             image = editor.renderer.source.array
-            config = self._config()
+            settings = self.train_settings()
+            config = dataclasses.replace(settings.config(), region_size=self.region_size_spin.value())
             if self.region_combo.currentText() == REGIONS[0]:
                 lesion_id = self._selected(editor)
                 mask = editor.renderer.lesion_mask(lesion_id)
@@ -237,46 +186,31 @@ class HarmonizeWidget(QWidget):
                 roi = select_region(image.shape)
             n_scales = len(pyramid_shapes(config, roi[2:]))
         except SynthsegError as exc:
-            report_error(exc)
+            self.fail(exc)
             return None
         self._stages = [int(config.niter)] * n_scales
         self._train_info = {"roi": roi, "image_layer": editor.image_layer}
         self._show_region(roi, editor.image_layer)
-        self._cancel = CancelToken()
-        self._set_busy(True, training=True)
         self.stage_bar.setRange(0, n_scales)
         self.stage_bar.setValue(0)
-        self.total_bar.setRange(0, sum(self._stages))
-        self.total_bar.setValue(0)
-        self.status.setText(f"training {self.arch_combo.currentText()} ({self.preset_combo.currentText()}) "
-                            f"on x {roi[1]} y {roi[0]} {roi[3]}x{roi[2]} px, {n_scales} scales…")
         relay = self._relay
 
-        def preview(scale: int, array: np.ndarray) -> None:
+        def preview(scale: int, array: np.ndarray) -> None:  # worker thread: queued to the UI
             relay.preview.emit(int(scale), np.array(array, np.float32))
 
-        def done(model):
-            self._set_busy(False)
+        def done(model) -> None:
             self.set_model(model)
-            self.status.setText(
-                f"trained in {model.provenance.get('train_seconds', 0):.0f} s; kept in memory "
-                "(Save to keep it in a file)"
-            )
+            self.say(f"trained in {model.provenance.get('train_seconds', 0):.0f} s; kept in memory "
+                     "(Save keeps it in a file; Accept saves it beside the scene)")
 
-        def failed(exc):
-            self._set_busy(False)
-            self.status.setText(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            report_error(exc)
-
-        source = editor.scene.source
-        self._worker = run_in_thread(
-            train_harmonizer, image, config=config, roi=roi, seed=self.train_seed_spin.value(),
-            progress=relay.progress.emit, cancel=self._cancel, preview=preview,
+        return self.run_job(
+            train_harmonizer, image, config=config, roi=roi, seed=settings.seed, preview=preview,
             preview_every=max(1, int(config.niter) // 4),
-            provenance={"source": ", ".join(source.paths), "preset": self.preset_combo.currentText()},
-            on_done=done, on_error=failed,
+            provenance={"source": ", ".join(editor.scene.source.paths), "preset": settings.preset},
+            on_done=done,
+            message=f"training {settings.architecture} ({settings.preset}) on x {roi[1]} y {roi[0]} "
+                    f"{roi[3]}x{roi[2]} px, {n_scales} scales…",
         )
-        return self._worker
 
     def _show_region(self, roi, ref) -> None:
         """Outline the training region on the image (pixel edges, numpy order)."""
@@ -292,33 +226,16 @@ class HarmonizeWidget(QWidget):
         if active is not None and active in self.viewer.layers:
             self.viewer.layers.selection.active = active
 
-    def cancel(self) -> None:
-        if self._cancel is not None:
-            self._cancel.cancel()
-            self.status.setText("cancelling…")
-
-    def _set_busy(self, busy: bool, training: bool = False) -> None:
-        self.busy = busy
-        for button in (self.train_button, self.harmonize_button):
-            button.setEnabled(not busy)
-        self.accept_button.setEnabled(not busy and bool(self.samples))
-        self.cancel_button.setEnabled(busy and training)
-        if not busy:
-            self._cancel = None
-
-    def _on_progress(self, step: int, total: int, message: str) -> None:
-        if total > 0:
-            self.total_bar.setRange(0, total)
-            self.total_bar.setValue(step)
-        # The scale being trained (1-based): the first whose iterations are not all done.
+    def _on_stage(self, step: int, total: int, message: str) -> None:
+        """The scale being trained (1-based): the first whose iterations are not all done."""
+        if not self._stages:
+            return
         done, stage = 0, 0
         for stage, n in enumerate(self._stages):
             if step < done + n or stage == len(self._stages) - 1:
                 break
             done += n
-        if self._stages:
-            self.stage_bar.setValue(stage + 1)
-        self.stage_label.setText(message)
+        self.stage_bar.setValue(stage + 1)
 
     def _on_preview(self, scale: int, array: np.ndarray) -> None:
         """Show the latest sample of the scale being trained left of the image, on its region."""
@@ -326,7 +243,7 @@ class HarmonizeWidget(QWidget):
         roi = self._train_info.get("roi")
         if layer_ref is None or roi is None:
             return
-        r, c, h, w = roi
+        r, _c, h, w = roi
         sy, sx = (float(v) for v in layer_ref.scale[-2:])
         ty, tx = (float(v) for v in layer_ref.translate[-2:])
         fy, fx = h / array.shape[0], w / array.shape[1]
@@ -353,36 +270,26 @@ class HarmonizeWidget(QWidget):
     # ---- model --------------------------------------------------------------------------------
 
     def set_model(self, model) -> None:
-        """Use ``model`` (a trained or loaded Harmonizer) for harmonizing."""
+        """Use ``model`` (a trained or loaded Harmonizer); the scale starts at the model's default."""
         self.model = model
-        n = model.n_scales
         consingan = model.architecture == "consingan"
-        self.scale_spin.setRange(0, 0 if consingan else n - 1)
-        self.scale_spin.setValue(0 if consingan else max(0, n - 2))
+        self.scale_spin.setRange(0, 0 if consingan else model.n_scales - 1)
+        self.scale_spin.setValue(default_injection_scale(model))
         self.scale_spin.setEnabled(not consingan)
         r, c, h, w = model.roi
         sha = model.sha256[:12] if model.sha256 else "not saved"
         self.model_info.setText(
-            f"{model.architecture}, {n} scales ({model.config.shapes[0][1]}..{model.config.shapes[-1][1]} px), "
-            f"region x {c} y {r} {w}x{h} px, sha256 {sha}"
+            f"{model.architecture}, {model.n_scales} scales ({model.config.shapes[0][1]}.."
+            f"{model.config.shapes[-1][1]} px), region x {c} y {r} {w}x{h} px, sha256 {sha}"
         )
 
-    def _browse(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Harmonizer model", self.model_edit.text(),
-                                              "Models (*.safetensors)",
-                                              options=QFileDialog.DontConfirmOverwrite)
-        if path:
-            self.model_edit.setText(path)
-
-    def save_model(self, path: str) -> Optional[Path]:
+    def save_model(self, path: str) -> Path | None:
         try:
             if self.model is None:
                 raise SynthsegError("train or load a harmonizer first")
             path = str(path).strip()
-            if not path:
-                raise SynthsegError("give a model file name (.safetensors)")
             if not path.endswith(".safetensors"):
-                raise SynthsegError("the model file must end in .safetensors")
+                raise SynthsegError("give a model file name ending in .safetensors")
             if not Path(path).parent.is_dir():
                 raise SynthsegError(f"folder {Path(path).parent} does not exist; create it or pick another")
             try:
@@ -390,10 +297,10 @@ class HarmonizeWidget(QWidget):
             except OSError as exc:
                 raise SynthsegError(f"cannot write {path}: {exc.strerror or exc}") from None
         except SynthsegError as exc:
-            report_error(exc)
+            self.fail(exc)
             return None
         self.set_model(self.model)
-        show_info(f"saved {out}")
+        self.say(f"saved {Path(out).name}")
         return out
 
     def load_model(self, path: str):
@@ -406,36 +313,23 @@ class HarmonizeWidget(QWidget):
             model = Harmonizer.load(path)
             editor = scene_editor(self.viewer)
             if editor is not None and editor.scene is not None:
-                self._check_image(model, editor.renderer.source.array)
+                _check_image(model, editor.renderer.source.array)
         except SynthsegError as exc:
-            report_error(exc)
+            self.fail(exc)
             return None
         self.set_model(model)
+        self.say(f"loaded {Path(path).name}")
         return model
 
-    @staticmethod
-    def _check_image(model, image: np.ndarray) -> None:
-        from ..harmonize import image_sha256
+    # ---- harmonize ----------------------------------------------------------------------------
 
-        if tuple(image.shape) != tuple(model.image_shape) or image_sha256(image) != model.image_sha256:
-            raise SynthsegError(
-                "this harmonizer was trained on another image than the scene's; train one on this image"
-            )
-
-    # ---- harmonize ------------------------------------------------------------------------------
-
-    def _naive(self, scene, lesion_id):
-        from ..render import SceneRenderer
-
-        renderer = SceneRenderer(scene, follow=False, without_overlay={lesion_id})
-        return np.array(renderer.image), renderer.lesion_mask(lesion_id)
+    def harmonize_settings(self) -> HarmonizeSettings:
+        scale = self.scale_spin.value() if self.model is not None else None
+        return HarmonizeSettings(injection_scale=scale, samples=self.samples_spin.value(), seed=self.seed_spin.value(),
+                                 margin_px=self.margin_spin.value(), add_back=self.add_back_combo.currentText())
 
     def harmonize_selected(self):
-        """Harmonize the editor's selected lesion in a worker thread (None on a user error)."""
-        from ..harmonize import harmonize
-        from ..harmonize.apply import default_add_back
-        from ..render import render_without
-
+        """Harmonize the editor's selected lesion in a worker (None on a user error or while busy)."""
         if self.busy:
             return None
         try:
@@ -443,50 +337,32 @@ class HarmonizeWidget(QWidget):
             lesion_id = self._selected(editor)
             if self.model is None:
                 raise SynthsegError("train or load a harmonizer first")
-            source = editor.renderer.source.array
-            self._check_image(self.model, source)
-            naive, mask = self._naive(editor.scene, lesion_id)
-            if not mask.any():
-                raise SynthsegError(f"lesion {lesion_id} has no pixels inside the image")
-            add_back = self.add_back_combo.currentText()
-            if add_back == "auto":
-                kind = editor.scene.lesion(lesion_id).kind
-                add_back = default_add_back(self.model, editor.renderer.source.modality, kind)
-            original = render_without(editor.scene, lesion_id) if add_back == "original" else None
+            _check_image(self.model, editor.renderer.source.array)
+            settings = self.harmonize_settings()
         except SynthsegError as exc:
-            report_error(exc)
+            self.fail(exc)
             return None
-        request = dict(scene=editor.scene, lesion_id=lesion_id, model=self.model, add_back=add_back,
-                       injection_scale=self.scale_spin.value(), n_samples=self.samples_spin.value(),
-                       seed=self.seed_spin.value(), margin=self.margin_spin.value(), naive=naive,
-                       mask=mask, image_layer=editor.image_layer)
-        self._set_busy(True)
-        self.status.setText(f"harmonizing {lesion_id}…")
+        scene, image_layer = editor.scene, editor.image_layer
 
-        def done(samples):
-            self._set_busy(False)
-            self._show(samples, request)
+        def done(result: HarmonizeResult) -> None:
+            self._result_scene, self._result_layer = scene, image_layer
+            self._show(result)
 
-        def failed(exc):
-            self._set_busy(False)
-            self.status.setText(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            report_error(exc)
+        return self.run_job(harmonize_lesion, scene, lesion_id, self.model, settings, on_done=done,
+                            message=f"harmonizing {lesion_id}…")
 
-        self._worker = run_in_thread(
-            harmonize, self.model, naive, mask, request["injection_scale"], request["n_samples"],
-            request["seed"], request["margin"], reference_image=source, add_back=add_back,
-            original_image=original, on_done=done, on_error=failed,
-        )
-        return self._worker
+    @property
+    def samples(self) -> list[np.ndarray] | None:
+        return None if self.result is None else self.result.samples
 
     def _crop_box(self, mask: np.ndarray, margin: int) -> tuple:
         rows, cols = np.nonzero(mask)
         pad = max(32, 4 * margin)
-        H, W = mask.shape
-        return (slice(max(0, rows.min() - pad), min(H, rows.max() + pad + 1)),
-                slice(max(0, cols.min() - pad), min(W, cols.max() + pad + 1)))
+        height, width = mask.shape
+        return (slice(max(0, rows.min() - pad), min(height, rows.max() + pad + 1)),
+                slice(max(0, cols.min() - pad), min(width, cols.max() + pad + 1)))
 
-    def _show(self, samples: List[np.ndarray], request: Dict[str, Any]) -> None:
+    def _show(self, result: HarmonizeResult) -> None:
         """Naive crop and samples side by side, right of the image, level with the lesion."""
         for layer in self.sample_layers:
             if layer in self.viewer.layers:
@@ -494,44 +370,42 @@ class HarmonizeWidget(QWidget):
         self.sample_layers = []
         if self.preview_layer is not None and self.preview_layer in self.viewer.layers:
             self.preview_layer.visible = False
-        self.samples = samples
-        self.last_request = request
-        ref = request["image_layer"]
-        box = self._crop_box(request["mask"], request["margin"])
+        self.result = result
+        ref = self._result_layer
+        box = self._crop_box(result.mask, result.settings.margin_px)
         sy, sx = (float(v) for v in ref.scale[-2:])
         ty, tx = (float(v) for v in ref.translate[-2:])
         width = box[1].stop - box[1].start
         gap = max(4, width // 16)  # px of the image
         x0 = tx + sx * (ref.data.shape[-1] + 2 * gap)
         y0 = ty + sy * box[0].start
-        arrays = [(NAIVE, request["naive"])] + [
-            (f"harmonized sample {k} (scale {request['injection_scale']}, seed {request['seed']})", s)
-            for k, s in enumerate(samples)
+        n = len(result.samples)
+        arrays = [(NAIVE, result.naive)] + [
+            # The sample number last: napari elides long layer names in the middle.
+            (f"harmonized {result.lesion_id} (scale {result.injection_scale}, seed {result.settings.seed}) "
+             + f"sample {k + 1}/{n}", s)
+            for k, s in enumerate(result.samples)
         ]
-        for i, (name, arr) in enumerate(arrays):
-            layer = self.viewer.add_image(
-                np.asarray(arr[box], np.float32), name=name, scale=(sy, sx),
+        for i, (name, array) in enumerate(arrays):
+            self.sample_layers.append(self.viewer.add_image(
+                np.asarray(array[box], np.float32), name=name, scale=(sy, sx),
                 translate=(y0, x0 + i * sx * (width + gap)), colormap="gray",
                 contrast_limits=tuple(ref.contrast_limits),
-                metadata={"synthseg_harmonize": {"sample": i - 1, "lesion": request["lesion_id"]}},
-            )
-            self.sample_layers.append(layer)
+                metadata={"synthseg_harmonize": {"sample": i - 1, "lesion": result.lesion_id}},
+            ))
         # The lesion's outline on every crop: the label is what the harmonization must keep.
-        crop = request["mask"][box]
+        crop = result.mask[box]
         outline = np.zeros((crop.shape[0], len(arrays) * (width + gap) - gap), np.uint8)
         for i in range(len(arrays)):
             outline[:, i * (width + gap) : i * (width + gap) + width][crop] = 1
         layer = self.viewer.add_labels(outline, name=OUTLINE, scale=(sy, sx), translate=(y0, x0), opacity=0.6)
         layer.contour = 1
         self.sample_layers.append(layer)
-        self.accept_spin.setRange(0, len(samples) - 1)
-        self.accept_button.setEnabled(True)
+        offer_samples(self.accept_spin, self.accept_button, n)
         self.focus_results()
-        m = request["model"]
-        self.status.setText(
-            f"{request['lesion_id']}: naive paste and {len(samples)} sample(s) right of the image "
-            f"({m.architecture}, scale {request['injection_scale']}, seed {request['seed']}, "
-            f"margin {request['margin']} px); accept one to store it in the scene"
+        self.say(
+            f"{result.lesion_id}: naive paste and {n} sample(s) right of the image ({result.model.architecture}, "
+            f"scale {result.injection_scale}, add-back {result.add_back}); accept one to store it in the scene"
         )
 
     def focus_results(self) -> None:
@@ -547,62 +421,34 @@ class HarmonizeWidget(QWidget):
             viewer_camera(self.viewer).center = tuple((lo + hi) / 2)
 
     def accept(self, index: int):
-        """Store sample ``index`` in the lesion record (the editor's render shows it)."""
-        from ..harmonize import blend_weights
-        from ..lesions.place import attach_overlay
-
+        """Store sample ``index`` (0-based) in the lesion record; the editor's render shows it."""
         try:
-            req = self.last_request
-            if not self.samples or not 0 <= index < len(self.samples):
+            if self.result is None or not 0 <= index < len(self.result.samples):
                 raise SynthsegError("harmonize a lesion first, then pick a sample to accept")
             editor = self._editor()
-            scene, lesion_id = editor.scene, req["lesion_id"]
-            if scene is not req["scene"] or lesion_id not in scene.lesion_ids:
-                raise SynthsegError(f"the scene or lesion {lesion_id} changed since harmonizing; harmonize again")
-            naive, _ = self._naive(scene, lesion_id)
-            if not np.array_equal(naive, req["naive"]):
-                raise SynthsegError(
-                    f"lesion {lesion_id} or its surroundings changed since harmonizing; harmonize again"
-                )
-            model = req["model"]
-            self._ensure_saved(model, scene)
-            margin = req["margin"]
-            sample = self.samples[index]
-            weight = blend_weights(req["mask"], margin)
-            rows, cols = np.nonzero(weight > 0)
-            box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
-            # The sample already holds the margin blend: the overlay replaces its box as shown.
-            record = attach_overlay(
-                scene, lesion_id, sample[box], np.ones(sample[box].shape, np.float32),
-                [box[0].start, box[1].start],
-                provenance={
-                    "engine": model.architecture, "model_sha256": model.sha256,
-                    "injection_scale": req["injection_scale"], "seed": req["seed"], "sample": int(index),
-                    "blend_margin_px": margin, "add_back": req["add_back"],
-                },
-            )
+            if editor.scene is not self._result_scene:
+                raise SynthsegError("the scene changed since harmonizing; harmonize again")
+            model = self.result.model
+            if not model.sha256:  # a record cites its model file by hash
+                saved = save_model_beside_scene(model, editor.scene)
+                self.model_edit.setText(str(saved))
+                if model is self.model:
+                    self.set_model(model)
+            record = accept_harmonized(editor.scene, self.result, index)
         except SynthsegError as exc:
-            report_error(exc)
+            self.fail(exc)
             return None
-        self.status.setText(f"{lesion_id}: stored sample {index} (model {model.sha256[:12]}); "
-                            "editing the lesion drops it")
+        self.say(f"{self.result.lesion_id}: stored sample {index + 1} (model {model.sha256[:12]}); "
+                 "editing the lesion drops it")
         return record
 
-    def _ensure_saved(self, model, scene) -> None:
-        """A record cites a model by file hash: save an unsaved model beside the scene."""
-        if model.sha256:
-            return
-        if scene.folder is None:
-            raise SynthsegError("save the model first (Model > Save) so the lesion can record its hash")
-        folder = Path(scene.folder) / "harmonizers"
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f"_unsaved_{id(model):x}.safetensors"
-        model.save(tmp)
-        final = folder / f"{model.architecture}_{model.sha256[:16]}.safetensors"
-        tmp.replace(final)
-        self.model_edit.setText(str(final))
-        if model is self.model:
-            self.set_model(model)
+
+def _check_image(model, image: np.ndarray) -> None:
+    """A one-image harmonizer only fits the image it was trained on (shape and pixel hash)."""
+    from ..harmonize import image_sha256
+
+    if tuple(image.shape) != tuple(model.image_shape) or image_sha256(image) != model.image_sha256:
+        raise SynthsegError("this harmonizer was trained on another image than the scene's; train one on this image")
 
 
 __all__ = ["HarmonizeWidget"]

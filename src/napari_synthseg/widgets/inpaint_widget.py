@@ -1,402 +1,291 @@
-"""Inpainting widget: fill a mask with a learned model or a classical method, several samples.
+"""Inpainting panel: a thin adapter over :mod:`napari_synthseg.workflow.inpaint`.
 
-Thin: all work is :func:`napari_synthseg.inpaint.inpaint_samples`, run off the UI thread with
-progress and cancel. The samples appear side by side (each shifted right by one image width)
-as image layers; their arrays stay in :attr:`InpaintWidget.samples` with the request that made
-them in :attr:`InpaintWidget.last_request`. "Accept" stores the chosen one as a record of the
-Lesion editor's scene (``lesions.accept``); a caller can instead set
-:attr:`InpaintWidget.on_accept` to ``callback(index, array, request)``.
-The "Train a model" group runs :func:`napari_synthseg.inpaint.train_inpainter` in a worker with
-the same progress bar and Cancel button (cancel keeps a resumable checkpoint).
+Pick an image layer and a mask (Labels layers only: wave 1 offered the image itself as the mask,
+52 s and black samples), a learned model or a classical method, a mode and a number of samples.
+The job (:func:`~napari_synthseg.workflow.inpaint.inpaint`) runs in a worker with progress and
+Cancel; the samples appear side by side right of the image as layers named
+``inpaint <mode> seed <s> (sample k/n)``. *Accept* stores the chosen sample in the lesion
+editor's scene (:func:`~napari_synthseg.workflow.inpaint.accept_inpainted`); a caller can
+instead set :attr:`InpaintWidget.on_accept` to ``callback(index, array, provenance)``.
+*Train a model* runs :func:`~napari_synthseg.workflow.inpaint.train_inpainter_model` the same
+way (Cancel keeps a resumable checkpoint). Every default is read from the workflow's settings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 import napari
 import numpy as np
-from qtpy.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QPushButton
 
 from ..errors import SynthsegError
-from ..utils.progress import CancelToken
-from ._common import ProgressRelay, report_error, run_in_thread, show_info
+from ..workflow.inpaint import (
+    MODES,
+    InpaintSettings,
+    TrainInpainterSettings,
+    accept_inpainted,
+    check_training_paths,
+    fill_mask,
+    inpaint,
+    sample_provenance,
+    train_inpainter_model,
+)
+from ._base import JobPanel
+from ._common import scene_editor
+from ._fields import (
+    combo,
+    dspin,
+    folder_into,
+    offer_samples,
+    open_file_into,
+    optional_value,
+    pair,
+    path_field,
+    refill,
+    sample_picker,
+    save_file_into,
+    spin,
+)
 
-METHODS = [
+METHODS = (
     ("learned: built-in CXR model", "builtin"),  # the shipped model for the chosen mode
     ("learned: model file…", "file"),
     ("classical: biharmonic", "biharmonic"),
     ("classical: Telea", "telea"),
-]
+)
+#: Metadata key of sample layers (not "synthseg": the lesion editor lists those as scene sources).
+SAMPLE_KEY = "synthseg_inpaint"
 
 
-class InpaintWidget(QWidget):
-    """Pick image + mask layers, a model or classical method, a mode and a number of samples."""
+def sample_layer_name(settings: InpaintSettings, index: int) -> str:
+    """``inpaint healthy seed 3 (sample 1/3)``: distinct for every sample of every request."""
+    return f"inpaint {settings.mode} seed {int(settings.seed) + index} (sample {index + 1}/{settings.samples})"
+
+
+class InpaintWidget(JobPanel):
+    """Fill a painted mask with several seeded samples; accept one into the scene."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.samples: Optional[List[np.ndarray]] = None
-        self.sample_layers: List[Any] = []
-        self.last_request: Dict[str, Any] = {}
-        self.on_accept: Optional[Callable[[int, np.ndarray, Dict[str, Any]], None]] = None
-        self._worker = None
-        self._cancel: Optional[CancelToken] = None
-        self._relay = ProgressRelay()
-        self._relay.progress.connect(self._on_progress)
+        super().__init__(napari_viewer)
+        defaults, train = InpaintSettings(), TrainInpainterSettings()
+        self.samples: list[np.ndarray] | None = None
+        self.sample_layers: list[Any] = []
+        self.last_settings: InpaintSettings | None = None
+        self.last_mask: np.ndarray | None = None
+        self.last_image_layer: Any = None
+        self.on_accept: Callable[[int, np.ndarray, dict[str, Any]], None] | None = None
 
-        self.image_combo = QComboBox()
-        self.mask_combo = QComboBox()
-        self.method_combo = QComboBox()
+        form = self.group("Fill a mask")
+        self.image_combo = combo(tip="image to fill (the editor's 'synthetic' layer to accept into a scene)")
+        self.mask_combo = combo(tip="Labels layer painted over the region to fill")
+        self.method_combo = combo()
         for label, key in METHODS:
             self.method_combo.addItem(label, key)
-        self.model_edit = QLineEdit()
-        self.model_edit.setPlaceholderText("MODEL.safetensors")
-        browse = QPushButton("…")
-        browse.setFixedWidth(30)
-        browse.clicked.connect(self._browse)
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model_edit)
-        model_row.addWidget(browse)
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItems(["healthy", "lesion", "outpaint"])
-        self.samples_spin = QSpinBox()
-        self.samples_spin.setRange(1, 16)
-        self.samples_spin.setValue(3)
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 2**31 - 1)
-        self.margin_spin = QSpinBox()
-        self.margin_spin.setRange(0, 512)
-        self.margin_spin.setValue(8)
-        self.margin_spin.setToolTip("outpaint: pixels kept around the lesion's box")
-        self.texture_spin = QDoubleSpinBox()
-        self.texture_spin.setRange(0.0, 3.0)
-        self.texture_spin.setSingleStep(0.25)
-        self.texture_spin.setValue(1.0)
-        self.texture_spin.setToolTip("learned fills: seeded grain like the surroundings "
-                                     "(0 = smooth fill, best for lesion extraction)")
-
-        form = QFormLayout()
+        self.model_edit, model_row = path_field(
+            "MODEL.safetensors", open_file_into(self, "Inpainting model", "Models (*.safetensors)"))
+        method = self.method_combo.findData(defaults.model)
+        if method < 0:  # the default names a model file
+            method = self.method_combo.findData("file")
+            self.model_edit.setText(defaults.model)
+        self.method_combo.setCurrentIndex(method)
+        self.mode_combo = combo(MODES, defaults.mode)
+        self.samples_spin = spin(1, 64, defaults.samples)
+        self.seed_spin = spin(0, 2**31 - 1, defaults.seed, "seed of the first sample; sample k uses seed + k")
+        self.seed_spin.setPrefix("seed ")
+        self.margin_spin = spin(0, 512, defaults.margin_px, "outpaint: pixels kept around the lesion's box", " px")
+        self.texture_spin = dspin(-0.25, 1.0, -0.25 if defaults.texture is None else defaults.texture, 0.25,
+                                  tip="learned fills: seeded grain like the surroundings (0 = smooth fill, "
+                                      "best for lesion extraction); auto: 0 for one sample, 1 for several",
+                                  special="auto")
+        self.run_button = QPushButton("Inpaint")
+        self.run_button.clicked.connect(self.run)
+        self.accept_spin, self.accept_button, accept_row = sample_picker(self.accept)
         form.addRow("Image", self.image_combo)
         form.addRow("Mask", self.mask_combo)
         form.addRow("Method", self.method_combo)
-        form.addRow("Model file", model_row)
+        form.addRow("Model", model_row)
         form.addRow("Mode", self.mode_combo)
-        form.addRow("Samples", self.samples_spin)
-        form.addRow("Seed", self.seed_spin)
-        form.addRow("Outpaint margin (px)", self.margin_spin)
+        form.addRow("Samples", pair(self.samples_spin, self.seed_spin))
+        form.addRow("Margin", self.margin_spin)
         form.addRow("Texture", self.texture_spin)
+        form.addRow(self.run_button)
+        form.addRow(accept_row)
 
-        self.run_button = QPushButton("Inpaint")
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 1)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-
-        self.accept_spin = QSpinBox()
-        self.accept_spin.setRange(0, 0)
-        self.accept_spin.setPrefix("sample ")
-        self.accept_spin.setMaximumWidth(120)
-        self.accept_button = QPushButton("Accept sample")
-        self.accept_button.setEnabled(False)
-        self.accept_button.clicked.connect(lambda: self.accept(self.accept_spin.value()))
-        accept_row = QHBoxLayout()
-        accept_row.addWidget(self.accept_spin)
-        accept_row.addWidget(self.accept_button)
-
-        # -- training (a model from a folder of images, with progress and cancel)
-        self.train_images_edit = QLineEdit()
-        self.train_images_edit.setPlaceholderText("folder of training images")
-        self.train_masks_edit = QLineEdit()
-        self.train_masks_edit.setPlaceholderText("optional: lesion masks (enables lesion mode)")
-        self.train_out_edit = QLineEdit()
-        self.train_out_edit.setPlaceholderText("output MODEL.safetensors")
-        self.train_steps_spin = QSpinBox()
-        self.train_steps_spin.setRange(1, 1_000_000)
-        self.train_steps_spin.setValue(2000)
-        self.train_size_spin = QSpinBox()
-        self.train_size_spin.setRange(16, 1024)
+        form = self.group("Train a model")
+        self.train_images_edit, images_row = path_field("folder of training images",
+                                                        folder_into(self, "Training images"))
+        self.train_masks_edit, masks_row = path_field("optional: lesion masks (enables lesion mode)",
+                                                      folder_into(self, "Lesion masks"))
+        self.train_out_edit, out_row = path_field("output MODEL.safetensors",
+                                                  save_file_into(self, "New model", "Models (*.safetensors)"))
+        self.train_steps_spin = spin(1, 1_000_000, train.steps)
+        self.train_size_spin = spin(16, 1024, train.crop_px, "training crop side (multiple of 8)", " px")
         self.train_size_spin.setSingleStep(8)
-        self.train_size_spin.setValue(128)
-        self.train_batch_spin = QSpinBox()
-        self.train_batch_spin.setRange(1, 256)
-        self.train_batch_spin.setValue(8)
+        self.train_batch_spin = spin(1, 256, train.batch)
         self.train_button = QPushButton("Train")
         self.train_button.clicked.connect(self.train)
-        train_box = QGroupBox("Train a model")
-        train_form = QFormLayout(train_box)
-        train_form.addRow("Images", self.train_images_edit)
-        train_form.addRow("Lesion masks", self.train_masks_edit)
-        train_form.addRow("Output", self.train_out_edit)
-        train_form.addRow("Steps", self.train_steps_spin)
-        train_form.addRow("Crop (px)", self.train_size_spin)
-        train_form.addRow("Batch", self.train_batch_spin)
-        train_form.addRow(self.train_button)
-
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status)
-        layout.addLayout(accept_row)
-        layout.addWidget(train_box)
-        layout.addStretch(1)
+        form.addRow("Images", images_row)
+        form.addRow("Masks", masks_row)
+        form.addRow("Output", out_row)
+        form.addRow("Steps", self.train_steps_spin)
+        form.addRow("Crop", self.train_size_spin)
+        form.addRow("Batch", self.train_batch_spin)
+        form.addRow(self.train_button)
+        self.finish_layout()
+        self.busy_while_running(self.run_button, self.train_button)
 
         self.method_combo.currentIndexChanged.connect(lambda _: self._method_changed())
+        self.mode_combo.currentTextChanged.connect(lambda _: self._method_changed())
+        self.model_edit.textEdited.connect(lambda _: self.method_combo.setCurrentIndex(1))
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
         self._method_changed()
 
-    # -- layers --------------------------------------------------------------------------------
+    # ---- layers -------------------------------------------------------------------------------
+
     def _refresh_layers(self, event=None) -> None:
-        for combo, kinds in ((self.image_combo, (napari.layers.Image,)),
-                             (self.mask_combo, (napari.layers.Labels, napari.layers.Image))):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            for layer in self.viewer.layers:
-                if isinstance(layer, kinds) and layer not in self.sample_layers:
-                    combo.addItem(layer.name)
-            idx = combo.findText(current)
-            if idx < 0 and combo is self.mask_combo:
-                labels = [i for i in range(combo.count())
-                          if isinstance(self.viewer.layers[combo.itemText(i)], napari.layers.Labels)]
-                idx = labels[0] if labels else 0
-            combo.setCurrentIndex(max(idx, 0))
-            combo.blockSignals(False)
+        editor = scene_editor(self.viewer)
+        images = [layer.name for layer in self.viewer.layers
+                  if isinstance(layer, napari.layers.Image) and layer not in self.sample_layers]
+        masks = [layer.name for layer in self.viewer.layers if isinstance(layer, napari.layers.Labels)]
+        preferred_image = [editor.image_layer.name] if editor is not None and editor.image_layer is not None else []
+        preferred_mask = [editor.mask_layer.name] if editor is not None and editor.mask_layer is not None else []
+        refill(self.image_combo, images, preferred_image)
+        refill(self.mask_combo, masks, preferred_mask)
 
     def _method_changed(self) -> None:
         self.model_edit.setEnabled(self.method_combo.currentData() == "file")
+        self.margin_spin.setEnabled(self.mode_combo.currentText() == "outpaint")
 
-    def _browse(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Inpainting model", "", "Models (*.safetensors)")
-        if path:
-            self.model_edit.setText(path)
-            self.method_combo.setCurrentIndex(1)
+    # ---- settings -----------------------------------------------------------------------------
 
-    def _model(self) -> str:
+    def settings(self) -> InpaintSettings:
+        """The request the fields describe (raises a one-line error for a bad choice)."""
         key = self.method_combo.currentData()
+        model = key
         if key == "file":
-            text = self.model_edit.text().strip()
-            if not text:
+            model = self.model_edit.text().strip()
+            if not model:
                 raise SynthsegError("choose a model file (.safetensors) or another method")
-            if not Path(text).is_file():
-                raise SynthsegError(f"model file not found: {text}")
-            return text
-        if key == "builtin":
-            # name the model the mode uses, so the accepted record's provenance says which one
-            from ..inpaint.infer import builtin_for_mode
+        settings = InpaintSettings(
+            model=model, mode=self.mode_combo.currentText(), samples=self.samples_spin.value(),
+            seed=self.seed_spin.value(), margin_px=self.margin_spin.value(), texture=optional_value(self.texture_spin),
+        )
+        settings.model_name()  # a missing model file fails at the click, not in the worker
+        return settings
 
-            return builtin_for_mode(self.mode_combo.currentText())
-        return key
+    def _chosen_layers(self):
+        image_name, mask_name = self.image_combo.currentText(), self.mask_combo.currentText()
+        if image_name not in self.viewer.layers:
+            raise SynthsegError("open an image first")
+        if mask_name not in self.viewer.layers:
+            raise SynthsegError("add a Labels layer and paint the region to fill in it")
+        return self.viewer.layers[image_name], self.viewer.layers[mask_name]
 
-    # -- run -----------------------------------------------------------------------------------
+    # ---- run ----------------------------------------------------------------------------------
+
     def run(self):
-        """Start inpainting in a worker thread; returns the worker (None on a user error)."""
+        """Start inpainting in a worker; returns the worker (None on a user error)."""
         try:
-            image_layer = self.viewer.layers[self.image_combo.currentText()]
-            mask_layer = self.viewer.layers[self.mask_combo.currentText()]
-        except (KeyError, ValueError):
-            report_error(SynthsegError("add an image layer and a mask (labels) layer first"))
-            return None
-        try:
-            model = self._model()
+            image_layer, mask_layer = self._chosen_layers()
+            settings = self.settings()
             image = np.asarray(image_layer.data)
-            mask = np.asarray(mask_layer.data) > 0
-            if mask.shape != image.shape:
-                raise SynthsegError(f"mask layer shape {mask.shape} does not match the image "
-                                    f"{image.shape}; draw the mask on this image")
+            mask = fill_mask(np.asarray(mask_layer.data), image.shape, what=f"mask '{mask_layer.name}'")
         except SynthsegError as exc:
-            report_error(exc)
+            self.fail(exc)
             return None
-        from ..inpaint import inpaint_samples
-
-        request = dict(image_layer=image_layer.name, mask_layer=mask_layer.name, model=model,
-                       mode=self.mode_combo.currentText(), n_samples=self.samples_spin.value(),
-                       seed=self.seed_spin.value(), margin=self.margin_spin.value(),
-                       texture=self.texture_spin.value(), mask=mask)
-        self._cancel = CancelToken()
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status.setText("inpainting…")
-        self.progress_bar.setRange(0, 0)
-        spacing = None
         scale = tuple(float(s) for s in image_layer.scale)
-        if len(scale) == image.ndim:
-            spacing = scale
+        spacing = scale if len(scale) == image.ndim else None
+        return self.run_job(
+            inpaint, image, mask, settings, spacing=spacing,
+            on_done=lambda samples: self._show(samples, image_layer, mask, settings),
+            message=f"inpainting {settings.samples} sample(s) with {Path(settings.model_name()).name}…",
+        )
 
-        def done(samples):
-            self._finish()
-            self._show(samples, image_layer, request)
-
-        def failed(exc):
-            self._finish()
-            self.status.setText(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            report_error(exc)
-
-        self._worker = run_in_thread(
-            inpaint_samples, image, mask, model=model, mode=request["mode"],
-            n_samples=request["n_samples"], seed=request["seed"], margin=request["margin"],
-            texture=request["texture"] if model not in ("biharmonic", "telea") else 0.0,
-            spacing=spacing, progress=self._relay.progress.emit, cancel=self._cancel,
-            on_done=done, on_error=failed)
-        return self._worker
-
-    def train(self):
-        """Train a model in a worker thread (Cancel keeps a resumable checkpoint)."""
-        images = self.train_images_edit.text().strip()
-        out = self.train_out_edit.text().strip()
-        if not images or not Path(images).is_dir():
-            report_error(SynthsegError("choose a folder of training images"))
-            return None
-        if not out.endswith(".safetensors"):
-            report_error(SynthsegError("the output model file must end in .safetensors"))
-            return None
-        masks = self.train_masks_edit.text().strip() or None
-        from ..inpaint import InpainterConfig, TrainConfig, train_inpainter
-
-        modes = ("healthy", "lesion", "outpaint") if masks else ("healthy", "outpaint")
-        mc = InpainterConfig(modes=modes, prior="biharmonic")
-        tc = TrainConfig(steps=self.train_steps_spin.value(), crop=self.train_size_spin.value() // 8 * 8,
-                         batch=self.train_batch_spin.value(), checkpoint_every=500)
-        self._cancel = CancelToken()
-        self.run_button.setEnabled(False)
-        self.train_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status.setText("training…")
-
-        def done(path):
-            self._finish()
-            self.train_button.setEnabled(True)
-            self.model_edit.setText(str(path))
-            self.method_combo.setCurrentIndex(1)
-            self.status.setText(f"trained {Path(path).name}; selected as the model file")
-
-        def failed(exc):
-            self._finish()
-            self.train_button.setEnabled(True)
-            self.status.setText(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            report_error(exc)
-
-        self._worker = run_in_thread(
-            train_inpainter, [images], out, masks_dir=masks, model_config=mc, train_config=tc,
-            progress=self._relay.progress.emit, cancel=self._cancel, on_done=done, on_error=failed)
-        return self._worker
-
-    def cancel(self) -> None:
-        if self._cancel is not None:
-            self._cancel.cancel()
-            self.status.setText("cancelling…")
-
-    def _finish(self) -> None:
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(1)
-
-    def _on_progress(self, step: int, total: int, message: str) -> None:
-        if total > 0:
-            self.progress_bar.setRange(0, total)
-            self.progress_bar.setValue(step)
-        self.status.setText(message)
-
-    def _show(self, samples: List[np.ndarray], image_layer, request: Dict[str, Any]) -> None:
+    def _show(self, samples: list[np.ndarray], image_layer, mask: np.ndarray, settings: InpaintSettings) -> None:
+        """The samples side by side right of the image, each shifted by one image width."""
         for layer in self.sample_layers:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self.sample_layers = []
-        self.samples = samples
-        self.last_request = request
+        self.samples, self.last_settings, self.last_mask, self.last_image_layer = samples, settings, mask, image_layer
         scale = np.asarray(image_layer.scale, float)
-        translate = np.asarray(image_layer.translate, float).copy()
+        translate = np.asarray(image_layer.translate, float)
         width = image_layer.data.shape[-1] * scale[-1]
         gap = 0.02 * width
-        for i, arr in enumerate(samples):
+        for i, array in enumerate(samples):
             offset = translate.copy()
             offset[-1] += (i + 1) * (width + gap)
-            layer = self.viewer.add_image(
-                arr, name=f"{request['mode']} sample {i} (seed {request['seed'] + i})",
-                scale=scale, translate=offset, colormap=image_layer.colormap.name,
-                contrast_limits=image_layer.contrast_limits,
-                metadata={"synthseg": {"inpaint_sample": i, "seed": request["seed"] + i,
-                                       "mode": request["mode"], "model": request["model"]}})
-            self.sample_layers.append(layer)
-        self.accept_spin.setRange(0, len(samples) - 1)
-        self.accept_button.setEnabled(True)
-        self.status.setText(f"{len(samples)} sample(s), {request['mode']}, model "
-                            f"{Path(str(request['model'])).name}; shown to the right of the image")
+            self.sample_layers.append(self.viewer.add_image(
+                array, name=sample_layer_name(settings, i), scale=scale, translate=offset,
+                colormap=image_layer.colormap.name, contrast_limits=image_layer.contrast_limits,
+                metadata={SAMPLE_KEY: sample_provenance(settings, i)},
+            ))
+        offer_samples(self.accept_spin, self.accept_button, len(samples))
         self._refresh_layers()
+        self.say(f"{len(samples)} sample(s), {settings.mode}, model {Path(settings.model_name()).name}, "
+                 f"texture {settings.effective_texture():g}; shown right of the image")
 
-    def accept(self, index: int) -> Optional[np.ndarray]:
-        """Hand sample ``index`` to :attr:`on_accept` (wired to the scene by the caller)."""
-        if not self.samples or not 0 <= index < len(self.samples):
-            report_error(SynthsegError("run the inpainting first, then pick a sample to accept"))
+    def accept(self, index: int) -> np.ndarray | None:
+        """Accept sample ``index`` (0-based): into the editor's scene, or to :attr:`on_accept`."""
+        settings, mask = self.last_settings, self.last_mask
+        if not self.samples or settings is None or mask is None or not 0 <= index < len(self.samples):
+            self.fail(SynthsegError("run the inpainting first, then pick a sample to accept"))
             return None
-        arr = self.samples[index]
-        request = dict(self.last_request, seed=self.last_request["seed"] + index)
+        sample = self.samples[index]
         if self.on_accept is not None:
-            self.on_accept(index, arr, request)
-            return arr
+            self.on_accept(index, sample, sample_provenance(settings, index))
+            return sample
         try:
-            record = self._accept_into_scene(index, arr, request)
+            record = self._accept_into_scene(index, sample, mask, settings)
         except SynthsegError as exc:
-            report_error(exc)
+            self.fail(exc)
             return None
-        show_info(f"sample {index} stored in the scene as {record.id} ({record.kind})")
-        return arr
+        self.say(f"sample {index + 1} stored in the scene as {record.id} ({record.kind}); Ctrl+Z in the editor undoes")
+        return sample
 
-    def _accept_into_scene(self, index: int, sample: np.ndarray, request: Dict[str, Any]):
-        """Default accept: a record in the lesion editor's scene (see lesions.accept)."""
-        from ..lesions.accept import accept_fill_sample
-        from ..models import file_sha256
-        from ._common import scene_editor
-
+    def _accept_into_scene(self, index: int, sample: np.ndarray, mask: np.ndarray, settings: InpaintSettings):
         editor = scene_editor(self.viewer)
         if editor is None or editor.scene is None:
             raise SynthsegError("open a scene in the Lesion editor first: accepted samples become scene records")
-        scene = editor.scene
-        layer = self.viewer.layers[request["image_layer"]] if request["image_layer"] in self.viewer.layers else None
+        layer = self.last_image_layer
         source = ((layer.metadata or {}).get("synthseg") or {}).get("source_paths") if layer is not None else None
         same_image = layer is editor.image_layer or (
-            source is not None and [str(Path(p).resolve()) for p in source] == scene.source.paths
+            source is not None and [str(Path(p).resolve()) for p in source] == editor.scene.source.paths
         )
         if not same_image:
             raise SynthsegError(
-                f"the samples were made on '{request['image_layer']}', not on the scene's image; "
+                f"the samples were made on '{getattr(layer, 'name', '?')}', not on the scene's image; "
                 "inpaint the editor's 'synthetic' layer (or the scene's source image)"
             )
-        mask = np.asarray(request["mask"], bool)
-        fill_mask = None
-        if request["mode"] == "outpaint":
-            from ..inpaint.masks import mask_bbox, outpaint_mask
+        return accept_inpainted(editor.scene, sample, mask, settings, index)
 
-            fill_mask = outpaint_mask(mask.shape, mask_bbox(mask), request["margin"])
-        model = str(request["model"])
-        provenance = {"model": model, "seed": int(request["seed"]), "sample": int(index),
-                      "texture": float(request.get("texture", 0.0))}
-        if Path(model).is_file():
-            provenance["model_sha256"] = file_sha256(model)
-        return accept_fill_sample(scene, sample, mask, request["mode"], provenance, fill_mask=fill_mask)
+    # ---- training -----------------------------------------------------------------------------
+
+    def train(self):
+        """Train a model in a worker (Cancel keeps a resumable checkpoint); None on a user error."""
+        images = self.train_images_edit.text().strip()
+        out = self.train_out_edit.text().strip()
+        masks = self.train_masks_edit.text().strip() or None
+        try:
+            settings = TrainInpainterSettings(steps=self.train_steps_spin.value(),
+                                              crop_px=self.train_size_spin.value() // 8 * 8,
+                                              batch=self.train_batch_spin.value())
+            check_training_paths(images, out, masks)
+        except SynthsegError as exc:
+            self.fail(exc)
+            return None
+        return self.run_job(train_inpainter_model, images, out, masks, settings, on_done=self._trained,
+                            message=f"training {Path(out).name}…")
+
+    def _trained(self, path: Path) -> None:
+        self.model_edit.setText(str(path))
+        self.method_combo.setCurrentIndex(self.method_combo.findData("file"))
+        self.say(f"trained {Path(path).name}; selected as the model file")
+
+
+__all__ = ["InpaintWidget", "sample_layer_name"]

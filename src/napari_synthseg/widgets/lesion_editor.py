@@ -19,6 +19,7 @@ and render the scene in a worker thread.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import napari
 import numpy as np
@@ -39,7 +40,7 @@ from ..errors import SynthsegError
 from ..io import window_limits
 from ..scene import Change
 from ..workflow.edit import EditSession, SceneSource, default_scene_folder, new_session, open_session
-from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings, ProceduralKind
+from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings, ProceduralKind, blend_mode
 from ._base import JobPanel, row
 from ._common import register_scene_editor
 
@@ -84,11 +85,15 @@ class LesionEditorWidget(JobPanel):
         super().__init__(napari_viewer)
         register_scene_editor(napari_viewer, self)
         self.session: EditSession | None = None
-        self.renderer = None
-        self.image_layer = self.labels_layer = self.points_layer = None
-        self.constraint_layer = self.mask_layer = None
+        self.renderer: Any = None  # SceneRenderer of the session's scene
+        # napari layers of the scene (napari's layer classes are built dynamically: Any)
+        self.image_layer: Any = None
+        self.labels_layer: Any = None
+        self.points_layer: Any = None
+        self.constraint_layer: Any = None
+        self.mask_layer: Any = None
         self._syncing = False
-        self._unsubscribe = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._press: tuple[np.ndarray, np.ndarray] | None = None
 
         # -- scene --------------------------------------------------------------------------
@@ -206,8 +211,15 @@ class LesionEditorWidget(JobPanel):
     # ---- compatibility: the scene the session edits --------------------------------------------
 
     @property
-    def scene(self):
+    def scene(self) -> Any:
         return None if self.session is None else self.session.scene
+
+    @property
+    def live(self) -> EditSession:
+        """The session being edited (a user error when none is open)."""
+        if self.session is None:
+            raise SynthsegError("open or create a scene first")
+        return self.session
 
     # ---- scene -------------------------------------------------------------------------------
 
@@ -349,7 +361,7 @@ class LesionEditorWidget(JobPanel):
         self.viewer.layers.selection.active = self.points_layer
         self.points_layer.mode = "select"
         self.viewer.reset_view()
-        self.say(f"scene {session.scene.folder.name}: {len(session.scene.lesions)} lesions")
+        self.say(f"scene {Path(session.scene.folder or '.').name}: {len(session.scene.lesions)} lesions")
 
     def _show_constraint(self) -> None:
         """The constraint layer follows the scene's mask (kept and refilled when it exists)."""
@@ -374,7 +386,7 @@ class LesionEditorWidget(JobPanel):
         self.viewer.layers.selection.active = self.points_layer
 
     def _constraint_painted(self, event=None) -> None:
-        self.session.set_constraint(np.asarray(self.constraint_layer.data) > 0, label="edit organ constraint")
+        self.live.set_constraint(np.asarray(self.constraint_layer.data) > 0, label="edit organ constraint")
 
     def compute_constraint(self):
         if self.session is None:
@@ -382,7 +394,7 @@ class LesionEditorWidget(JobPanel):
             return None
 
         def done(mask) -> None:
-            self.session.set_constraint(mask, label="organ constraint (auto)")
+            self.live.set_constraint(mask, label="organ constraint (auto)")
             self._show_constraint()
             self.say(f"organ constraint: {int(mask.sum())} pixels")
 
@@ -409,7 +421,7 @@ class LesionEditorWidget(JobPanel):
         try:
             selected = self.selected_id()
             scene, image = self.scene, self.renderer.source
-            centers = [self.session.index_of(rec.id) for rec in scene.lesions]
+            centers = [self.live.index_of(rec.id) for rec in scene.lesions]
             sizes = [max(rec.size_mm, 3.0) / min(image.scale) for rec in scene.lesions]
             self.points_layer.data = np.array(centers).reshape(-1, image.ndim)
             if sizes:
@@ -417,10 +429,10 @@ class LesionEditorWidget(JobPanel):
             self.points_layer.features = {"id": np.array(scene.lesion_ids, dtype=object)}
             self.lesion_list.clear()
             for rec in scene.lesions:
-                item = QListWidgetItem(self.session.describe(rec.id))
-                item.setData(Qt.UserRole, rec.id)
+                item = QListWidgetItem(self.live.describe(rec.id))
+                item.setData(Qt.ItemDataRole.UserRole, rec.id)
                 self.lesion_list.addItem(item)
-            if selected in scene.lesion_ids:
+            if selected is not None and selected in scene.lesion_ids:
                 self.select(selected)
         finally:
             self._syncing = False
@@ -441,11 +453,15 @@ class LesionEditorWidget(JobPanel):
 
     def selected_id(self) -> str | None:
         item = self.lesion_list.currentItem()
-        return item.data(Qt.UserRole) if item is not None else None
+        return item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+
+    def _row_id(self, index: int) -> str | None:
+        item = self.lesion_list.item(index)
+        return None if item is None else item.data(Qt.ItemDataRole.UserRole)
 
     def select(self, lesion_id: str) -> None:
         for index in range(self.lesion_list.count()):
-            if self.lesion_list.item(index).data(Qt.UserRole) == lesion_id:
+            if self._row_id(index) == lesion_id:
                 self.lesion_list.setCurrentRow(index)
                 return
 
@@ -453,7 +469,10 @@ class LesionEditorWidget(JobPanel):
         self._update_controls()
         if self.session is None or index < 0:
             return
-        rec = self.scene.lesion(self.lesion_list.item(index).data(Qt.UserRole))
+        lesion_id = self._row_id(index)
+        if lesion_id is None:
+            return
+        rec = self.scene.lesion(lesion_id)
         # The edit fields show the selected lesion; the new-lesion fields are never touched.
         for box, value in ((self.edit_size, rec.size_mm), (self.edit_rotation, float(np.atleast_1d(rec.rotation_deg)[0])),
                            (self.edit_contrast, float(rec.blend.get("contrast", 1.0))),
@@ -489,7 +508,7 @@ class LesionEditorWidget(JobPanel):
 
     def place_settings(self) -> PlaceSettings:
         return PlaceSettings(
-            size_mm=self.size_spin.value(), blend=self.blend_combo.currentText(),
+            size_mm=self.size_spin.value(), blend=blend_mode(self.blend_combo.currentText()),
             contrast="node21" if self.node21_check.isChecked() else self.contrast_spin.value(),
             feather_mm=self.feather_spin.value(), seed=self.seed_spin.value(),
         )
@@ -625,7 +644,7 @@ class LesionEditorWidget(JobPanel):
             return None
 
         def done(prepared) -> None:
-            record = self.session.add_prepared(prepared)  # on the UI thread: listeners update layers
+            record = self.live.add_prepared(prepared)  # on the UI thread: listeners update layers
             self.mask_layer.data = np.zeros_like(self.mask_layer.data)
             self.select(record.id)
             self.say(f"removed the painted lesion as {record.id}")

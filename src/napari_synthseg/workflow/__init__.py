@@ -8,6 +8,7 @@ restates a rule. Each module is one job:
 * :mod:`.inpaint` - learned/classical fills, their checks and accepted-sample provenance;
 * :mod:`.harmonize` - SinGAN/ConSinGAN training and harmonization defaults, accept rules;
 * :mod:`.review` - QA decisions on the live scene, export settings;
+* :mod:`.datasetgan` - DatasetGAN generator training, sampling, fitting and generating;
 * :mod:`.fillers` - fill methods by name (including the learned one above the fill layer).
 
 Heavy modules (torch) are imported by the jobs that need them, not here.

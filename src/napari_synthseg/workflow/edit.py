@@ -158,8 +158,9 @@ class EditSession:
         return self._edit(lesion_id, f"resize {lesion_id}", size_mm=float(size_mm))
 
     def rotate(self, lesion_id: str, rotation_deg: float | Sequence[float]) -> LesionRecord:
-        value = float(rotation_deg) if np.isscalar(rotation_deg) else tuple(float(v) for v in rotation_deg)
-        if not np.all(np.isfinite(np.atleast_1d(value))):
+        angles = tuple(float(v) for v in np.atleast_1d(np.asarray(rotation_deg, dtype=float)))
+        value: float | tuple[float, ...] = angles[0] if np.isscalar(rotation_deg) else angles
+        if not np.all(np.isfinite(angles)):
             raise SynthsegError("rotation must be finite degrees")
         return self._edit(lesion_id, f"rotate {lesion_id}", rotation_deg=value)
 

@@ -22,6 +22,8 @@ CLASSICAL = ("biharmonic", "telea")
 #: A fill mask larger than this fraction of the image is refused: it is the wrong layer, not a
 #: lesion (a real lesion, even a large mass, covers a few percent of a radiograph).
 MAX_FILL_FRACTION = 0.25
+#: Grain of automatic texture for several samples: the surroundings' own grain strength.
+AUTO_TEXTURE = 1.0
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class InpaintSettings:
     samples: int = 3
     seed: int = 0
     margin_px: int = 8
-    texture: float = 0.0
+    #: Seeded grain strength of learned fills in [0, 1]; None: :meth:`effective_texture` decides.
+    texture: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -42,10 +45,24 @@ class InpaintSettings:
             raise SynthsegError(f"samples must lie in 1..64, got {self.samples}")
         if not 0 <= int(self.margin_px) <= 512:
             raise SynthsegError(f"margin must lie in 0..512 px, got {self.margin_px}")
-        if not (np.isfinite(self.texture) and 0 <= self.texture <= 1):
+        if self.texture is not None and not (np.isfinite(self.texture) and 0 <= self.texture <= 1):
             raise SynthsegError(f"texture must lie in [0, 1], got {self.texture}")
         if not 0 <= int(self.seed) < 2**32:
             raise SynthsegError(f"seed must be a whole number in [0, 2^32), got {self.seed}")
+
+    def effective_texture(self) -> float:
+        """The grain strength this request uses.
+
+        An explicit ``texture`` wins. Automatic (None): one sample gets the smooth best-PSNR fill
+        (0, what lesion extraction and a single clean removal want); several samples get grain
+        like the surroundings (1.0), because without it a learned model's seeded samples are
+        nearly identical and there is nothing to choose between. Classical fills take none.
+        """
+        if self.model in CLASSICAL:
+            return 0.0
+        if self.texture is not None:
+            return float(self.texture)
+        return 0.0 if int(self.samples) == 1 else AUTO_TEXTURE
 
     def model_name(self) -> str:
         """The model this request uses: ``builtin`` names the shipped model for the mode."""
@@ -103,7 +120,7 @@ def inpaint(
     model = settings.model_name()
     return inpaint_samples(
         image, mask, model=model, mode=settings.mode, n_samples=settings.samples, seed=settings.seed,
-        margin=settings.margin_px, texture=settings.texture if model not in CLASSICAL else 0.0,
+        margin=settings.margin_px, texture=settings.effective_texture(),
         spacing=spacing, device=device, threads=threads, progress=progress, cancel=cancel,
     )
 
@@ -114,7 +131,7 @@ def sample_provenance(settings: InpaintSettings, index: int) -> dict[str, Any]:
 
     model = settings.model_name()
     provenance: dict[str, Any] = {"model": model, "mode": settings.mode, "seed": int(settings.seed) + int(index),
-                                  "sample": int(index), "texture": float(settings.texture)}
+                                  "sample": int(index), "texture": settings.effective_texture()}
     if Path(model).is_file():
         provenance["model_sha256"] = file_sha256(model)
     return provenance
@@ -133,3 +150,71 @@ def accept_inpainted(
 
         outer = outpaint_mask(mask.shape, mask_bbox(mask), settings.margin_px)
     return accept_fill_sample(scene, sample, mask, settings.mode, sample_provenance(settings, index), fill_mask=outer)
+
+
+@dataclass(frozen=True)
+class TrainInpainterSettings:
+    """Defaults of training an inpainting model from a panel (the CLI exposes every knob).
+
+    The network and the remaining training settings are the core's defaults
+    (:class:`~napari_synthseg.inpaint.InpainterConfig`, :class:`~napari_synthseg.inpaint.TrainConfig`).
+    """
+
+    steps: int = 2000
+    crop_px: int = 128
+    batch: int = 8
+    checkpoint_every: int = 500
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.steps) <= 1_000_000:
+            raise SynthsegError(f"steps must lie in 1..1000000, got {self.steps}")
+        if int(self.crop_px) < 16 or int(self.crop_px) % 8:
+            raise SynthsegError(f"the training crop must be a multiple of 8 and at least 16 px, got {self.crop_px}")
+        if not 1 <= int(self.batch) <= 256:
+            raise SynthsegError(f"batch must lie in 1..256, got {self.batch}")
+
+
+def train_modes(has_lesion_masks: bool) -> tuple[str, ...]:
+    """Modes a model learns: lesion filling needs lesion masks to learn from."""
+    return ("healthy", "lesion", "outpaint") if has_lesion_masks else ("healthy", "outpaint")
+
+
+def check_training_paths(images: str | Path, out: str | Path, masks: str | Path | None = None) -> None:
+    """Refuse a missing image folder, an output that is not a new ``.safetensors`` file's path."""
+    if not str(images).strip() or not Path(images).is_dir():
+        raise SynthsegError("choose a folder of training images")
+    if not str(out).endswith(".safetensors"):
+        raise SynthsegError("the output model file must end in .safetensors")
+    if not Path(out).parent.is_dir():
+        raise SynthsegError(f"output folder does not exist: {Path(out).parent}")
+    if masks is not None and not Path(masks).is_dir():
+        raise SynthsegError(f"lesion mask folder not found: {masks}")
+
+
+def train_inpainter_model(
+    images: str | Path,
+    out: str | Path,
+    masks: str | Path | None = None,
+    settings: TrainInpainterSettings = TrainInpainterSettings(),
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> Path:
+    """Train a model on a folder of images (slow: off the UI thread); cancel keeps a checkpoint.
+
+    Parameters
+    ----------
+    images : path
+        Folder of training images.
+    out : path
+        The ``.safetensors`` model file to write (also the resumable checkpoint).
+    masks : path, optional
+        Folder of lesion masks named like the images; enables the ``lesion`` mode.
+    """
+    from ..inpaint import InpainterConfig, TrainConfig, train_inpainter
+
+    check_training_paths(images, out, masks)
+    model_config = InpainterConfig(modes=train_modes(masks is not None), prior="biharmonic")
+    train_config = TrainConfig(steps=int(settings.steps), crop=int(settings.crop_px), batch=int(settings.batch),
+                               checkpoint_every=int(settings.checkpoint_every))
+    return Path(train_inpainter([str(images)], str(out), masks_dir=masks, model_config=model_config,
+                                train_config=train_config, progress=progress, cancel=cancel))

@@ -215,6 +215,13 @@ class LesionSpec:
             if p.is_file() and "_seg" not in p.name and any(p.name.endswith(s) for s in _PATCH_SUFFIXES)
         )
 
+    @property
+    def where(self) -> Path:
+        """The file or folder this spec reads (procedural specs have none)."""
+        if self.path is None:
+            raise SynthsegError(f"a {self.source.value} lesion source names no file")
+        return self.path
+
     def text(self) -> str:
         """The text this spec parses from (for logs, recipes and the editor)."""
         if self.source is LesionSourceKind.PROCEDURAL:
@@ -274,21 +281,21 @@ class LesionSpec:
                       "lobulation": lobulation, "spiculation": spiculation}
             return ResolvedLesion(patch, source)
         if self.source in (LesionSourceKind.LIBRARY, LesionSourceKind.LIBRARY_ITEM):
-            library = LesionLibrary(self.path)
+            library = LesionLibrary(self.where)
             if self.item_id is not None:
                 lesion_id = self.item_id
             else:
                 size = settings.size_mm or 10.0
                 lesion_id = library.pick(size, rng)
             patch = library.get(lesion_id)  # checks the id and that the item's files are there
-            source = {"type": "library", "library": str(self.path), "id": lesion_id,
-                      "sha256": _sha256(Path(self.path) / f"{lesion_id}.safetensors")}
+            source = {"type": "library", "library": str(self.where), "id": lesion_id,
+                      "sha256": _sha256(self.where / f"{lesion_id}.safetensors")}
             return ResolvedLesion(patch, source)
         if self.source is LesionSourceKind.CT_FOLDER:
-            files = self._ct_files(self.path)
+            files = self._ct_files(self.where)
             chosen = files[int(rng.integers(len(files)))]
             return self._ct_patch(chosen, None, load_ct_patch)
-        return self._ct_patch(self.path, self.mask_path, load_ct_patch)
+        return self._ct_patch(self.where, self.mask_path, load_ct_patch)
 
     @staticmethod
     def _ct_patch(path: Path, mask: Path | None, loader) -> ResolvedLesion:

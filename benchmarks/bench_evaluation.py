@@ -1,0 +1,248 @@
+"""Yardstick of issue 14: how real do the product's lesions look, and do they help a segmenter?
+
+On the shared LIDC nodules (``../shared/data/ct/lidc_nodules``) with the project's fixed
+series-level split (:func:`napari_synthseg.io.lesion_index.split_by_group`):
+
+1. **prepare** — synthetic lesions made BY THE CLI, as a user would: ``synthseg remove`` the real
+   nodule of a patch (biharmonic fill), then ``synthseg place`` at the same centre and size
+   either ``procedural:solid`` or another train-side LIDC patch (a transplanted real nodule,
+   ``--lesion PATCH.mha --lesion-mask SEG.mha``), then ``synthseg render``. Hosts for the
+   realism test are test-side patches; hosts for the downstream synthetic training lesions are
+   train-side patches outside the 50 real training nodules. (The CLI runs in-process through
+   ``napari_synthseg.cli.main`` to save 500 interpreter start-ups; same code path.)
+2. **realism** — ``synthseg evaluate realism`` of the untouched host patches against each
+   synthetic set (the control: two halves of the real set).
+3. **downstream** — ``synthseg evaluate downstream``: real-50 only, real-50 + 50 procedural,
+   real-50 + 50 transplanted, procedural only, transplanted only; 3 seeds; scored on every
+   test-side nodule.
+
+Prints tables with ratios against the reference computed in the same run (the real-vs-real
+control AUC; the real-only arm). Run niced in the background::
+
+    OMP_NUM_THREADS=1 nohup nice -n 10 .venv/bin/python benchmarks/bench_evaluation.py > bench_eval.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+LIDC = Path(os.environ.get("SYNTHSEG_SHARED_DATA", REPO.parent / "shared" / "data")) / "ct" / "lidc_nodules"
+
+
+def cli(*argv: str) -> None:
+    from napari_synthseg.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main([str(a) for a in argv])
+    if code != 0:
+        raise RuntimeError(f"synthseg {' '.join(map(str, argv))} exited {code}")
+
+
+def centre_xyz(mask_path: Path) -> tuple[float, float, float]:
+    from napari_synthseg.io import read_image
+
+    mask = np.asarray(read_image(mask_path).array) != 0
+    zyx = np.argwhere(mask).mean(axis=0)
+    return float(zyx[2]), float(zyx[1]), float(zyx[0])
+
+
+def write_index(folder: Path, rows: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["ct_file,seg_file,diameter_mm,lidc_series_uid,nodule_index"]
+    for r in rows:
+        lines.append(f"{r['ct']},{r['seg']},{r['diameter']},{r['group']},{r['index']}")
+    (folder / "index.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+REFUSED: dict[str, dict[str, int]] = {}
+
+
+def make_synthetic(hosts, donors, work: Path, tag: str) -> dict[str, list[dict]]:
+    """Remove each host's nodule and place a procedural and a transplanted one there (CLI)."""
+    rows: dict[str, list[dict]] = {"procedural": [], "transplanted": []}
+    refused = REFUSED.setdefault(tag, {"procedural": 0, "transplanted": 0})
+    rng = np.random.default_rng(0)
+    for i, host in enumerate(hosts):
+        case = work / tag / f"{i:03d}"
+        case.mkdir(parents=True, exist_ok=True)
+        filled = case / "filled.mha"
+        if not filled.exists():
+            cli("remove", host.image_path, "--mask", host.mask_path, "--method", "biharmonic", "--out", filled)
+        x, y, z = centre_xyz(host.mask_path)
+        size = host.diameter_mm or 8.0
+        # A donor of similar size (one of the 5 closest diameters): placing scales the donor's
+        # whole patch, so a 5 mm donor shown at 37 mm would be a 7x blow-up (minutes and GBs in
+        # place, and no real transplant looks like that).
+        closest = sorted(donors, key=lambda d: abs((d.diameter_mm or 8.0) - size))[:5]
+        donor = closest[int(rng.integers(len(closest)))]
+        for kind, lesion in (("procedural", ["procedural:solid", "--seed", str(i)]),
+                             ("transplanted", [donor.image_path, "--lesion-mask", donor.mask_path])):
+            out = case / kind
+            if (case / f"refused_{kind}").exists():
+                refused[kind] += 1
+                continue
+            if not (out / "labels.mha").exists():
+                try:
+                    cli("place", filled, "--lesion", *lesion, "--at", f"{x:.2f},{y:.2f},{z:.2f}", "--size-mm", f"{size:g}",
+                        "--constraint", "none", "--out", case / f"scene_{kind}", "--force")
+                except RuntimeError:
+                    # The CLI refused (e.g. a 37 mm lesion larger than the 50 mm patch allows):
+                    # counted and reported, the host stays in the real set.
+                    (case / f"refused_{kind}").write_text("refused by synthseg place")
+                    refused[kind] += 1
+                    continue
+                cli("render", case / f"scene_{kind}", out, "--format", ".mha", "--force")
+            rows[kind].append({"ct": f"{tag}/{i:03d}/{kind}/image.mha", "seg": f"{tag}/{i:03d}/{kind}/labels.mha",
+                               "diameter": size, "group": host.group, "index": host.index_in_group})
+        if (i + 1) % 20 == 0:
+            print(f"  {tag}: {i + 1}/{len(hosts)} hosts", flush=True)
+    return rows
+
+
+def prepare(work: Path, n_realism: int, n_real: int, n_synth: int) -> dict:
+    from napari_synthseg.io.lesion_index import read_lesion_index, split_by_group
+
+    entries = read_lesion_index(LIDC)
+    train, test = split_by_group(entries)
+    rng = np.random.default_rng(14)
+    train = [train[i] for i in rng.permutation(len(train))]
+    test = [test[i] for i in rng.permutation(len(test))]
+    real_train = train[:n_real]
+    synth_hosts = train[n_real:n_real + n_synth]
+    donors = train[n_real + n_synth:]
+    realism_hosts = test[:n_realism]
+
+    def rel(e):
+        return {"ct": str(e.image_path.resolve()), "seg": str(e.mask_path.resolve()),
+                "diameter": e.diameter_mm, "group": e.group, "index": e.index_in_group}
+
+    t0 = time.perf_counter()
+    sets = {"real_train": write_index(work / "sets" / "real_train", [rel(e) for e in real_train]),
+            "test": write_index(work / "sets" / "test", [rel(e) for e in test]),
+            "realism_real": write_index(work / "sets" / "realism_real", [rel(e) for e in realism_hosts])}
+    for tag, hosts in (("realism", realism_hosts), ("train", synth_hosts)):
+        rows = make_synthetic(hosts, donors, work, tag)
+        for kind, kind_rows in rows.items():
+            for r in kind_rows:
+                r["ct"], r["seg"] = f"../../{r['ct']}", f"../../{r['seg']}"
+            sets[f"{tag}_{kind}"] = write_index(work / "sets" / f"{tag}_{kind}", kind_rows)
+    info = {"n_train_side": len(train), "n_test_side": len(test), "n_real_train": len(real_train),
+            "n_synth_hosts": len(synth_hosts), "n_donors": len(donors), "n_realism_hosts": len(realism_hosts),
+            "n_test": len(test), "refused_by_place": REFUSED, "prepare_seconds": round(time.perf_counter() - t0, 1)}
+    previous = work / "prepare.json"
+    if previous.exists():  # a re-run reuses the cached lesions: keep the first run's timing
+        info["prepare_seconds"] = max(info["prepare_seconds"], json.loads(previous.read_text())["prepare_seconds"])
+    (work / "prepare.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def realism(work: Path, steps: int, folds: int) -> dict:
+    out = {}
+    for kind in ("procedural", "transplanted"):
+        t0 = time.perf_counter()
+        rep = work / "reports" / f"realism_{kind}"
+        cli("evaluate", "realism", work / "sets" / "realism_real", work / "sets" / f"realism_{kind}", "--out", rep,
+            "--steps", steps, "--folds", folds, "--crop-mm", 32, "--spacing-mm", 1)
+        out[kind] = json.loads((rep / "report.json").read_text())
+        out[kind]["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def downstream(work: Path, steps: int, seeds: str, batch: int) -> dict:
+    rep = work / "reports" / "downstream"
+    t0 = time.perf_counter()
+    cli("evaluate", "downstream", "--real", work / "sets" / "real_train",
+        "--synthetic", f"procedural={work / 'sets' / 'train_procedural'}",
+        "--synthetic", f"transplanted={work / 'sets' / 'train_transplanted'}",
+        "--test", work / "sets" / "test", "--out", rep, "--steps", steps, "--seeds", seeds, "--ratios", "1",
+        "--batch-size", batch, "--crop-mm", 32, "--spacing-mm", 1, "--test-crop-mm", 32)
+    data = json.loads((rep / "report.json").read_text())
+    data["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    return data
+
+
+def _ci(v, ci):
+    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def print_tables(prep: dict, real: dict | None, down: dict | None) -> None:
+    print(f"\nsplit: {prep['n_train_side']} train-side / {prep['n_test_side']} test-side nodules; "
+          f"{prep['n_real_train']} real training nodules, {prep['n_synth_hosts']} synthetic hosts, "
+          f"{prep['n_realism_hosts']} realism hosts, {prep['n_test']} test nodules; prepare {prep['prepare_seconds']} s")
+    if real:
+        print("\n| synthetic lesions (CLI: remove -> place) | n real / synth | CNN AUC [95 % CI] | control AUC | ratio AUC/control "
+              "| feature AUC | control feature AUC | FRD (backend) | top give-away features |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for kind, r in real.items():
+            top = ", ".join(r["features_test"]["ranked_features"][:3])
+            print(f"| {kind} | {r['n_real']} / {r['n_synthetic']} | {_ci(r['auc'], r['auc_ci'])} | {r['control_auc']:.3f} | "
+                  f"{r['auc'] / r['control_auc']:.2f} | {_ci(r['feature_auc'], r['feature_auc_ci'])} | "
+                  f"{r['control_feature_auc']:.3f} | {r['frd']:.3f} ({r['frd_backend']}) | {top} |")
+    if down:
+        ref = next(a for a in down["arms"] if a["name"] == "real")
+        print("\n| arm | real + synthetic | Dice [95 % CI] | Dice ratio vs real-only | sensitivity [95 % CI] | FROC | "
+              "<6 | 6-10 | 10-20 | >20 mm |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for a in down["arms"]:
+            sizes = " | ".join(f"{(a['sensitivity_by_size'][b]['sensitivity'] or 0):.2f} (n={a['sensitivity_by_size'][b]['n']})"
+                               for b in ("<6 mm", "6-10 mm", "10-20 mm", ">20 mm"))
+            print(f"| {a['name']} | {a['n_real'][0]} + {a['n_synthetic'][0]} | {_ci(a['dice'], a['dice_ci'])} | "
+                  f"{a['dice'] / ref['dice']:.2f} | {_ci(a['sensitivity'], a['sensitivity_ci'])} | {a['froc']:.3f} | {sizes} |")
+        print(f"\ndownstream wall time {down['wall_seconds']} s; settings: {json.dumps(down['settings']['segmenter'])}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", default="/tmp/synthseg-bench-evaluation")
+    p.add_argument("--phase", default="all", choices=["prepare", "realism", "downstream", "all", "tables"])
+    p.add_argument("--n-realism", type=int, default=120)
+    p.add_argument("--n-real", type=int, default=50)
+    p.add_argument("--n-synthetic", type=int, default=50)
+    p.add_argument("--realism-steps", type=int, default=150)
+    p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--seeds", default="0,1,2")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if not LIDC.is_dir():
+        print(f"LIDC nodules not found at {LIDC}", file=sys.stderr)
+        return 1
+    t0 = time.perf_counter()
+    prep = json.loads((work / "prepare.json").read_text()) if (work / "prepare.json").exists() else None
+    if args.phase in ("prepare", "all") or prep is None:
+        prep = prepare(work, args.n_realism, args.n_real, args.n_synthetic)
+        print(f"prepared in {prep['prepare_seconds']} s", flush=True)
+    real = down = None
+    if args.phase in ("realism", "all"):
+        real = realism(work, args.realism_steps, args.folds)
+        (work / "realism.json").write_text(json.dumps(real))
+        print(f"realism done at {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.phase in ("downstream", "all"):
+        down = downstream(work, args.steps, args.seeds, args.batch_size)
+        (work / "downstream.json").write_text(json.dumps(down))
+    if args.phase == "tables":
+        real = json.loads((work / "realism.json").read_text()) if (work / "realism.json").exists() else None
+        down = json.loads((work / "downstream.json").read_text()) if (work / "downstream.json").exists() else None
+    print_tables(prep, real, down)
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s (load average {os.getloadavg()[0]:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

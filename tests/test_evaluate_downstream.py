@@ -1,0 +1,95 @@
+"""Downstream evaluation: arms, lesion-level scoring and FROC, the tiny end-to-end run and CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from _evaluate_data import index_set
+from napari_synthseg.cli import main
+from napari_synthseg.errors import SynthsegError
+from napari_synthseg.evaluate.downstream import Arm, patch_voxels, plan_arms
+from napari_synthseg.evaluate.lesion_sets import LesionSample
+from napari_synthseg.evaluate.scoring import froc, score_case, size_bin
+from napari_synthseg.evaluate.stats import auc_with_ci, bootstrap_two_level
+
+
+def _sample(mask: np.ndarray, diameter: float = 8.0) -> LesionSample:
+    return LesionSample(np.zeros(mask.shape, np.float32), mask, (1.0,) * mask.ndim, "c", "c", diameter)
+
+
+def test_plan_arms_and_selection_is_seeded_and_sized():
+    arms = plan_arms(["proc", "trans"], ratios=(0.5, 1.0), real_fractions=(0.25, 1.0))
+    names = [a.name for a in arms]
+    assert names == ["real", "real0.25", "real+procx0.5", "real+procx1", "proc-only", "real+transx0.5",
+                     "real+transx1", "trans-only"]
+    real = [_sample(np.zeros((2, 2), bool)) for _ in range(8)]
+    synth = {"proc": [_sample(np.zeros((2, 2), bool)) for _ in range(6)]}
+    r, s = Arm("real+procx0.5", "real+synthetic", synthetic="proc", ratio=0.5).select(real, synth, seed=0)
+    assert len(r) == 8 and len(s) == 4
+    r, s = Arm("real+procx1", "real+synthetic", synthetic="proc", ratio=1.0).select(real, synth, seed=0)
+    assert len(s) == 6  # capped at the synthetic set's size
+    a = Arm("real0.25", "real-fraction", real_fraction=0.25)
+    assert len(a.select(real, synth, 0)[0]) == 2
+    assert [id(x) for x in a.select(real, synth, 0)[0]] == [id(x) for x in a.select(real, synth, 0)[0]]
+    with pytest.raises(SynthsegError):
+        plan_arms(["p"], ratios=(-1,))
+    assert patch_voxels(16, 1.0) == 32 and patch_voxels(40, 1.0) == 48
+
+
+def test_score_case_counts_hits_misses_and_false_positives():
+    gt = np.zeros((32, 32, 32), bool)
+    gt[14:19, 14:19, 14:19] = True          # centred lesion, ~6 mm
+    gt[2:4, 2:4, 2:4] = True                # a small neighbour the model misses
+    prob = np.zeros(gt.shape, np.float32)
+    prob[14:19, 14:19, 14:18] = 0.9         # hits the centred lesion
+    prob[25:28, 25:28, 25:28] = 0.3         # a false positive candidate below 0.5
+    score = score_case(prob, _sample(gt, diameter=7.0))
+    assert score.detected == [True, False] or score.detected == [False, True]
+    assert sorted(score.lesion_diameters)[1] == 7.0  # the centred lesion keeps the table's diameter
+    assert score.fp_probs == [pytest.approx(0.3)]
+    assert 0.7 < score.dice < 0.95
+    value, fps, sens = froc([score, score])
+    assert 0.0 < value <= 0.5 and sens.max() == pytest.approx(0.5)
+    assert [size_bin(d) for d in (3, 6, 12, 30)] == ["<6 mm", "6-10 mm", "10-20 mm", ">20 mm"]
+
+
+def test_bootstraps():
+    m = np.array([[0.5, 0.7, 0.6], [0.55, 0.65, 0.6]])
+    v, lo, hi = bootstrap_two_level(m, 200)
+    assert lo <= v <= hi and v == pytest.approx(m.mean())
+    auc, lo, hi = auc_with_ci([0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.3, 0.7, 0.8, 0.9], 100)
+    assert auc == 1.0 and lo == 1.0
+
+
+@pytest.mark.slow
+def test_downstream_tiny_run_writes_the_report(tmp_path, capsys):
+    real = index_set(tmp_path / "real", 4, noisy=True, seed=0)
+    fake = index_set(tmp_path / "fake", 4, noisy=False, seed=1)
+    test = index_set(tmp_path / "test", 3, noisy=True, seed=2)
+    code = main(["evaluate", "downstream", "--real", str(real), "--synthetic", f"proc={fake}", "--test", str(test),
+                 "--out", str(tmp_path / "rep"), "--steps", "2", "--seeds", "0", "--ratios", "1", "--crop-mm", "32",
+                 "--test-crop-mm", "32", "--batch-size", "2", "--bootstrap", "20", "--features", "4,4,8,8,16,4"])
+    assert code == 0
+    assert "real+procx1: Dice" in capsys.readouterr().out
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [a["name"] for a in data["arms"]] == ["real", "real+procx1", "proc-only"]
+    for arm in data["arms"]:
+        assert {"dice", "dice_ci", "sensitivity", "sensitivity_by_size", "froc"} <= set(arm)
+        assert 0.0 <= arm["dice"] <= 1.0
+    assert data["arms"][1]["n_synthetic"] == [4] and data["arms"][2]["n_real"] == [0]
+    assert len(data["datasets"]["test"]["sha256"]) == 64 and data["settings"]["steps"] == 2
+    assert (tmp_path / "rep" / "report.html").read_text().startswith("<!doctype html>")
+    assert (tmp_path / "rep" / "plots" / "dice.png").stat().st_size > 1000
+
+
+def test_downstream_user_errors(tmp_path, capsys):
+    test = index_set(tmp_path / "test", 2, noisy=True, seed=2)
+    assert main(["evaluate", "downstream", "--test", str(test), "--out", str(tmp_path / "o")]) == 2
+    assert "synthetic-only" in capsys.readouterr().err
+    assert main(["evaluate", "downstream", "--real", str(test), "--test", str(test), "--out", str(tmp_path / "o"),
+                 "--steps", "0"]) == 2
+    assert main(["evaluate", "downstream", "--real", str(test), "--test", str(test), "--out", str(tmp_path / "o"),
+                 "--features", "1,2"]) == 2
