@@ -43,6 +43,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from napari_synthseg.evaluate.lesion_sets import LesionSample
 from napari_synthseg.fill import get_filler
 from napari_synthseg.generator import get_generator, sphericity
 from napari_synthseg.generator.classes import classify_nodule
@@ -118,7 +119,9 @@ def paste(ctx: np.ndarray, absolute: np.ndarray, mask: np.ndarray) -> np.ndarray
     dst = [slice(s.start + o, s.stop + o) for s, o in zip(src, off)]
     a = alpha[tuple(src)]
     out[tuple(dst)] = out[tuple(dst)] * (1 - a) + absolute[tuple(src)] * a
-    return out
+    placed = np.zeros(out.shape, bool)
+    placed[tuple(dst)] = mask[tuple(src)]
+    return out, placed
 
 
 def main(argv=None):
@@ -129,6 +132,10 @@ def main(argv=None):
     ap.add_argument("--library", default=LIBRARY)
     ap.add_argument("--repeats", type=int, default=3, help="timing repeats (best is reported)")
     ap.add_argument("--speed-only", action="store_true", help="only the speed table")
+    ap.add_argument("--evaluate", metavar="OUT_DIR",
+                    help="also score each fake set with the project's realism_report (napari_synthseg.evaluate; "
+                         "CNN + random-forest two-sample tests, FRD) and write its reports under OUT_DIR")
+    ap.add_argument("--cnn-steps", type=int, default=200, help="realism_report CNN steps (with --evaluate)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     gen = get_generator(args.model)
@@ -175,6 +182,7 @@ def main(argv=None):
     feats = {k: [] for k in ("real", "generated", "procedural", "transplanted", "removed",
                              "healthy_real", "healthy_generated", "healthy_biharmonic")}
     groups, healthy_groups = [], []
+    sets = {k: [] for k in ("real", "generated", "procedural", "transplanted")}
     shapes_real, shapes_sampled = [], []
     t0 = time.perf_counter()
     prepared = []
@@ -214,14 +222,25 @@ def main(argv=None):
         feats["removed"].append(features(removed, r))
         feats["generated"].append(features(generated[i], r))
         proc = procedural_nodule(d, cls, spacing=1.0, seed=seed, lobulation=0.3)
-        feats["procedural"].append(features(paste(removed, proc.absolute, proc.mask), r))
+        proc_cube, proc_mask = paste(removed, proc.absolute, proc.mask)
+        feats["procedural"].append(features(proc_cube, r))
         # transplant: the nearest-size nodule of another held-out series
         others = [o for o in cases if o[0].group != e.group]
         o = min(others, key=lambda o: abs(o[3] - d))
         oc = mask_center(o[2])
         o_cube = resample_cube(o[1], (1, 1, 1), oc, P, 1.0)
         o_mask = resample_cube(o[2].astype(np.float32), (1, 1, 1), oc, P, 1.0, mode="constant") >= 0.5
-        feats["transplanted"].append(features(paste(removed, o_cube, o_mask), o[3] / 2.0))
+        tr_cube, tr_mask = paste(removed, o_cube, o_mask)
+        feats["transplanted"].append(features(tr_cube, o[3] / 2.0))
+        if args.evaluate:
+            def sample(cube, cube_mask, kind, e=e, d=d):
+                return LesionSample(image=cube, mask=cube_mask, spacing=(1.0, 1.0, 1.0), name=f"{e.name}_{kind}",
+                                    source=kind, diameter_mm=float(d), group=e.group)
+
+            sets["real"].append(sample(real, _m, "real"))
+            sets["generated"].append(sample(generated[i], _m, "generated"))
+            sets["procedural"].append(sample(proc_cube, proc_mask, "procedural"))
+            sets["transplanted"].append(sample(tr_cube, tr_mask, "transplanted"))
         groups.append(e.group)
         if hmask is not None:
             hc = np.rint(mask_center(hmask)).astype(int)
@@ -249,6 +268,25 @@ def main(argv=None):
     print("|---|---|---|")
     for k in ("generated", "procedural", "transplanted", "removed"):
         print(f"| {k} | {two_sample_auc(f['real'], f[k], g):.3f} | {frechet(f['real'], f[k]):.2f} |")
+    if args.evaluate:
+        from pathlib import Path
+
+        from napari_synthseg.evaluate.realism import realism_report
+
+        print(f"\n## realism_report (napari_synthseg.evaluate) on the same {len(sets['real'])} cases")
+        print("| fake vs real | CNN two-sample AUC [95% CI] | feature AUC (random forest) [95% CI] | FRD | "
+              "control AUC (real vs real) |")
+        print("|---|---|---|---|---|")
+        for k in ("generated", "procedural", "transplanted"):
+            rep = realism_report(sets["real"], sets[k], Path(args.evaluate) / k, steps=args.cnn_steps,
+                                 control=(k == "generated"), seed=0)
+            ci = rep.get("auc_ci") or [float("nan")] * 2
+            fci = rep.get("feature_auc_ci") or [float("nan")] * 2
+            ctrl = rep.get("control_auc")
+            print(f"| {k} | {rep.get('auc', float('nan')):.3f} [{ci[0]:.2f}, {ci[1]:.2f}] | "
+                  f"{rep.get('feature_auc', float('nan')):.3f} [{fci[0]:.2f}, {fci[1]:.2f}] | "
+                  f"{rep.get('frd', float('nan')):.2f} ({rep.get('frd_backend', '')}) | "
+                  f"{'-' if ctrl is None else f'{ctrl:.3f}'} |")
     if healthy_groups:
         hg_ = np.asarray(healthy_groups)
         print(f"\n## healthy fill on {len(healthy_groups)} held-out cubes")
