@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--lesion", required=True,
         help="library item (<library>/<id>.json), CT patch file (mask beside it as *_seg.*), "
-        "or procedural:<solid|part-solid|ground-glass>",
+        "procedural:<solid|part-solid|ground-glass>, or generated[:solid|part-solid|ground-glass][@MODEL] "
+        "(the learned generator, made in the target's own context; radiographs: projected)",
     )
     p.add_argument("--lesion-mask", help="mask of a CT patch file, if not beside it as *_seg.*")
     where = p.add_mutually_exclusive_group(required=True)

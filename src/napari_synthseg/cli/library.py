@@ -121,10 +121,10 @@ def run_import(args) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise SynthsegError("--workers must be at least 1")
-    library = _library(args.library)
     start = time.perf_counter()
-    ids = library.import_index(args.folder, side=args.side, workers=args.workers, progress=ConsoleProgress())
-    rows = [r for r in library.list() if r["id"] in set(ids)]
+    with _library(args.library) as library:  # a failed import leaves no empty library folder
+        ids = library.import_index(args.folder, side=args.side, workers=args.workers, progress=ConsoleProgress())
+        rows = [r for r in library.list() if r["id"] in set(ids)]
     classes = collections.Counter(r.get("nodule_class", r["kind"]) for r in rows)
     sides = collections.Counter(r.get("split", "?") for r in rows)
     print(f"imported {len(ids)} lesions into {args.library} in {time.perf_counter() - start:.1f} s: "

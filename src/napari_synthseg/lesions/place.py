@@ -235,6 +235,12 @@ def edit_lesion(scene: Scene, lesion_id: str, *, at_xyz=None, at_mm=None, label:
         changes["blend"] = merged
     if "size_mm" in changes and not (np.isfinite(changes["size_mm"]) and changes["size_mm"] > 0):
         raise SynthsegError(f"size must be a positive number of mm, got {changes['size_mm']}")
+    what = label or ("move lesion" if "center_mm" in changes and len(changes) == 1 else "edit lesion")
+    regenerate = SITE_REGENERATORS.get(str((record.source or {}).get("type")))
+    if regenerate is not None and {"center_mm", "size_mm"} & set(changes):
+        # a lesion made in its target's context (the learned generator) is remade at the new
+        # site/size from the same seed, instead of carrying its old surroundings along
+        changes.update(regenerate(scene, record, image, dict(changes)))
     if "overlay" in record.assets and set(changes) & _OVERLAY_INVALIDATING:
         # Harmonized pixels were computed for the old geometry/blend: drop them (re-harmonize).
         changes["assets"] = {k: v for k, v in record.assets.items() if k not in ("overlay", "overlay_weight")}
@@ -242,8 +248,18 @@ def edit_lesion(scene: Scene, lesion_id: str, *, at_xyz=None, at_mm=None, label:
     candidate = record.copy(**changes)
     candidate.validate()
     _validate(scene, candidate, image, float(record.params.get("min_inside", 1.0)))
-    what = label or ("move lesion" if "center_mm" in changes and len(changes) == 1 else "edit lesion")
     return scene.update_lesion(lesion_id, label=what, **changes)
+
+
+#: ``source["type"]`` -> ``f(scene, record, image, changes) -> more changes``. Engines above this
+#: layer (the lesion generator) register how their lesions are remade when moved or resized;
+#: this module never imports them.
+SITE_REGENERATORS: dict[str, Any] = {}
+
+
+def register_site_regenerator(source_type: str, function: Any) -> None:
+    """Make :func:`edit_lesion` call ``function`` when a lesion of ``source_type`` moves or resizes."""
+    SITE_REGENERATORS[str(source_type)] = function
 
 
 _OVERLAY_INVALIDATING = {"center_mm", "size_mm", "rotation_deg", "blend"}

@@ -114,7 +114,12 @@ class EditSession:
 
         spec = LesionSpec.parse(spec) if isinstance(spec, str) else spec
         image = self.image
-        resolved = spec.resolve(image, settings, rng=rng)
+        site = None
+        if spec.needs_site:
+            from ..lesions.place import center_from
+
+            site = center_from(image, at_xyz, at_mm)
+        resolved = spec.resolve(image, settings, rng=rng, center_mm=site)
         source = dict(resolved.source, placed_by=self.actor)
         record = place_lesion(
             self.scene, resolved.patch, at_xyz=at_xyz, at_mm=at_mm, size_mm=settings.size_mm,
@@ -135,6 +140,9 @@ class EditSession:
 
     def _edit(self, lesion_id: str, label: str, **changes: Any) -> LesionRecord:
         from ..lesions.place import edit_lesion
+
+        if (self.scene.lesion(lesion_id).source or {}).get("type") == "generated":
+            from .. import generator  # noqa: F401  (registers how generated lesions are remade)
 
         return edit_lesion(self.scene, lesion_id, label=label, **changes)
 

@@ -31,6 +31,7 @@ class LesionSourceKind(str, Enum):
     LIBRARY_ITEM = "library-item"
     CT_PATCH = "ct_patch"
     CT_FOLDER = "ct_folder"
+    GENERATED = "generated"
 
 
 class ProceduralKind(str, Enum):
@@ -159,6 +160,10 @@ class LesionSpec:
         A CT patch with its mask.
     ``FOLDER`` (CT patches with ``*_seg.*`` masks)
         One of them, picked at random per lesion.
+    ``generated[:solid|part-solid|ground-glass][@MODEL.safetensors]``
+        A nodule made by the learned lesion generator (:mod:`napari_synthseg.generator`) in the
+        target's own context at the placement site (radiographs: in a neutral lung context, then
+        projected); ``@MODEL`` names a generator file (default the built-in one).
     """
 
     source: LesionSourceKind
@@ -179,6 +184,13 @@ class LesionSpec:
         if text.startswith("procedural"):
             _, _, kind = text.partition(":")
             return cls(LesionSourceKind.PROCEDURAL, kind=procedural_kind(kind or "solid"))
+        if text == "generated" or text.startswith(("generated:", "generated@")):
+            body, _, model = text.partition("@")
+            _, _, kind = body.partition(":")
+            model_path = Path(model).expanduser().resolve() if model and model != "builtin" else None
+            if model_path is not None and not model_path.is_file():
+                raise SynthsegError(f"generator model not found: {model}")
+            return cls(LesionSourceKind.GENERATED, kind=procedural_kind(kind or "solid"), path=model_path)
         path = Path(text).expanduser()
         if path.is_dir():
             path = path.resolve()
@@ -216,7 +228,15 @@ class LesionSpec:
             return f"procedural:{self.kind.value if self.kind else 'solid'}"
         if self.source is LesionSourceKind.LIBRARY_ITEM:
             return str(Path(self.path or ".") / f"{self.item_id}.json")
+        if self.source is LesionSourceKind.GENERATED:
+            kind = self.kind.value if self.kind else "solid"
+            return f"generated:{kind}" + (f"@{self.path}" if self.path else "")
         return str(self.path)
+
+    @property
+    def needs_site(self) -> bool:
+        """True when the pixels depend on where the lesion goes (generated in the target's context)."""
+        return self.source is LesionSourceKind.GENERATED
 
     # ---- pixels -------------------------------------------------------------------------------
 
@@ -225,12 +245,24 @@ class LesionSpec:
         image: MedicalImage,
         settings: PlaceSettings = DEFAULT_PLACE,
         rng: np.random.Generator | None = None,
+        center_mm: tuple[float, ...] | None = None,
     ) -> ResolvedLesion:
         """The lesion's pixels for ``image`` and the provenance its record keeps.
 
         ``rng`` picks among several candidates (library items by size, CT patches); without
         it, the pick follows ``settings.seed``, so the same settings give the same lesion.
+        ``center_mm`` is the site (LPS mm); generated lesions need it in a CT.
         """
+        if self.source is LesionSourceKind.GENERATED:
+            from ..generator import generate_lesion
+
+            if image.ndim == 3 and center_mm is None:
+                raise SynthsegError("a generated lesion needs its site: give the position")
+            patch, source = generate_lesion(
+                image, center_mm if image.ndim == 3 else None, settings.size_mm or DEFAULT_PLACE.size_mm or 10.0,
+                (self.kind or ProceduralKind.SOLID).value, seed=int(settings.seed),
+                model=str(self.path) if self.path else "builtin")
+            return ResolvedLesion(patch, source)
         from ..lesions import LesionLibrary, load_ct_patch, procedural_nodule
 
         rng = rng if rng is not None else np.random.default_rng(int(settings.seed))
