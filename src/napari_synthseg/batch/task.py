@@ -122,8 +122,8 @@ def _full(spacing, ndim: int) -> tuple[float, ...]:
 
 def _place_lesions(job: SceneJob, scene, image, allowed, rng, note: _Log, rejects: Counter) -> list[dict]:
     from ..lesions.place import place_lesion
-    from ..render.visibility import MIN_CNR
     from ..render import SceneRenderer
+    from ..render.visibility import MIN_CNR
 
     plan = job.recipe.lesions
     weights = np.array([s.weight for s in plan.sources], float)

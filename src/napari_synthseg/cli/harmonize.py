@@ -136,6 +136,8 @@ def run_harmonize(args) -> int:
         for k, sample in enumerate(result.samples):
             write_image(sample, out_dir / f"sample_{k}.mha", like=source, overwrite=True)
         print(f"wrote naive.mha and {len(result.samples)} samples to {out_dir}")
+    for k in range(len(result.samples)):
+        print(result.describe(k))
     if args.accept is not None:
         accept_harmonized(scene, result, int(args.accept))
         print(f"lesion {args.lesion}: stored sample {args.accept} ({model.architecture}, "

@@ -56,7 +56,7 @@ def _class_of(kind: str, class_map: dict[str, int]) -> int:
     return class_map.get("*") or class_map.get(kind) or class_map.get("annotated", 1)
 
 
-_SOURCES: "OrderedDict[tuple, MedicalImage]" = OrderedDict()
+_SOURCES: OrderedDict[tuple, MedicalImage] = OrderedDict()
 _SOURCES_MAX = 4
 
 

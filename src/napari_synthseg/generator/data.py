@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
-import SimpleITK as sitk  # noqa: N813  (the name SimpleITK documents)
+import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from ..errors import CancelledError, SynthsegError

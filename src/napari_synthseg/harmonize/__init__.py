@@ -8,10 +8,10 @@ the same harmonization (:func:`remove_lesion`). Models save as safetensors
 """
 
 from .apply import (
-    blend_weights,
-    choose_harmonizer,
     MIN_CONTRAST_KEPT,
     HarmonizedSample,
+    blend_weights,
+    choose_harmonizer,
     contrast_kept,
     harmonize,
     harmonize_lesion,
@@ -25,6 +25,7 @@ from .networks import ConSinGAN, PatchDiscriminator, SinGAN
 from .train import select_region, train_harmonizer
 
 __all__ = [
+    "MIN_CONTRAST_KEPT",
     "PRESETS",
     "ConSinGAN",
     "ConSinGANConfig",
@@ -34,7 +35,10 @@ __all__ = [
     "SinGANConfig",
     "blend_weights",
     "choose_harmonizer",
+    "HarmonizedSample",
+    "contrast_kept",
     "harmonize",
+    "harmonize_lesion",
     "image_sha256",
     "naive_removal",
     "preset",

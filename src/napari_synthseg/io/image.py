@@ -110,7 +110,7 @@ class MedicalImage:
         img.SetDirection([float(v) for v in self.direction])
         return img
 
-    def with_array(self, array: np.ndarray) -> "MedicalImage":
+    def with_array(self, array: np.ndarray) -> MedicalImage:
         """The same geometry around other pixels (a render, a label map)."""
         if array.shape != self.array.shape:
             raise ValueError(f"shape {array.shape} does not match image shape {self.array.shape}")

@@ -166,7 +166,7 @@ class LesionPatch:
         return ndi.find_objects(self.mask.astype(np.uint8))[0]
 
     # ------------------------------------------------------------------ derivation
-    def _derive(self, op: dict, **changes: Any) -> "LesionPatch":
+    def _derive(self, op: dict, **changes: Any) -> LesionPatch:
         provenance = copy.deepcopy(self.provenance)
         provenance.setdefault("history", []).append(op)
         fields = dict(
@@ -181,7 +181,7 @@ class LesionPatch:
         fields.update(changes)
         return LesionPatch(**fields)
 
-    def resample_to(self, spacing: float | Sequence[float], order: int = 1) -> "LesionPatch":
+    def resample_to(self, spacing: float | Sequence[float], order: int = 1) -> LesionPatch:
         """Resample to a new pixel spacing (mm) keeping the physical size.
 
         Intensity uses spline ``order`` (1: linear) with Gaussian anti-aliasing when shrinking;
@@ -211,7 +211,7 @@ class LesionPatch:
         axes: tuple[int, int] = (-2, -1),
         order: int = 1,
         spacing: float | Sequence[float] | None = None,
-    ) -> "LesionPatch":
+    ) -> LesionPatch:
         """Scale (physical size) and rotate about the patch centre, optionally onto a new spacing.
 
         Parameters
@@ -271,7 +271,7 @@ class LesionPatch:
             changes["spacing"] = tuple(float(v) for v in sp_out)
         return self._derive(op, **changes)
 
-    def crop_to_mask(self, margin_mm: float = 2.0) -> "LesionPatch":
+    def crop_to_mask(self, margin_mm: float = 2.0) -> LesionPatch:
         """Crop to the mask's bounding box plus ``margin_mm`` on every side."""
         slices = bbox_with_margin(self.mask, self.spacing, margin_mm)
         return self._derive(

@@ -403,9 +403,11 @@ class HarmonizeWidget(JobPanel):
         self.sample_layers.append(layer)
         offer_samples(self.accept_spin, self.accept_button, n)
         self.focus_results()
+        refused = [k for k, check in enumerate(result.checks) if not check.accepted]
         self.say(
             f"{result.lesion_id}: naive paste and {n} sample(s) right of the image ({result.model.architecture}, "
             f"scale {result.injection_scale}, add-back {result.add_back}); accept one to store it in the scene"
+            + ("; " + "; ".join(result.describe(k) for k in refused) if refused else "")
         )
 
     def focus_results(self) -> None:

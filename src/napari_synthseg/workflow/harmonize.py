@@ -110,6 +110,19 @@ class HarmonizeResult:
     model: Any
     scene_revision: int
     info: dict[str, Any] = field(default_factory=dict)
+    #: Per sample: did it keep the lesion (``harmonize.apply.HarmonizedSample``: accepted,
+    #: contrast_kept, reason). A sample that lost too much contrast, or flipped its sign, is
+    #: shown but cannot be accepted.
+    checks: list[Any] = field(default_factory=list)
+
+    def describe(self, index: int) -> str:
+        """One line on sample ``index``: the contrast it kept, or why it is refused."""
+        if not self.checks:
+            return f"sample {index}"
+        check = self.checks[index]
+        if check.accepted:
+            return f"sample {index}: keeps {check.contrast_kept:.0%} of the lesion's contrast"
+        return f"sample {index} refused: {check.reason}"
 
 
 def _naive_render(scene: Scene, lesion_id: str) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -132,8 +145,8 @@ def harmonize_lesion(
     cancel: CancelToken | None = None,
 ) -> HarmonizeResult:
     """Harmonize one placed lesion ``settings.samples`` times (slow: run it off the UI thread)."""
-    from ..harmonize import harmonize
     from ..harmonize.apply import default_add_back
+    from ..harmonize.apply import harmonize_lesion as harmonize_and_check
     from ..render import render_without
 
     record = scene.lesion(lesion_id)
@@ -150,16 +163,18 @@ def harmonize_lesion(
     add_back = settings.add_back
     if add_back == "auto":
         add_back = default_add_back(model, source.modality, record.kind)
-    original = render_without(scene, lesion_id) if add_back == "original" else None
+    # The scene without this lesion: what its kept contrast is measured against (issue 15),
+    # and the add-back's original on radiographs.
+    original = render_without(scene, lesion_id)
     if cancel is not None:
         cancel.raise_if_cancelled()
-    samples = harmonize(
-        model, naive, mask, scale, settings.samples, settings.seed, settings.margin_px,
-        reference_image=source.array, add_back=add_back, original_image=original,
+    checks = harmonize_and_check(
+        model, naive, mask, scale, original, settings.samples, settings.seed,
+        blend_margin_px=settings.margin_px, reference_image=source.array, add_back=add_back,
     )
     return HarmonizeResult(
-        lesion_id=lesion_id, samples=list(samples), naive=naive, mask=mask, injection_scale=scale,
-        add_back=add_back, settings=settings, model=model, scene_revision=scene.revision,
+        lesion_id=lesion_id, samples=[c.image for c in checks], naive=naive, mask=mask, injection_scale=scale,
+        add_back=add_back, settings=settings, model=model, scene_revision=scene.revision, checks=checks,
     )
 
 
@@ -175,6 +190,8 @@ def accept_harmonized(scene: Scene, result: HarmonizeResult, index: int) -> Lesi
 
     if not 0 <= index < len(result.samples):
         raise SynthsegError(f"pick a sample 0..{len(result.samples) - 1}")
+    if result.checks and not result.checks[index].accepted:
+        raise SynthsegError(f"sample {index} lost the lesion and cannot be accepted: {result.checks[index].reason}")
     if result.lesion_id not in scene.lesion_ids:
         raise SynthsegError(f"lesion {result.lesion_id} is gone; harmonize again")
     _, naive_now, _ = _naive_render(scene, result.lesion_id)
@@ -194,6 +211,7 @@ def accept_harmonized(scene: Scene, result: HarmonizeResult, index: int) -> Lesi
             "engine": result.model.architecture, "model_sha256": result.model.sha256,
             "injection_scale": result.injection_scale, "seed": result.settings.seed, "sample": int(index),
             "blend_margin_px": result.settings.margin_px, "add_back": result.add_back,
+            "contrast_kept": float(result.checks[index].contrast_kept) if result.checks else None,
         },
     )
 
