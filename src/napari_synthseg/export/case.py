@@ -107,7 +107,9 @@ def check_export_labels(scene: Scene, rendered, case_id: str) -> None:
     original = rendered.original
     source = np.asarray(original.array, np.float32)
     diff = np.abs(np.asarray(rendered.image, np.float32) - source)
-    allowances, kept = [], set()
+    allowances: list[tuple[tuple[slice, ...], float]] = []
+    own_boxes = False  # set when a record cannot be placed here
+    kept: set[int] = set()
     min_fragment = MIN_FRAGMENT_VOXELS
     for record in rendered.records:
         try:
@@ -115,7 +117,7 @@ def check_export_labels(scene: Scene, rendered, case_id: str) -> None:
         except SynthsegError:
             # a record this package cannot place (a plug-in renderer's own kind): judge the
             # labels on their own (each label's box, its own peak change)
-            allowances = None
+            own_boxes = True
             break
         blend = record.blend or {}
         min_fragment = min(min_fragment, int(blend.get("min_fragment_voxels", MIN_FRAGMENT_VOXELS)))
@@ -126,8 +128,8 @@ def check_export_labels(scene: Scene, rendered, case_id: str) -> None:
         mine = rendered.labels[box] == record.label
         peak = float(diff[box][mine].max()) if mine.any() else 0.0
         allowances.append((box, float(blend.get("label_tolerance", LABEL_TOLERANCE)) * peak))
-    report = check_label_truth(source, rendered.image, rendered.labels, allowances, min_fragment=min_fragment,
-                               kept_labels=kept)
+    report = check_label_truth(source, rendered.image, rendered.labels, None if own_boxes else allowances,
+                               min_fragment=min_fragment, kept_labels=kept)
     report.raise_if_bad(f"export of case {case_id}")
 
 

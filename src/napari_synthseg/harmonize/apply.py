@@ -269,6 +269,7 @@ def harmonize(
     if add_back == "coarse":
         kept_detail = _detail(base)
     elif add_back == "original":
+        assert original is not None, "add-back 'original' refused above without an original image"
         kept_detail = _detail(original[r : r + h, c : c + w].astype(np.float64))
     elif add_back == "detail":
         kept_coarse = base - _detail(base)
@@ -276,9 +277,9 @@ def harmonize(
     for k in range(int(n_samples)):
         g = torch.Generator(device=dev).manual_seed(_sample_seed(seed, k))
         with torch.no_grad(), autocast_context(dev, model.config.amp):
-            out = _generate(model, naive, injection_scale, g, min_injection_noise).float()
-            out = resize(out, (h, w))
-        out = model.denormalize(out[0, 0].cpu().numpy()).astype(np.float64)
+            generated = _generate(model, naive, injection_scale, g, min_injection_noise).float()
+            generated = resize(generated, (h, w))
+        out = model.denormalize(generated[0, 0].cpu().numpy()).astype(np.float64)
         if add_back in ("coarse", "original"):
             out = out - _detail(out) + kept_detail
         elif add_back == "detail":

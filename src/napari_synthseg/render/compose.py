@@ -33,6 +33,7 @@ with the record's ``label``; later lesions win where labels overlap; ``removal``
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,6 +127,7 @@ def composite(
     if mode == "additive":
         canvas[c_sl] += placed.residual[p_sl]
     elif mode == "alpha":
+        assert placed.alpha is not None, "place() gives every alpha-mode lesion its opacity"
         alpha = placed.alpha[p_sl]
         region = canvas[c_sl]
         lesion = placed.absolute[p_sl] if placed.absolute is not None else region + placed.residual[p_sl]
@@ -231,9 +233,9 @@ class SceneRenderer:
         self._placed: dict[str, tuple[LesionRecord, PlacedLesion]] = {}
         self.derived: dict[str, DerivedLabel] = {}  # lesion id -> label derived at its last composite
         self.last_region: Box | None = None
-        self._listeners = []
+        self._listeners: list[Callable[[Box], object]] = []
         self.render_all()
-        self._unsubscribe = scene.subscribe(self.on_change) if follow else None
+        self._unsubscribe = scene.subscribe(self._follow) if follow else None
 
     def close(self) -> None:
         if self._unsubscribe:
@@ -257,7 +259,7 @@ class SceneRenderer:
     def lesion_mask(self, lesion_id: str) -> np.ndarray:
         """Full-image boolean label mask of one lesion as currently rendered (what it changed)."""
         placed = self.placed(self.scene.lesion(lesion_id))
-        mask = np.zeros(self.base.shape, bool)
+        mask: np.ndarray = np.zeros(self.base.shape, bool)
         derived = self.derived.get(lesion_id)
         if derived is not None and placed.record.kind not in NO_LABEL_KINDS:
             mask[derived.box] = derived.label
@@ -306,6 +308,10 @@ class SceneRenderer:
         self.last_region = region
         return region
 
+    def _follow(self, change: Change) -> None:
+        # the scene's listeners return nothing; on_change's region is for direct callers
+        self.on_change(change)
+
     def on_change(self, change: Change) -> Box | None:
         region = None
         if change.masks and not change.lesions_before and not change.lesions_after:
@@ -330,7 +336,7 @@ class SceneRenderer:
             callback(region)
         return region
 
-    def subscribe(self, callback) -> None:
+    def subscribe(self, callback: Callable[[Box], object]) -> None:
         """``callback(region)`` after each incremental render (widgets refresh their layers)."""
         self._listeners.append(callback)
 

@@ -319,8 +319,12 @@ def _blend_box(mode: str, blend: dict, mask: np.ndarray, offset, spacing, image_
 def place_box(placed: PlacedLesion, image_shape) -> Box:
     """The blend box of a placed lesion, without its overlay."""
     blend = placed.record.blend or {}
-    return _blend_box(blend.get("mode", "alpha"), blend, placed.mask, placed.offset, placed.spacing, image_shape,
-                      placed.alpha)
+    box = _blend_box(blend.get("mode", "alpha"), blend, placed.mask, placed.offset, placed.spacing, image_shape,
+                     placed.alpha)
+    if box is None:
+        # place() already refused such a lesion; kept explicit for a hand-built PlacedLesion
+        raise SynthsegError(f"lesion {placed.record.id} lies entirely outside the image")
+    return box
 
 
 def footprint_check(

@@ -318,13 +318,15 @@ def poisson_blend_region(
     # Box Q: mask bounding box +1 (every edge touching the mask), inside the patch and image.
     m_clip = mask[pat_sl].astype(bool, copy=False)
     bbox = _mask_bbox(m_clip)
-    q_pat, q_roi = [], []
+    assert bbox is not None, "blend_roi refuses a mask with nothing inside the image"
+    q_pat_axes: list[slice] = []
+    q_roi_axes: list[slice] = []
     for (a, b), ps, isl, r in zip(bbox, pat_sl, img_sl, roi):
         qa = max(a - 1, 0)
         qb = min(b + 1, ps.stop - ps.start)
-        q_pat.append(slice(ps.start + qa, ps.start + qb))
-        q_roi.append(slice(isl.start + qa - r.start, isl.start + qb - r.start))
-    q_pat, q_roi = tuple(q_pat), tuple(q_roi)
+        q_pat_axes.append(slice(ps.start + qa, ps.start + qb))
+        q_roi_axes.append(slice(isl.start + qa - r.start, isl.start + qb - r.start))
+    q_pat, q_roi = tuple(q_pat_axes), tuple(q_roi_axes)
 
     s_q = np.asarray(source[q_pat], dtype=np.float32)
     if not np.isfinite(s_q).all():
@@ -340,11 +342,11 @@ def poisson_blend_region(
             continue
         sd = np.diff(s_q, axis=k)
         td = np.diff(t_q, axis=k)
-        lo = [slice(None)] * target.ndim
-        hi = [slice(None)] * target.ndim
-        lo[k] = slice(0, -1)
-        hi[k] = slice(1, None)
-        lo, hi = tuple(lo), tuple(hi)
+        lo_axes = [slice(None)] * target.ndim
+        hi_axes = [slice(None)] * target.ndim
+        lo_axes[k] = slice(0, -1)
+        hi_axes[k] = slice(1, None)
+        lo, hi = tuple(lo_axes), tuple(hi_axes)
         edge = m_q[lo] | m_q[hi]
         if mixed:
             edge &= np.abs(sd) > np.abs(td)

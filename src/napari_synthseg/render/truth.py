@@ -157,7 +157,7 @@ def check_label_truth(
     if exact is None:
         span = float(original.max() - original.min()) if original.size else 0.0
         exact = 1e-6 * max(span, 1.0)
-    allowed = np.full(diff.shape, np.float32(exact))
+    allowed = np.full(diff.shape, exact, dtype=np.float32)
     found = ndi.find_objects(labels)
     values = [v + 1 for v, sl in enumerate(found) if sl is not None]
     report.labels_checked = len(values)
@@ -168,8 +168,10 @@ def check_label_truth(
             peak = float(diff[found[value - 1]][labels[found[value - 1]] == value].max())
             allowances.append((box, tolerance * peak))
     # overlapping lesions each change a voxel by up to their own tolerance: the bounds add up
+    # (each bound capped so that their sum stays finite in float32)
+    cap = float(np.finfo(np.float32).max) / 4
     for box, limit in allowances:
-        allowed[box] += np.float32(min(limit, np.finfo(np.float32).max / 4))
+        allowed[box] += np.float32(min(float(limit), cap))
     outside = (labels == 0) & (diff > allowed)
     report.outside_voxels = int(outside.sum())
     if report.outside_voxels:
