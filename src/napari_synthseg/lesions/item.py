@@ -46,10 +46,13 @@ from ..errors import SynthsegError
 KINDS = ("solid", "part-solid", "ground-glass", "ct-nodule", "extracted")
 
 
-def _as_spacing(spacing: float | Sequence[float], ndim: int, what: str = "spacing") -> tuple:
+def _as_spacing(spacing: float | Sequence[float], ndim: int, what: str = "spacing") -> tuple[float, ...]:
+    # through numpy on both branches: np.isscalar narrows only its true branch for mypy, and a
+    # spacing may come as a numpy array (not a Sequence)
     if np.isscalar(spacing):
-        spacing = (float(spacing),) * ndim
-    spacing = tuple(float(s) for s in spacing)
+        spacing = (float(np.asarray(spacing, dtype=float)),) * ndim
+    else:
+        spacing = tuple(float(s) for s in np.asarray(spacing, dtype=float))
     if len(spacing) != ndim:
         raise SynthsegError(
             f"{what} has {len(spacing)} values but the lesion is {ndim}D; give one value per axis in mm"
@@ -169,7 +172,7 @@ class LesionPatch:
     def _derive(self, op: dict, **changes: Any) -> LesionPatch:
         provenance = copy.deepcopy(self.provenance)
         provenance.setdefault("history", []).append(op)
-        fields = dict(
+        fields: dict[str, Any] = dict(
             intensity=self.intensity,
             mask=self.mask,
             spacing=self.spacing,
@@ -265,7 +268,7 @@ class LesionPatch:
         mask = _threshold_mask(mask_f)
         op = {"op": "transform", "scale": float(scale), "rotation_deg": np.atleast_1d(rotation_deg).tolist(),
               "axes": list(axes)}
-        changes = dict(intensity=intensity.astype(np.float32), mask=mask, absolute=absolute)
+        changes: dict[str, Any] = dict(intensity=intensity.astype(np.float32), mask=mask, absolute=absolute)
         if spacing is not None:
             op["spacing"] = sp_out.tolist()
             changes["spacing"] = tuple(float(v) for v in sp_out)
@@ -300,11 +303,11 @@ class LesionPatch:
 def mask_diameter_mm(mask: np.ndarray, spacing: Sequence[float], method: str = "equivalent") -> float:
     """Diameter in mm of a 2D/3D mask: equivalent circle/sphere or largest bbox side."""
     mask = np.asarray(mask, dtype=bool)
-    spacing = np.asarray(spacing, dtype=float)
+    spacing_mm = np.asarray(spacing, dtype=float)
     if not mask.any():
         raise SynthsegError("cannot measure the diameter of an empty mask")
     if method == "equivalent":
-        size = float(mask.sum()) * float(np.prod(spacing))
+        size = float(mask.sum()) * float(np.prod(spacing_mm))
         if mask.ndim == 2:
             return 2.0 * math.sqrt(size / math.pi)
         if mask.ndim == 3:
@@ -312,7 +315,7 @@ def mask_diameter_mm(mask: np.ndarray, spacing: Sequence[float], method: str = "
         raise SynthsegError(f"diameter needs a 2D or 3D mask, got {mask.ndim}D")
     if method == "extent":
         sl = ndi.find_objects(mask.astype(np.uint8))[0]
-        return float(max((s.stop - s.start) * sp for s, sp in zip(sl, spacing)))
+        return float(max((s.stop - s.start) * sp for s, sp in zip(sl, spacing_mm)))
     raise SynthsegError(f"unknown diameter method {method!r}; use 'equivalent' or 'extent'")
 
 
@@ -388,7 +391,7 @@ def resample_mask(mask: np.ndarray, spacing_in: Sequence[float], spacing_out: Se
     return _threshold_mask(f)
 
 
-def bbox_with_margin(mask: np.ndarray, spacing: Sequence[float], margin_mm: float) -> tuple:
+def bbox_with_margin(mask: np.ndarray, spacing: Sequence[float] | np.ndarray, margin_mm: float) -> tuple[slice, ...]:
     """Bounding-box slices of ``mask`` grown by ``margin_mm`` and clipped to the array."""
     if not (math.isfinite(margin_mm) and margin_mm >= 0):
         raise SynthsegError(f"margin_mm must be >= 0, got {margin_mm}")

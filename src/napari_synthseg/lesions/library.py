@@ -15,6 +15,7 @@ item.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import math
@@ -283,6 +284,7 @@ class LesionLibrary:
         items.pop(lesion_id, None)
         self._write_index(items)
 
+    # from here on `list` in this class body is this method: later annotations say builtins.list
     def list(self) -> list[dict]:
         """All items as dicts (``id``, ``kind``, ``units``, ``ndim``, ``shape``, ``spacing``, ``diameter_mm``)."""
         return [{"id": k, **v} for k, v in sorted(self._load_index().items())]
@@ -304,7 +306,7 @@ class LesionLibrary:
         measure: str = "diameter_mm",
         cls: str | Iterable[str] | None = None,
         split: str | None = None,
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         """Ids ordered by closeness of the diameter to ``diameter_mm`` (mm).
 
         Parameters
@@ -361,7 +363,7 @@ class LesionLibrary:
         return ids[int(rng.integers(len(ids)))]
 
     # ------------------------------------------------------------------ real-lesion sets
-    def add_references(self, described: Sequence[dict]) -> list[str]:
+    def add_references(self, described: Sequence[dict]) -> builtins.list[str]:
         """Store items that reference their source files (see :func:`describe_lesion_entry`).
 
         The index is written once for the whole list, so importing hundreds of items stays linear.
@@ -387,7 +389,7 @@ class LesionLibrary:
         workers: int | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         """Import every lesion of an ``index.csv`` (CT patch + mask pairs) by reference.
 
         Parameters

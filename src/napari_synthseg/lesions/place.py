@@ -54,6 +54,7 @@ def center_from(image: MedicalImage, at_xyz: Sequence[float] | None, at_mm: Sequ
     if (at_xyz is None) == (at_mm is None):
         raise SynthsegError("give the lesion position either as a pixel index (x,y[,z]) or in mm, not both or neither")
     point = at_xyz if at_xyz is not None else at_mm
+    assert point is not None, "exactly one of at_xyz and at_mm is given (checked above)"
     if len(point) != image.ndim:
         raise SynthsegError(f"the position needs {image.ndim} values (x,y[,z]) for this {image.ndim}D image, got {len(point)}")
     if not np.all(np.isfinite(np.asarray(point, dtype=float))):
@@ -65,7 +66,7 @@ def center_from(image: MedicalImage, at_xyz: Sequence[float] | None, at_mm: Sequ
                 f"position {tuple(at_xyz)} is outside the image (x,y[,z] up to {tuple(n - 1 for n in image.shape[::-1])})"
             )
         return tuple(float(v) for v in image.index_to_physical(idx))
-    return tuple(float(v) for v in at_mm)
+    return tuple(float(v) for v in point)  # the physical point at_mm
 
 
 def _validate(scene: Scene, record: LesionRecord, image: MedicalImage, min_inside: float) -> None:
@@ -144,12 +145,15 @@ def place_lesion(
     if patch.absolute is not None:
         assets["absolute"] = scene.assets.put(patch.absolute)
     provenance = {k: v for k, v in patch.provenance.items() if k != "history"}
+    # one angle stays a number, several a tuple (as EditSession.rotate stores them)
+    angles = tuple(float(v) for v in np.atleast_1d(np.asarray(rotation_deg, dtype=float)))
+    rotation: float | tuple[float, ...] = angles[0] if np.isscalar(rotation_deg) else angles
     record = LesionRecord(
         kind=kind,
         source=dict(source or {"type": provenance.get("source", patch.kind)}, patch=provenance),
         center_mm=center_from(image, at_xyz, at_mm),
         size_mm=float(size_mm if size_mm is not None else patch.diameter_mm()),
-        rotation_deg=rotation_deg if np.isscalar(rotation_deg) else tuple(float(v) for v in rotation_deg),
+        rotation_deg=rotation,
         blend=settings,
         seed=int(seed),
         assets=assets,
@@ -322,6 +326,7 @@ def remove_real_lesion(
         raise SynthsegError("the mask is empty; outline the lesion to remove")
     filled = get_filler(method).fill(image.array, mask, spacing=image.scale, seed=seed)
     patch = _crop_patch(np.asarray(filled, np.float32), np.asarray(image.array, np.float32), mask, image)
+    assert patch.absolute is not None, "_crop_patch keeps the filled pixels as the absolute patch"
     center_idx = [(s.start + s.stop - 1) / 2.0 for s in _bbox(mask)]
     record = LesionRecord(
         kind="removal",

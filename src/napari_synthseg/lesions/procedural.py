@@ -129,7 +129,9 @@ def procedural_nodule(
             raise SynthsegError(f"{name} must be between {lo} and {hi}, got {val}")
     sp = np.asarray(_as_spacing(spacing, 3), float)
     if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2 ** 63))
+        entropy = np.random.SeedSequence().entropy
+        assert isinstance(entropy, int), "a SeedSequence made without entropy draws an int"
+        seed = int(entropy % (2 ** 63))
     rng = np.random.default_rng(seed)
 
     # fixed draw order (never conditional), so one parameter never reshuffles the others

@@ -94,9 +94,9 @@ def project_ct_lesion(
     support = patch.mask | (patch.intensity != 0)
     footprint = support.any(axis=axis)
     rows, cols = bbox_with_margin(footprint, (sp[0], sp[other]), margin_mm)
-    sl = [rows, slice(None), slice(None)]
-    sl[other] = cols
-    sl = tuple(sl)
+    crop_axes = [rows, slice(None), slice(None)]
+    crop_axes[other] = cols
+    sl = tuple(crop_axes)
     resid_hu = patch.intensity[sl]
     if patch.absolute is not None:
         abs_hu = patch.absolute[sl]
@@ -108,10 +108,11 @@ def project_ct_lesion(
     dl = np.float32(sp[axis])
     absolute = mu_abs.sum(axis=axis, dtype=np.float32) * dl
     residual = absolute - mu_bg.sum(axis=axis, dtype=np.float32) * dl
-    mask = patch.mask[sl].any(axis=axis)
+    # asarray: numpy's stubs type any(axis=...) as possibly a scalar; a 3D crop gives a 2D array
+    mask = np.asarray(patch.mask[sl].any(axis=axis))
     if superior_up:
         absolute, residual, mask = absolute[::-1], residual[::-1], mask[::-1]
-    spacing2d = (sp[0], sp[other])
+    spacing2d: tuple[float, ...] = (sp[0], sp[other])
     if target_spacing is not None:
         tsp = _as_spacing(target_spacing, 2, "target CXR spacing")
         residual = resample_array(residual, spacing2d, tsp, order=order, mode="constant")
