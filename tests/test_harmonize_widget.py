@@ -146,13 +146,27 @@ def test_train_harmonize_accept(setup, qtbot, artifacts_dir, shared_data):
     # Accept sample 1: the model (in memory only) is saved beside the scene, the record
     # cites its hash, and the editor's render shows the sample on the lesion.
     before = np.array(editor.renderer.image)
+    # A sample that lost the lesion (issue 15: < 50 % of its contrast kept, or a flipped sign)
+    # cannot be accepted; the panel says why. This tiny model at the radiograph default
+    # (add-back 'original') loses it; with add-back 'detail' the lesion is kept.
+    lost = [k for k, check in enumerate(widget.result.checks) if not check.accepted]
+    if lost:
+        assert widget.accept(lost[0]) is None and "lost the lesion" in str(errors[-1])
+        errors.clear()
+    # From here on add-back 'detail', which keeps this lesion with this tiny model.
+    widget.add_back_combo.setCurrentText("detail")
+    _wait(qtbot, widget.harmonize_selected())
+    qtbot.waitUntil(lambda: widget.result is not None and widget.result.add_back == "detail", timeout=5000)
+    assert all(check.accepted for check in widget.result.checks), [c.reason for c in widget.result.checks]
     record = widget.accept(1)
-    assert record is not None and not errors
+    assert record is not None and not errors, errors
     overlay = record.params["overlay"]
     assert overlay["engine"] == "singan" and overlay["sample"] == 1 and overlay["seed"] == 11
     assert overlay["injection_scale"] == n - 2 and overlay["blend_margin_px"] == 6
-    # "auto" on a radiograph: NODE21's add-back of the original image behind the lesion
-    assert widget.add_back_combo.currentText() == "auto" and overlay["add_back"] == "original"
+    # "auto" on a radiograph is NODE21's add-back of the original image behind the lesion;
+    # when that lost the lesion above, the accepted sample records the add-back it used.
+    assert overlay["add_back"] == "detail"
+    assert overlay["contrast_kept"] >= 0.5
     saved = list((editor.scene.folder / "harmonizers").glob("*.safetensors"))
     assert len(saved) == 1
     assert overlay["model_sha256"] == file_sha256(saved[0]) == widget.model.sha256
@@ -186,8 +200,13 @@ def test_train_harmonize_accept(setup, qtbot, artifacts_dir, shared_data):
     worker = widget.harmonize_selected()
     _wait(qtbot, worker)
     qtbot.waitUntil(lambda: not widget.busy, timeout=5000)
-    assert widget.accept(0) is not None and not errors
-    assert editor.scene.lesion(lesion_id).params["overlay"]["add_back"] == "replace"
+    assert widget.result.add_back == "replace"
+    if widget.result.checks[0].accepted:
+        assert widget.accept(0) is not None and not errors
+        assert editor.scene.lesion(lesion_id).params["overlay"]["add_back"] == "replace"
+    else:  # 'replace' regenerates the lesion from the GAN alone; this tiny model loses it
+        assert widget.accept(0) is None and "lost the lesion" in str(errors.pop())
+        assert "lost the lesion" in widget.status.text()
 
 
 def test_save_load_and_clear_errors(setup, qtbot, tmp_path, shared_data):

@@ -172,9 +172,12 @@ def harmonize_lesion(
         model, naive, mask, scale, original, settings.samples, settings.seed,
         blend_margin_px=settings.margin_px, reference_image=source.array, add_back=add_back,
     )
+    # A removal has no lesion to keep (its "contrast" is the real lesion it takes away): the
+    # keep-the-lesion rule applies to added lesions only.
     return HarmonizeResult(
         lesion_id=lesion_id, samples=[c.image for c in checks], naive=naive, mask=mask, injection_scale=scale,
-        add_back=add_back, settings=settings, model=model, scene_revision=scene.revision, checks=checks,
+        add_back=add_back, settings=settings, model=model, scene_revision=scene.revision,
+        checks=[] if record.kind == "removal" else checks,
     )
 
 
