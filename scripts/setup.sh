@@ -36,5 +36,15 @@ fi
 "$VENV/bin/python" -m pip install -q --no-deps nnunetv2==2.8.1 acvl-utils==0.2.6 batchgenerators==0.25.5 \
   blosc2==4.14.1 numexpr==2.14.2 ndindex==1.10.1 httpx==0.28.1 httpcore==1.0.9 h11==0.16.0 anyio==4.16.0
 "$VENV/bin/python" -c "import torch, sys; from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity; sys.exit(0 if torch.__version__.startswith('2.13.0') else 'torch changed: ' + torch.__version__)"
+# Fréchet Radiomics Distance with the field's own package (docs/evaluation.md): pyradiomics has
+# no Python 3.11 wheel, its 3.0.1 sdist builds with --no-build-isolation (a C compiler, about
+# 2 minutes); frd-score --no-deps keeps this project's single OpenCV. Where the build fails,
+# `synthseg evaluate realism` reports FRD from its own feature backend and says so.
+if ! "$VENV/bin/python" -c "import frd_score, radiomics" >/dev/null 2>&1; then
+  "$VENV/bin/python" -m pip install -q versioneer setuptools wheel pywavelets pykwalify six \
+    && "$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps pyradiomics==3.0.1 \
+    && "$VENV/bin/python" -m pip install -q --no-deps frd-score==1.0.1 \
+    || echo "frd-score could not be installed: FRD falls back to the feature backend (docs/evaluation.md)"
+fi
 touch "$VENV/.installed"
 echo "napari-synthseg is set up in $VENV"
