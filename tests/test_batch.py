@@ -328,3 +328,25 @@ def test_inpainted_lesions_from_a_lesion_fill_model(tmp_path):
     data["lesions"]["sources"][0]["model"] = "healthy.safetensors"
     with pytest.raises(SynthsegError, match="lesions.sources.0: .*not 'lesion'"):
         plan_jobs(parse_recipe(data, tmp_path))
+
+
+@pytest.mark.slow
+def test_generated_lesions_as_a_batch_source(tmp_path):
+    """Issue 16's generator as a recipe source: made at the drawn site, recorded with model and seed."""
+    write_images(tmp_path / "images", 1, size=128)
+    data = cheap_recipe(tmp_path / "images", tmp_path / "out", lesions={"count": 1, "sources": [
+        {"type": "generated", "kinds": ["solid"], "diameter_mm": [8, 10], "blend": ["alpha"],
+         "contrast": [1, 1]}]})
+    summary = run_recipe(parse_recipe(data, tmp_path), "synchronous")
+    assert summary["counts"]["failed"] == 0, summary
+    [scene] = summary["scenes"]
+    [lesion] = scene["lesions"]
+    assert lesion["source"]["type"] == "generated" and lesion["source"]["placed_by"] == "batch"
+    assert len(lesion["source"]["model_sha256"]) == 64
+
+
+def test_recipe_lesion_count_is_bounded(tmp_path):
+    write_images(tmp_path / "images", 1)
+    data = cheap_recipe(tmp_path / "images", tmp_path / "out", lesions={"count": [1, 100000]})
+    with pytest.raises(SynthsegError, match="count"):
+        parse_recipe(data, tmp_path)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import SynthsegError
 from ..workflow.spec import LesionSourceKind, LesionSpec, PlaceSettings, procedural_kind
-from .recipe import InpaintedSource, LibrarySource, ProceduralSource
+from .recipe import GeneratedSource, InpaintedSource, LibrarySource, ProceduralSource
 
 
 @functools.lru_cache(maxsize=32)
@@ -75,6 +75,9 @@ def check_source(source, resolve) -> None:
             _index_entries(str(path), source.split)
         else:
             _spec(str(path))
+    elif isinstance(source, GeneratedSource) and source.model is not None:
+        if not Path(resolve(source.model)).is_file():
+            raise SynthsegError(f"lesion generator model not found: {resolve(source.model)}")
     elif isinstance(source, InpaintedSource):
         model = source.model if source.model.startswith("builtin") else str(resolve(source.model))
         if not source.model.startswith("builtin") and not Path(model).is_file():
@@ -82,8 +85,12 @@ def check_source(source, resolve) -> None:
         inpainter(model)
 
 
-def draw_patch(source, size_mm: float, image, rng: np.random.Generator, resolve) -> tuple[Any, dict]:
-    """A lesion patch of about ``size_mm`` for ``image`` from ``source``, and its provenance."""
+def draw_patch(source, size_mm: float, image, rng: np.random.Generator, resolve,
+               center_mm: tuple[float, ...] | None = None) -> tuple[Any, dict]:
+    """A lesion patch of about ``size_mm`` for ``image`` from ``source``, and its provenance.
+
+    ``center_mm`` is the drawn site: generated lesions are made in the image's context there.
+    """
     seed = int(rng.integers(2**31 - 1))
     settings = PlaceSettings(size_mm=size_mm, seed=seed)
     if isinstance(source, ProceduralSource):
@@ -92,6 +99,12 @@ def draw_patch(source, size_mm: float, image, rng: np.random.Generator, resolve)
                  "spiculation": float(rng.uniform(*source.spiculation))}
         spec = LesionSpec(LesionSourceKind.PROCEDURAL, kind=procedural_kind(kind), shape=shape)
         resolved = spec.resolve(image, settings, rng=rng)
+        return resolved.patch, resolved.source
+    if isinstance(source, GeneratedSource):
+        kind = source.kinds[int(rng.integers(len(source.kinds)))]
+        model = None if source.model is None else Path(resolve(source.model))
+        spec = LesionSpec(LesionSourceKind.GENERATED, kind=procedural_kind(kind), path=model)
+        resolved = spec.resolve(image, settings, rng=rng, center_mm=center_mm)
         return resolved.patch, resolved.source
     if isinstance(source, LibrarySource):
         path = resolve(source.path)

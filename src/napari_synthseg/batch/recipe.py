@@ -46,6 +46,10 @@ def _as_range(value: Any) -> Any:
     return value
 
 
+#: Upper bound of ``lesions.count`` (a recipe asking for 100000 lesions per scene is a typo).
+MAX_LESIONS_PER_SCENE = 1000
+
+
 def _check_range(value: tuple[float, float], low: float, what: str) -> tuple[float, float]:
     lo, hi = value
     if not (low <= lo <= hi):
@@ -125,6 +129,16 @@ class LibrarySource(_SourceBase):
         "(default train: held-out series never reach training data)")
 
 
+class GeneratedSource(_SourceBase):
+    """Nodules made by the lesion generator (``generator/``, issue 16) in the target CT's own
+    context at the drawn site, or in a neutral lung context and projected onto radiographs."""
+
+    type: Literal["generated"]
+    kinds: list[Literal["solid", "part-solid", "ground-glass"]] = Field(
+        default=["solid", "part-solid", "ground-glass"], min_length=1)
+    model: str | None = Field(default=None, description="generator model file (default: the shipped one)")
+
+
 class InpaintedSource(_Drawn):
     """Lesions drawn by a learned inpainting model into a lesion-shaped hole (LINOP; 2D). The
     model must be trained for ``lesion`` fill (``synthseg train-inpainter --masks DIR``); the
@@ -136,7 +150,8 @@ class InpaintedSource(_Drawn):
     texture: float = Field(default=0.0, ge=0, le=1, description="seeded grain added to the fill")
 
 
-LesionSource = Annotated[ProceduralSource | LibrarySource | InpaintedSource, Field(discriminator="type")]
+LesionSource = Annotated[ProceduralSource | LibrarySource | GeneratedSource | InpaintedSource,
+                         Field(discriminator="type")]
 
 
 def _default_source() -> LesionSource:
@@ -165,6 +180,8 @@ class LesionPlan(_Strict):
     @field_validator("count")
     @classmethod
     def _count_ok(cls, v):
+        if v[1] > MAX_LESIONS_PER_SCENE:
+            raise ValueError(f"count: at most {MAX_LESIONS_PER_SCENE} lesions per scene, got {v[1]:g}")
         return _check_range(v, 0, "count")
 
 

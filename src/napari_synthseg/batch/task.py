@@ -161,7 +161,8 @@ def _place_lesions(job: SceneJob, scene, image, allowed, rng, note: _Log, reject
                     note(f"lesion {n + 1}: {record.id} {record.kind} {size:.1f} mm inpainted at "
                          f"{tuple(int(v) for v in at)}")
                     break
-                patch, origin = draw_patch(source, size, image, rng, job.recipe.resolve)
+                site_mm = tuple(float(v) for v in image.index_to_physical(np.asarray(at, dtype=float)))
+                patch, origin = draw_patch(source, size, image, rng, job.recipe.resolve, center_mm=site_mm)
                 origin = dict(origin, placed_by="batch")
                 if source.contrast == "node21":
                     # NODE21's contrast matching is defined for radiographs; volumes keep the patch's
@@ -169,7 +170,9 @@ def _place_lesions(job: SceneJob, scene, image, allowed, rng, note: _Log, reject
                 else:
                     contrast = float(rng.uniform(*source.contrast))
                 blend = source.blend[int(rng.integers(len(source.blend)))]
-                rotation = float(rng.uniform(0, 360))
+                # A generated lesion was made in the image's own context at this site: turning it
+                # would misalign it with that context.
+                rotation = 0.0 if getattr(source, "type", "") == "generated" else float(rng.uniform(0, 360))
                 lesion_seed = int(rng.integers(2**31 - 1))
                 try:
                     record = place_lesion(
