@@ -95,6 +95,16 @@ def plan_arms(synthetic_names: Sequence[str], ratios: Sequence[float] = (0.5, 1.
     return arms
 
 
+def arms_for(real_samples: Sequence, synthetic_names: Sequence[str], ratios: Sequence[float],
+             real_fractions: Sequence[float], synthetic_only: bool) -> list[Arm]:
+    """The arms that can run with what was given: without real lesions, synthetic-only ones."""
+    arms = plan_arms(list(synthetic_names), ratios, real_fractions if real_samples else (), synthetic_only,
+                     include_real=bool(real_samples))
+    if not real_samples:
+        arms = [a for a in arms if a.kind == "synthetic-only"]
+    return arms
+
+
 def as_synthetic_sets(synthetic: SyntheticSets | None, read) -> dict[str, LesionSet]:
     if synthetic is None:
         return {}
@@ -211,12 +221,9 @@ def downstream_report(
         raise SynthsegError(f"the test crop must be a multiple of 16 voxels, got {test_size:g} mm at {spacing_mm:g} mm")
     test_set = read(test, test_size)
     real_samples = real_set.samples if real_set is not None else []
-    arms = plan_arms(list(synth_sets), ratios, real_fractions if real_samples else (), synthetic_only,
-                     include_real=bool(real_samples))
-    if not real_samples:
-        arms = [a for a in arms if a.kind == "synthetic-only"]
-        if not arms:
-            raise SynthsegError("without real training lesions only synthetic-only arms can run; give --synthetic")
+    arms = arms_for(real_samples, list(synth_sets), ratios, real_fractions, synthetic_only)
+    if not arms:
+        raise SynthsegError("without real training lesions only synthetic-only arms can run; give --synthetic")
     ndims = {s.ndim for s in test_set.samples} | {s.ndim for s in real_samples} | {
         s.ndim for ls in synth_sets.values() for s in ls.samples}
     if len(ndims) > 1:

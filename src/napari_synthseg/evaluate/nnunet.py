@@ -33,8 +33,8 @@ from .downstream import (
     Arm,
     SyntheticSets,
     _context_mm,
+    arms_for,
     as_synthetic_sets,
-    plan_arms,
     pooled_froc,
     summarise_arm,
     write_downstream_report,
@@ -117,10 +117,7 @@ def write_nnunet_arms(
     synth_sets = as_synthetic_sets(synthetic, read)
     test_set = read(test)
     real_samples = real_set.samples if real_set is not None else []
-    arms = plan_arms(list(synth_sets), ratios, real_fractions if real_samples else (), synthetic_only,
-                     include_real=bool(real_samples))
-    if not real_samples:
-        arms = [a for a in arms if a.kind == "synthetic-only"]
+    arms = arms_for(real_samples, list(synth_sets), ratios, real_fractions, synthetic_only)
     if not arms:
         raise SynthsegError("no arms to write: give --real and/or --synthetic")
     if not 1 <= dataset_id <= 999 - len(arms) + 1:
