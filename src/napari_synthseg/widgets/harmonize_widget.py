@@ -35,6 +35,7 @@ from ..workflow.harmonize import (
     HarmonizeSettings,
     TrainHarmonizerSettings,
     accept_harmonized,
+    check_model_fits,
     default_injection_scale,
     harmonize_lesion,
     save_model_beside_scene,
@@ -313,7 +314,7 @@ class HarmonizeWidget(JobPanel):
             model = Harmonizer.load(path)
             editor = scene_editor(self.viewer)
             if editor is not None and editor.scene is not None:
-                _check_image(model, editor.renderer.source.array)
+                check_model_fits(model, editor.renderer.source.array)
         except SynthsegError as exc:
             self.fail(exc)
             return None
@@ -337,7 +338,7 @@ class HarmonizeWidget(JobPanel):
             lesion_id = self._selected(editor)
             if self.model is None:
                 raise SynthsegError("train or load a harmonizer first")
-            _check_image(self.model, editor.renderer.source.array)
+            check_model_fits(self.model, editor.renderer.source.array)
             settings = self.harmonize_settings()
         except SynthsegError as exc:
             self.fail(exc)
@@ -443,14 +444,6 @@ class HarmonizeWidget(JobPanel):
         self.say(f"{self.result.lesion_id}: stored sample {index + 1} (model {model.sha256[:12]}); "
                  "editing the lesion drops it")
         return record
-
-
-def _check_image(model, image: np.ndarray) -> None:
-    """A one-image harmonizer only fits the image it was trained on (shape and pixel hash)."""
-    from ..harmonize import image_sha256
-
-    if tuple(image.shape) != tuple(model.image_shape) or image_sha256(image) != model.image_sha256:
-        raise SynthsegError("this harmonizer was trained on another image than the scene's; train one on this image")
 
 
 __all__ = ["HarmonizeWidget"]

@@ -89,6 +89,18 @@ class HarmonizeSettings:
             raise SynthsegError(f"seed must be a whole number in [0, 2^32), got {self.seed}")
 
 
+def check_model_fits(model, image: np.ndarray) -> None:
+    """A one-image harmonizer only fits the image it was trained on (shape and pixel hash).
+
+    The panel checks this as soon as a model is loaded or trained; ``harmonize`` checks it
+    again on every request.
+    """
+    from ..harmonize import image_sha256
+
+    if tuple(image.shape) != tuple(model.image_shape) or image_sha256(image) != model.image_sha256:
+        raise SynthsegError("this harmonizer was trained on another image than the scene's; train one on this image")
+
+
 def default_injection_scale(model) -> int:
     """SinGAN: two scales below the finest (changes texture, keeps shape); ConSinGAN: 0."""
     if model.architecture == "consingan":
