@@ -70,6 +70,7 @@ def _is_table(path: Path) -> bool:
 def check_source(source, resolve) -> None:
     """Fail before the run (exit 2) when a library source cannot be opened."""
     if isinstance(source, LibrarySource):
+        settings = settings.with_changes(attachments=source.attachments)
         path = resolve(source.path)
         if _is_table(path):
             _index_entries(str(path), source.split)
@@ -107,6 +108,7 @@ def draw_patch(source, size_mm: float, image, rng: np.random.Generator, resolve,
         resolved = spec.resolve(image, settings, rng=rng, center_mm=center_mm)
         return resolved.patch, resolved.source
     if isinstance(source, LibrarySource):
+        settings = settings.with_changes(attachments=source.attachments)
         path = resolve(source.path)
         if _is_table(path):
             entry = _pick_entry(_index_entries(str(path), source.split), size_mm, rng)

@@ -127,6 +127,9 @@ class LibrarySource(_SourceBase):
     split: Literal["all", "train", "test"] = Field(
         default="train", description="index.csv only: the side of the fixed series-level split to draw from "
         "(default train: held-out series never reach training data)")
+    attachments: Literal["remove", "keep"] = Field(
+        default="remove", description="vessels attached to a real nodule in its donor patch: removed (the nodule "
+        "alone replaces the lung) or kept as stubs faded over 5 mm and labelled with the nodule")
 
 
 class GeneratedSource(_SourceBase):

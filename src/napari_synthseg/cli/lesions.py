@@ -46,6 +46,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=DEFAULT_PLACE.seed, help="seed for procedural lesions")
     p.add_argument("--lobulation", type=float, default=DEFAULT_PLACE.lobulation, help="procedural lesions: 0..1")
     p.add_argument("--spiculation", type=float, default=DEFAULT_PLACE.spiculation, help="procedural lesions: 0..1")
+    p.add_argument("--attachments", default=DEFAULT_PLACE.attachments.value, choices=["remove", "keep"],
+                   help="real nodules: remove the vessels attached to them in the donor patch (default), or keep "
+                        "them as stubs faded over 5 mm (labelled with the nodule)")
     p.add_argument(
         "--constraint", default="scene",
         help="where lesions may go: 'scene' (the scene's own, if any), 'auto' (organ mask), "
@@ -214,7 +217,7 @@ def run_place(args) -> int:
     settings = PlaceSettings(
         size_mm=size, rotation_deg=rotation[0] if len(rotation) == 1 else rotation, blend=blend_mode(args.blend),
         contrast=_contrast_arg(args.contrast), feather_mm=args.feather_mm, seed=args.seed,
-        lobulation=args.lobulation, spiculation=args.spiculation,
+        lobulation=args.lobulation, spiculation=args.spiculation, attachments=args.attachments,
     )
     at = parse_floats(args.at, "--at", count=(2, 3)) if args.at else None
     at_mm = parse_floats(args.at_mm, "--at-mm", count=(2, 3)) if args.at_mm else None

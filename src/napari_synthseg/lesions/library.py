@@ -109,6 +109,7 @@ class LesionLibrary:
         self.cache_size = 256
         self._cache: OrderedDict[str, LesionPatch] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._hashes: dict[tuple, str] = {}
 
     # ------------------------------------------------------------------ index
     @property
@@ -243,6 +244,28 @@ class LesionLibrary:
                                 if k in meta})
         item.provenance["library_id"] = lesion_id
         return item
+
+    def item_sha256(self, lesion_id: str) -> str:
+        """SHA-256 of the file that defines an item: its ``.safetensors`` (arrays), or for a
+        referenced item its ``.json`` (which holds its source files' hashes, checked on read).
+
+        Cached by the file's size and mtime: a batch draws the same items again and again.
+        """
+        arrays, meta = self._paths(lesion_id)
+        path = arrays if arrays.exists() else meta
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        with self._cache_lock:
+            hit = self._hashes.get(key)
+        if hit is None:
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            hit = digest.hexdigest()
+            with self._cache_lock:
+                self._hashes[key] = hit
+        return hit
 
     def metadata(self, lesion_id: str) -> dict:
         """The item's stored ``.json`` (measurements, class, provenance, reference)."""
@@ -431,6 +454,22 @@ class LesionLibrary:
                 described.append(meta)
                 report(progress, k + 1, total, meta["reference"]["image"].rsplit("/", 1)[-1])
         return self.add_references(described)
+
+
+_OPEN: dict[str, LesionLibrary] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def open_library(folder: str | Path) -> LesionLibrary:
+    """The process's one :class:`LesionLibrary` for ``folder``, so its item and hash caches
+    survive from one placement to the next (the lesion spec opens the library per lesion; a
+    fresh instance re-read and re-hashed every referenced donor patch)."""
+    key = str(Path(folder).resolve())
+    with _OPEN_LOCK:
+        library = _OPEN.get(key)
+        if library is None:
+            library = _OPEN[key] = LesionLibrary(key)
+        return library
 
 
 def reference_id(reference: dict) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import SynthsegError
 from ..io import MedicalImage, window_limits
-from ..render.placement import ATTENUATION_PER_WINDOW, footprint_check, place
+from ..render.placement import ANCHORS, ATTENUATION_PER_WINDOW, footprint_check, place
 from ..scene import BLEND_MODES, LesionRecord, Scene
 from .item import LesionPatch
 from .projection import project_ct_lesion
@@ -94,6 +94,8 @@ def place_lesion(
     min_inside: float = 1.0,
     min_cnr: float | None = None,
     match_noise: bool = True,
+    match_sharpness: bool = True,
+    anchor: str | None = None,
 ) -> LesionRecord:
     """Place ``patch`` into ``scene`` and return the stored record.
 
@@ -122,6 +124,14 @@ def place_lesion(
     match_noise : bool
         CT, alpha and Poisson blends: give the lesion the target's noise level and texture
         measured in the lung around the site (:mod:`napari_synthseg.render.noise`).
+    match_sharpness : bool
+        CT: when the lesion's edges are sharper than the target's around the site, blur it
+        in-plane to the target's edge width (``blend["psf"]`` records both estimates and the
+        blur; :func:`napari_synthseg.render.noise.edge_sigma_px`).
+    anchor : {'centroid', 'box'}, optional
+        What the centre means: the mask's centroid (default), or its bounding box's centre
+        (default for lesions made in their site's context, e.g. the lesion generator's, which
+        must land on the voxels they were made for).
     """
     if blend not in BLEND_MODES:
         raise SynthsegError(f"blend must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
@@ -135,6 +145,10 @@ def place_lesion(
     _check_units(patch, image)
     if size_mm is not None and not (np.isfinite(size_mm) and size_mm > 0):
         raise SynthsegError(f"size must be a positive number of mm, got {size_mm}")
+    if anchor is None:
+        anchor = "box" if str((source or {}).get("type")) in SITE_REGENERATORS else "centroid"
+    if anchor not in ANCHORS:
+        raise SynthsegError(f"anchor must be one of {', '.join(ANCHORS)}, got {anchor!r}")
     settings: dict[str, Any] = {"mode": blend, "contrast": 1.0 if contrast_mode == "node21" else float(contrast),
                                 "feather_mm": float(feather_mm)}
     if mixed:
@@ -144,6 +158,8 @@ def place_lesion(
     assets = {"intensity": scene.assets.put(patch.intensity), "mask": scene.assets.put(patch.mask)}
     if patch.absolute is not None:
         assets["absolute"] = scene.assets.put(patch.absolute)
+    if patch.attachment is not None:
+        assets["attachment"] = scene.assets.put(patch.attachment)
     provenance = {k: v for k, v in patch.provenance.items() if k != "history"}
     # one angle stays a number, several a tuple (as EditSession.rotate stores them)
     angles = tuple(float(v) for v in np.atleast_1d(np.asarray(rotation_deg, dtype=float)))
@@ -158,12 +174,14 @@ def place_lesion(
         seed=int(seed),
         assets=assets,
         params={"patch_spacing": list(patch.spacing), "units": patch.units, "patch_kind": patch.kind,
-                "min_inside": float(min_inside)},
+                "min_inside": float(min_inside), "anchor": anchor},
     )
     record.validate()
     if contrast_mode == "node21":
         record = _with_node21_contrast(scene, record, image)
     _validate(scene, record, image, min_inside)
+    if match_sharpness:
+        record = _with_matched_sharpness(scene, record, image)
     if match_noise:
         record = _with_matched_noise(scene, record, image)
     record = _with_visibility(scene, record, image, min_cnr)
@@ -190,6 +208,25 @@ def _with_matched_noise(scene: Scene, record: LesionRecord, image: MedicalImage)
     noise = {"sigma": round(needed, 3), "blur_px": choose_blur(rho), "target_sigma": round(target_sigma, 3),
              "target_rho": round(rho, 4) if math.isfinite(rho) else None, "lesion_sigma": round(own, 3)}
     return record.copy(blend=dict(record.blend, noise=noise))
+
+
+def _with_matched_sharpness(scene: Scene, record: LesionRecord, image: MedicalImage) -> LesionRecord:
+    import math
+
+    from ..render.noise import lesion_sharpness, matched_blur_px, sharpness_at
+
+    if image.ndim != 3 or image.modality != "CT" or record.params.get("units") != "HU":
+        return record
+    placed = place(scene, record, image)
+    center = [(b.start + b.stop) / 2.0 for b in placed.box]
+    target = sharpness_at(np.asarray(image.array), center, image.scale, exclude=placed.box)
+    values = placed.absolute if placed.absolute is not None else placed.residual
+    contrast = float(np.abs(placed.residual[placed.mask]).max()) if placed.mask.any() else 0.0
+    own = lesion_sharpness(values, placed.mask, contrast) if contrast > 0 else float("nan")
+    blur = matched_blur_px(target, own)
+    psf = {"sigma_px": round(blur, 3), "target_sigma_px": round(target, 3) if math.isfinite(target) else None,
+           "lesion_sigma_px": round(own, 3) if math.isfinite(own) else None, "method": "edge-width"}
+    return record.copy(blend=dict(record.blend, psf=psf))
 
 
 def _with_visibility(scene: Scene, record: LesionRecord, image: MedicalImage, min_cnr: float | None) -> LesionRecord:

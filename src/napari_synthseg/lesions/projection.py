@@ -20,12 +20,12 @@ to the target CXR's pixel spacing so the lesion keeps its size in mm.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import SynthsegError
-from .item import LesionPatch, _as_spacing, bbox_with_margin, resample_array, resample_mask
+from .item import LesionPatch, _as_spacing, bbox_with_margin, resample_array, resample_mask, resample_mask_smooth
 
 MU_WATER_PER_MM = 0.02  # water at an effective CXR energy of about 60 keV, 1/mm
 DEFAULT_BACKGROUND_HU = -850.0
@@ -110,16 +110,28 @@ def project_ct_lesion(
     residual = absolute - mu_bg.sum(axis=axis, dtype=np.float32) * dl
     # asarray: numpy's stubs type any(axis=...) as possibly a scalar; a 3D crop gives a 2D array
     mask = np.asarray(patch.mask[sl].any(axis=axis))
+    # kept vessel stubs (attachments="keep"): their opacity projects as its maximum along the beam
+    attachment = None if patch.attachment is None else np.asarray(patch.attachment[sl].max(axis=axis), np.float32)
     if superior_up:
         absolute, residual, mask = absolute[::-1], residual[::-1], mask[::-1]
+        attachment = None if attachment is None else attachment[::-1]
     spacing2d: tuple[float, ...] = (sp[0], sp[other])
     if target_spacing is not None:
         tsp = _as_spacing(target_spacing, 2, "target CXR spacing")
-        residual = resample_array(residual, spacing2d, tsp, order=order, mode="constant")
-        absolute = resample_array(absolute, spacing2d, tsp, order=order, mode="nearest")
-        mask = resample_mask(mask, spacing2d, tsp)
+        # Upsampling a 1 mm projection by 3-7x: a cubic B-spline (approximating: smooth, never
+        # overshooting) for the values and a smoothed signed distance for the mask, so neither
+        # shows the CT voxels' staircase (issue 15: "blocky outlines"). Downsampling keeps the
+        # anti-aliased linear resampling.
+        upsampling = bool(np.all(np.asarray(tsp) < np.asarray(spacing2d)))
+        smooth: dict[str, Any] = dict(order=3, prefilter=False) if upsampling and order == 1 else dict(order=order)
+        residual = resample_array(residual, spacing2d, tsp, mode="constant", **smooth)
+        absolute = resample_array(absolute, spacing2d, tsp, mode="nearest", **smooth)
+        mask = resample_mask_smooth(mask, spacing2d, tsp) if upsampling else resample_mask(mask, spacing2d, tsp)
+        if attachment is not None:
+            attachment = resample_array(attachment, spacing2d, tsp, mode="constant", **smooth)
         spacing2d = tsp
     op = {"op": "project_ct", "axis": axis, "mu_water_per_mm": float(mu_water), "superior_up": bool(superior_up),
           "target_spacing": None if target_spacing is None else list(spacing2d), "order": order}
     return patch._derive(op, intensity=np.ascontiguousarray(residual), mask=np.ascontiguousarray(mask),
-                         spacing=spacing2d, absolute=np.ascontiguousarray(absolute), units="attenuation")
+                         spacing=spacing2d, absolute=np.ascontiguousarray(absolute), units="attenuation",
+                         attachment=attachment)

@@ -68,6 +68,7 @@ def record_patch(scene: Scene, record: LesionRecord) -> LesionPatch:
     if "intensity" not in assets or "mask" not in assets:
         raise SynthsegError(f"lesion {record.id} has no stored patch (assets 'intensity' and 'mask')")
     absolute = scene.assets.get(assets["absolute"]) if "absolute" in assets else None
+    attachment = scene.assets.get(assets["attachment"]) if "attachment" in assets else None
     return LesionPatch(
         intensity=scene.assets.get(assets["intensity"]),
         mask=scene.assets.get(assets["mask"]),
@@ -75,6 +76,7 @@ def record_patch(scene: Scene, record: LesionRecord) -> LesionPatch:
         kind=record.params.get("patch_kind", record.kind),
         absolute=absolute,
         units=record.params.get("units", "image"),
+        attachment=attachment,
     )
 
 
@@ -83,7 +85,20 @@ def center_index(image: MedicalImage, center_mm) -> np.ndarray:
     return image.physical_to_index(center_mm)[::-1]
 
 
-def _mask_center(mask: np.ndarray) -> np.ndarray:
+#: How a record's centre relates to its mask. ``"centroid"`` (every lesion placed since issue 15):
+#: the centre is the mask's centroid (its partial-volume coverage's centre of mass), so a lesion
+#: with a tail sits where it was asked, not 19 px off. ``"box"``: the centre of the mask's
+#: bounding box, kept for records without ``params["anchor"]`` (scenes saved before, healthy
+#: fills and accepted samples stored on the image's own grid, and lesions generated in their
+#: site's context, which must land on the voxels they were made for).
+ANCHORS = ("centroid", "box")
+
+
+def _mask_center(mask: np.ndarray, coverage: np.ndarray | None = None, anchor: str = "box") -> np.ndarray:
+    if anchor == "centroid":
+        weights = mask.astype(np.float32) if coverage is None else coverage
+        if float(weights.sum()) > 0:
+            return np.asarray(ndi.center_of_mass(weights), dtype=float)
     box = ndi.find_objects(mask.astype(np.uint8))[0]
     return np.array([(s.start + s.stop - 1) / 2.0 for s in box])
 
@@ -134,8 +149,14 @@ def slab_integrate(values: np.ndarray, widths, mode: str = "constant") -> np.nda
     return out
 
 
+#: Lung kept around a lesion's support when its patch is cropped before scaling, in mm on the
+#: image grid (plus the feather and three output voxels): what the feather, the partial-volume
+#: rim and a matched blur can reach.
+GRID_MARGIN_MM = 2.0
+
+
 def to_image_grid(
-    patch: LesionPatch, scale: float, rotation_deg, spacing: tuple[float, ...]
+    patch: LesionPatch, scale: float, rotation_deg, spacing: tuple[float, ...], margin_mm: float | None = None
 ) -> tuple[LesionPatch, np.ndarray]:
     """The patch scaled, rotated and resampled onto ``spacing``, and its partial-volume coverage.
 
@@ -145,11 +166,24 @@ def to_image_grid(
     the fraction of each output voxel the lesion mask occupies (the same integration of the
     mask); the blend mask is coverage >= 0.5, and the slices with smaller partial volumes get
     labelled where their change exceeds the label tolerance (:mod:`.truth`).
+
+    ``margin_mm`` (image-grid mm): the patch is first cropped to its support (mask, residual,
+    attachments) plus this much lung *scaled back to the patch* and one output footprint, so a
+    small donor scaled far above its size does not scale its whole cube of lung (a 5 mm LIDC
+    nodule at 37 mm scaled the whole 50 mm patch to 370 mm and used more than 3 GB). Only voxels
+    no blend reads are dropped: alpha reads the patch where its opacity is non-zero (mask,
+    feather, coverage, attachments), additive its residual, Poisson its mask and partial-volume
+    rim.
     """
     ndim = patch.ndim
     forward = rotation_matrix(ndim, rotation_deg, (-2, -1)) * float(scale)
     sp = np.asarray(patch.spacing, float)
     sp_out = np.asarray(spacing, float)
+    if margin_mm is not None:
+        inverse = np.linalg.inv(forward)
+        footprint = np.abs(np.diag(1.0 / sp) @ inverse @ np.diag(sp_out)).max(axis=1)  # input px per output px
+        need_mm = float(margin_mm) / float(scale) + float(np.max(footprint * sp)) + float(np.max(sp))
+        patch = patch.crop_to_mask(need_mm, support=True)
     shape_in = np.asarray(patch.shape)
     half_in = shape_in * sp / 2.0
     corners = np.array(np.meshgrid(*[[-h, h] for h in half_in], indexing="ij")).reshape(ndim, -1)
@@ -169,10 +203,11 @@ def to_image_grid(
     intensity = sample(patch.intensity, "constant")
     absolute = None if patch.absolute is None else sample(patch.absolute, "nearest")
     coverage = np.clip(sample(patch.mask.astype(np.float32), "constant"), 0.0, 1.0)
+    attachment = None if patch.attachment is None else np.clip(sample(patch.attachment, "constant"), 0.0, 1.0)
     mask = _threshold_mask(coverage)
     op = {"op": "to_image_grid", "scale": float(scale), "rotation_deg": np.atleast_1d(rotation_deg).tolist(),
           "spacing": sp_out.tolist(), "integration": "slab"}
-    out = patch._derive(op, intensity=intensity, mask=mask, absolute=absolute,
+    out = patch._derive(op, intensity=intensity, mask=mask, absolute=absolute, attachment=attachment,
                         spacing=tuple(float(v) for v in sp_out))
     return out, coverage
 
@@ -197,7 +232,9 @@ class PatchCache:
         self, scene: Scene, record: LesionRecord, spacing: tuple[float, ...]
     ) -> tuple[LesionPatch, np.ndarray]:
         """The record's patch on the image grid and its partial-volume coverage (0..1)."""
-        key = _key(record.assets, record.params.get("patch_spacing"), record.size_mm, record.rotation_deg, spacing)
+        margin = float((record.blend or {}).get("feather_mm", 0.0)) + 3.0 * max(spacing) + GRID_MARGIN_MM
+        key = _key(record.assets, record.params.get("patch_spacing"), record.size_mm, record.rotation_deg, spacing,
+                   round(margin, 6))
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -211,7 +248,7 @@ class PatchCache:
             # one interpolation onto the image's spacing, integrating over each voxel's footprint
             # (slab integration on thick slices); resampling twice would blur the patch and
             # quantise its mask a second time
-            entry = to_image_grid(patch, scale, rotation, tuple(spacing))
+            entry = to_image_grid(patch, scale, rotation, tuple(spacing), margin_mm=margin)
         else:
             entry = (patch, patch.mask.astype(np.float32))
         with self._lock:  # the transform above runs unlocked: two threads may both compute it
@@ -242,7 +279,8 @@ def place(
             f"lesion {record.id} is {patch.ndim}D but the image is {image.ndim}D"
         )
     center = center_index(image, record.center_mm)
-    offset = tuple(int(v) for v in np.rint(center - _mask_center(patch.mask)))
+    anchor = str(record.params.get("anchor", "box"))
+    offset = tuple(int(v) for v in np.rint(center - _mask_center(patch.mask, coverage, anchor)))
     blend = record.blend or {}
     factor = float(blend.get("gain", 1.0)) * float(blend.get("contrast", 1.0))
     residual = patch.intensity * np.float32(factor)
@@ -251,28 +289,46 @@ def place(
         # The lesion with its own recorded background; contrast scales only the lesion part.
         absolute = patch.absolute - patch.intensity + residual
     mode = blend.get("mode", "alpha")
+    attachment = patch.attachment
+    blend_mask = patch.mask
+    alpha = None
+    if mode == "alpha":
+        # the feathered opacity, and at least the partial-volume coverage: a slab that holds a
+        # third of the nodule takes a third of it (the label follows from what that changes);
+        # kept vessel stubs come in with their own (fading) opacity
+        alpha = np.maximum(feather_alpha(patch.mask, spacing, float(blend.get("feather_mm", 0.0))), coverage)
+        if attachment is not None:
+            alpha = np.maximum(alpha, attachment)
+    psf = blend.get("psf") or {}
+    sigma_px = float(psf.get("sigma_px", 0.0))
+    if sigma_px > 0:
+        # the target scan is softer than the lesion: blur the lesion's contribution in-plane to
+        # the target's edge width (:func:`.noise.match_sharpness`), before its matched noise
+        from .noise import blur_contribution
+
+        pad = int(np.ceil(3.0 * sigma_px)) + 1
+        widths = [(0, 0)] * (patch.ndim - 2) + [(pad, pad)] * 2
+        offset = tuple(o - w[0] for o, w in zip(offset, widths))
+        residual, absolute, alpha, coverage, blend_mask, attachment = blur_contribution(
+            mode, sigma_px, widths, residual, absolute, alpha, coverage, blend_mask, attachment)
     noise = blend.get("noise") or {}
     if mode in ("alpha", "poisson") and float(noise.get("sigma", 0.0)) > 0:
         # the target scan's noise, missing from a smooth or differently noisy lesion (.noise);
         # seeded by the record, so re-rendering is exact
         from .noise import matched_noise
 
-        field = matched_noise(patch.shape, float(noise["sigma"]), float(noise.get("blur_px", 0.0)),
+        field = matched_noise(residual.shape, float(noise["sigma"]), float(noise.get("blur_px", 0.0)),
                               int(record.seed)) * coverage
         residual = residual + field
         if absolute is not None:
             absolute = absolute + field
-    blend_mask = patch.mask
     if mode == "poisson":
         # gradient-domain blending changes pixels only inside its mask: take in the partial-volume
         # voxels too (a nodule centred on a 5 mm slice fills part of its neighbours), so the thick
         # slices show the slab-integrated lesion and get labelled where that changes them
-        blend_mask = patch.mask | (coverage >= POISSON_MIN_COVERAGE)
-    alpha = None
-    if mode == "alpha":
-        # the feathered opacity, and at least the partial-volume coverage: a slab that holds a
-        # third of the nodule takes a third of it (the label follows from what that changes)
-        alpha = np.maximum(feather_alpha(patch.mask, spacing, float(blend.get("feather_mm", 0.0))), coverage)
+        blend_mask = blend_mask | (coverage >= POISSON_MIN_COVERAGE)
+        if attachment is not None:
+            blend_mask = blend_mask | (attachment >= POISSON_MIN_COVERAGE)
     box = _blend_box(mode, blend, blend_mask, offset, spacing, image.shape, alpha)
     if box is None:
         raise SynthsegError(f"lesion {record.id} lies entirely outside the image")
@@ -289,7 +345,7 @@ def place(
     label_mask = None
     if "label_mask" in record.assets:
         label_mask = np.asarray(scene.assets.get(record.assets["label_mask"]), bool)
-        if label_mask.shape != patch.mask.shape:
+        if label_mask.shape != blend_mask.shape:
             raise SynthsegError(f"lesion {record.id}: its label mask does not match its patch")
     return PlacedLesion(record=record, residual=residual, absolute=absolute, mask=blend_mask, offset=offset,
                         box=box, alpha=alpha, overlay=overlay, label_mask=label_mask, spacing=tuple(spacing))

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import SynthsegError
 from ..io import MedicalImage
 from ..lesions import LesionPatch
+from ..lesions.attachments import Attachments, apply_attachments, attachments_mode
 
 
 class LesionSourceKind(str, Enum):
@@ -88,6 +89,12 @@ class PlaceSettings:
         Shape of procedural nodules, 0..1.
     min_inside : float
         Fraction of the lesion mask that must lie inside the organ constraint.
+    attachments : {'remove', 'keep'}
+        Real nodules (library items, CT patches): the vessels and other bright structures
+        attached to the nodule in its donor patch are removed (default: the nodule alone
+        replaces the target's lung) or kept as stubs faded over 5 mm, which are then labelled
+        with the nodule (the label is what changed). See
+        :mod:`napari_synthseg.lesions.attachments`.
     """
 
     size_mm: float | None = 10.0
@@ -99,9 +106,11 @@ class PlaceSettings:
     lobulation: float = 0.3
     spiculation: float = 0.0
     min_inside: float = 1.0
+    attachments: Attachments = Attachments.REMOVE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blend", blend_mode(self.blend))
+        object.__setattr__(self, "attachments", attachments_mode(self.attachments))
         if self.size_mm is not None and not (np.isfinite(self.size_mm) and 0 < self.size_mm <= 500):
             raise SynthsegError(f"lesion size must be between 0 and 500 mm, got {self.size_mm}")
         if self.contrast != "node21" and not (
@@ -263,7 +272,8 @@ class LesionSpec:
                 (self.kind or ProceduralKind.SOLID).value, seed=int(settings.seed),
                 model=str(self.path) if self.path else "builtin")
             return ResolvedLesion(patch, source)
-        from ..lesions import LesionLibrary, load_ct_patch, procedural_nodule
+        from ..lesions import load_ct_patch, procedural_nodule
+        from ..lesions.library import open_library
 
         rng = rng if rng is not None else np.random.default_rng(int(settings.seed))
         if self.source is LesionSourceKind.PROCEDURAL:
@@ -281,7 +291,7 @@ class LesionSpec:
                       "lobulation": lobulation, "spiculation": spiculation}
             return ResolvedLesion(patch, source)
         if self.source in (LesionSourceKind.LIBRARY, LesionSourceKind.LIBRARY_ITEM):
-            library = LesionLibrary(self.where)
+            library = open_library(self.where)
             if self.item_id is not None:
                 lesion_id = self.item_id
             else:
@@ -289,17 +299,18 @@ class LesionSpec:
                 lesion_id = library.pick(size, rng)
             patch = library.get(lesion_id)  # checks the id and that the item's files are there
             source = {"type": "library", "library": str(self.where), "id": lesion_id,
-                      "sha256": _sha256(self.where / f"{lesion_id}.safetensors")}
-            return ResolvedLesion(patch, source)
+                      "sha256": library.item_sha256(lesion_id)}
+            return ResolvedLesion(apply_attachments(patch, settings.attachments), source)
         if self.source is LesionSourceKind.CT_FOLDER:
             files = self._ct_files(self.where)
             chosen = files[int(rng.integers(len(files)))]
-            return self._ct_patch(chosen, None, load_ct_patch)
-        return self._ct_patch(self.where, self.mask_path, load_ct_patch)
+            return self._ct_patch(chosen, None, load_ct_patch, settings.attachments)
+        return self._ct_patch(self.where, self.mask_path, load_ct_patch, settings.attachments)
 
     @staticmethod
-    def _ct_patch(path: Path, mask: Path | None, loader) -> ResolvedLesion:
-        patch = loader(path, mask)
+    def _ct_patch(path: Path, mask: Path | None, loader, attachments: Attachments = Attachments.REMOVE
+                  ) -> ResolvedLesion:
+        patch = apply_attachments(loader(path, mask), attachments)
         source = {"type": "ct_patch", "path": str(path), "sha256": patch.provenance.get("sha256") or _sha256(path)}
         if mask is not None:
             source["mask_path"] = str(mask)
