@@ -70,7 +70,6 @@ def _is_table(path: Path) -> bool:
 def check_source(source, resolve) -> None:
     """Fail before the run (exit 2) when a library source cannot be opened."""
     if isinstance(source, LibrarySource):
-        settings = settings.with_changes(attachments=source.attachments)
         path = resolve(source.path)
         if _is_table(path):
             _index_entries(str(path), source.split)

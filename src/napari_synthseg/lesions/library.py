@@ -224,6 +224,24 @@ class LesionLibrary:
                 self._cache.popitem(last=False)
         return item
 
+    def get_prepared(self, lesion_id: str, attachments: str = "remove") -> LesionPatch:
+        """:meth:`get` with the item's vessel attachments removed or kept
+        (:func:`~napari_synthseg.lesions.attachments.apply_attachments`), cached like the item."""
+        from .attachments import apply_attachments, attachments_mode
+
+        mode = attachments_mode(attachments).value
+        key = f"{lesion_id}|attachments={mode}"
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        item = apply_attachments(self.get(lesion_id), mode)
+        with self._cache_lock:
+            self._cache[key] = item
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return item
+
     def _get_reference(self, lesion_id: str) -> LesionPatch:
         from .ct_patch import load_ct_patch
 
@@ -300,7 +318,8 @@ class LesionLibrary:
         """Delete one item."""
         arrays_path, meta_path = self._paths(lesion_id)
         with self._cache_lock:
-            self._cache.pop(lesion_id, None)
+            for key in [k for k in self._cache if k == lesion_id or k.startswith(f"{lesion_id}|")]:
+                self._cache.pop(key, None)
         meta_path.unlink()
         arrays_path.unlink(missing_ok=True)
         items = dict(self._load_index())

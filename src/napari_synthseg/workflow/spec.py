@@ -297,10 +297,11 @@ class LesionSpec:
             else:
                 size = settings.size_mm or 10.0
                 lesion_id = library.pick(size, rng)
-            patch = library.get(lesion_id)  # checks the id and that the item's files are there
+            # checks the id and that the item's files are there; attachments removed or kept
+            patch = library.get_prepared(lesion_id, settings.attachments.value)
             source = {"type": "library", "library": str(self.where), "id": lesion_id,
                       "sha256": library.item_sha256(lesion_id)}
-            return ResolvedLesion(apply_attachments(patch, settings.attachments), source)
+            return ResolvedLesion(patch, source)
         if self.source is LesionSourceKind.CT_FOLDER:
             files = self._ct_files(self.where)
             chosen = files[int(rng.integers(len(files)))]
