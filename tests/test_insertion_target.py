@@ -297,3 +297,33 @@ def test_small_donor_at_a_large_size_stays_small(shared_data):
     # the thresholded mask may gain or lose a 5 mm slice with the grid's phase)
     assert cropped_cover.sum() == pytest.approx(whole_cover.sum(), rel=0.02)
     assert cropped.intensity.sum() == pytest.approx(whole.intensity.sum(), rel=0.02)
+
+
+def test_cli_place_keep_attachments_into_a_radiograph(shared_data, tmp_path):
+    """`synthseg place --attachments keep`: a real nodule projected into a CXR with its vessel
+    stubs (their opacity projects too); the scene records the choice and renders truthfully."""
+    import json
+
+    from napari_synthseg.cli import main
+
+    cxr = shared_data / "cxr/node21/c3883.mha"
+    nodule = shared_data / "ct/nodule_patches/nodule_16_ct.mha"
+    labelled = {}
+    for mode in ("remove", "keep"):
+        scene_dir = tmp_path / mode
+        assert main(["place", str(cxr), "--lesion", str(nodule), "--at", "400,500", "--blend", "alpha",
+                     "--attachments", mode, "--out", str(scene_dir)]) == 0
+        record = json.loads((scene_dir / "scene.json").read_text())["lesions"][0]
+        assert record["source"]["patch"]["attachments"]["mode"] == mode
+        assert ("attachment" in record["assets"]) == (mode == "keep")
+        labelled[mode] = int((render_scene(Scene.open(scene_dir)).labels > 0).sum())
+    assert labelled["keep"] > labelled["remove"]
+
+
+def test_library_keeps_an_attachment_layer(shared_data, tmp_path):
+    from napari_synthseg.lesions import LesionLibrary
+
+    kept = apply_attachments(load_ct_patch(shared_data / "ct" / "nodule_patches" / "nodule_16_ct.mha"), "keep")
+    library = LesionLibrary(tmp_path / "lib")
+    back = library.get(library.add(kept))
+    np.testing.assert_array_equal(back.attachment, kept.attachment)

@@ -55,7 +55,7 @@ class Attachments(str, Enum):
     KEEP = "keep"
 
 
-def attachments_mode(text: "str | Attachments") -> Attachments:
+def attachments_mode(text: str | Attachments) -> Attachments:
     if isinstance(text, Attachments):
         return text
     try:
@@ -95,7 +95,7 @@ def attached_structures(hu: np.ndarray, mask: np.ndarray, spacing) -> tuple[np.n
     return attached, dist
 
 
-def apply_attachments(patch: LesionPatch, mode: "str | Attachments" = Attachments.REMOVE) -> LesionPatch:
+def apply_attachments(patch: LesionPatch, mode: str | Attachments = Attachments.REMOVE) -> LesionPatch:
     """``patch`` with its attached structures removed or kept as faded stubs.
 
     Only 3D CT patches with their own HU (``absolute``: real nodules, CT patches, library items)

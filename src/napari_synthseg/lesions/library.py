@@ -60,7 +60,7 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 def _content_id(item: LesionPatch) -> str:
     h = hashlib.sha256()
-    for arr in (item.intensity, item.mask, item.absolute):
+    for arr in (item.intensity, item.mask, item.absolute, item.attachment):
         if arr is not None:
             h.update(str(arr.shape).encode())
             h.update(np.ascontiguousarray(arr).tobytes())
@@ -189,6 +189,8 @@ class LesionLibrary:
         tensors = {"intensity": item.intensity, "mask": item.mask.astype(np.uint8)}
         if item.absolute is not None:
             tensors["absolute"] = item.absolute
+        if item.attachment is not None:
+            tensors["attachment"] = item.attachment
         # arrays first, metadata second: an item counts once its .json exists
         with atomic_path(self.folder / f"{lesion_id}.safetensors") as tmp:
             save_file(tensors, str(tmp), metadata={"format": "napari-synthseg-lesion", "version": str(FORMAT_VERSION)})
@@ -312,6 +314,7 @@ class LesionLibrary:
             provenance=meta.get("provenance", {}),
             absolute=arrays.get("absolute"),
             units=meta.get("units", "HU"),
+            attachment=arrays.get("attachment"),
         )
 
     def remove(self, lesion_id: str) -> None:

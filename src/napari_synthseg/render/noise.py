@@ -235,5 +235,8 @@ def blur_contribution(mode: str, sigma_px: float, widths, residual, absolute, al
         if absolute is not None:
             absolute = ndi.gaussian_filter(absolute, sigma, mode="nearest", truncate=3.0)
     coverage = ndi.gaussian_filter(coverage, sigma, truncate=3.0)
-    f32 = (lambda a: None if a is None else np.asarray(a, np.float32))
-    return f32(residual), f32(absolute), f32(alpha), f32(coverage), mask, attachment
+    return _f32(residual), _f32(absolute), _f32(alpha), _f32(coverage), mask, attachment
+
+
+def _f32(values):
+    return None if values is None else np.asarray(values, np.float32)
