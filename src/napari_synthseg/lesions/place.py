@@ -217,6 +217,8 @@ def _with_matched_sharpness(scene: Scene, record: LesionRecord, image: MedicalIm
 
     if image.ndim != 3 or image.modality != "CT" or record.params.get("units") != "HU":
         return record
+    if str((record.source or {}).get("type")) in SITE_REGENERATORS:
+        return record  # made in the target's own context at this site: already its sharpness
     placed = place(scene, record, image)
     center = [(b.start + b.stop) / 2.0 for b in placed.box]
     target = sharpness_at(np.asarray(image.array), center, image.scale, exclude=placed.box)
