@@ -1,5 +1,6 @@
 """Is every label what changed? Many lesions of every blend mode, 2D and 3D, thick and thin CT
-slices, procedural and real (LIDC library) nodules, counted from the pixels alone.
+slices, procedural and real (LIDC library) nodules, counted from the pixels alone. Real nodules
+have their vessel attachments removed or kept (half each, drawn at random).
 
 For each (image, blend, source) a scene gets ``--per-combo`` lesions at random places inside the
 organ constraint (>= 40 mm apart, so each lesion's neighbourhood holds no other lesion's change),
@@ -92,7 +93,10 @@ def images(folder: Path):
 
 def draw(source: str, library: LesionLibrary, image, size: float, rng):
     if source == "library":
-        return library.get(library.pick(size, rng))
+        # vessel attachments (issue 15): half the real nodules keep their stubs, half have them
+        # removed (the default), as the lesion spec prepares them
+        lesion_id = library.pick(size, rng)
+        return library.get_prepared(lesion_id, "keep" if rng.random() < 0.5 else "remove")
     kind = ("solid", "part-solid", "ground-glass")[int(rng.integers(3))]
     seed = int(rng.integers(2**31 - 1))
     lob, spic = float(rng.uniform(0, 0.6)), float(rng.uniform(0, 0.4))
