@@ -288,8 +288,16 @@ class LesionSpec:
                 size = settings.size_mm or 10.0
                 lesion_id = library.pick(size, rng)
             patch = library.get(lesion_id)  # checks the id and that the item's files are there
-            source = {"type": "library", "library": str(self.where), "id": lesion_id,
-                      "sha256": _sha256(self.where / f"{lesion_id}.safetensors")}
+            source = {"type": "library", "library": str(self.where), "id": lesion_id}
+            arrays = self.where / f"{lesion_id}.safetensors"
+            if arrays.is_file():
+                source["sha256"] = _sha256(arrays)
+            else:
+                # an item that references its source files (the imported LIDC nodules): their
+                # hashes, checked against the files by library.get() above
+                reference = library.metadata(lesion_id).get("reference", {})
+                source.update(sha256=reference.get("image_sha256"), mask_sha256=reference.get("mask_sha256"),
+                              reference=reference.get("image"))
             return ResolvedLesion(patch, source)
         if self.source is LesionSourceKind.CT_FOLDER:
             files = self._ct_files(self.where)
