@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QSize, Qt
+from qtpy.QtCore import QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QGridLayout,
@@ -75,6 +75,8 @@ class GeneratedSamples(QWidget):
         for kind in ProceduralKind:
             self.class_combo.addItem(kind.value)
         self.class_combo.setToolTip("nodule class the generator is conditioned on")
+        self.class_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.class_combo.setMinimumContentsLength(6)
         self.count_spin = QSpinBox()
         self.count_spin.setRange(1, MAX_SAMPLE_COUNT)
         self.count_spin.setValue(DEFAULT_SAMPLE_COUNT)
@@ -99,6 +101,9 @@ class GeneratedSamples(QWidget):
         self.info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.buttons: list[QToolButton] = []
         grid_box = QWidget()
+        # room for one row from the start: the panel does not jump (and the canvas beside it is
+        # not resized) when the samples arrive
+        grid_box.setMinimumHeight(CANDIDATE_PX + 34)
         self.grid = QGridLayout(grid_box)
         self.grid.setContentsMargins(0, 0, 0, 0)
         self.grid.setSpacing(2)
@@ -152,7 +157,10 @@ class GeneratedSamples(QWidget):
                 dragged = True
             yield
         if not dragged:
-            self.sample_at(editor.image_layer.world_to_data(start_world))
+            index = editor.image_layer.world_to_data(start_world)
+            # after the canvas's mouse event: starting shows the progress bar and Cancel, and a
+            # panel relayout inside vispy's event handler breaks its GL framebuffer stack
+            QTimer.singleShot(0, lambda: self.sample_at(index))
 
     # ---- sampling -----------------------------------------------------------------------------
 
