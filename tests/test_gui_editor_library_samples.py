@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("napari")
 
-from test_gui_session_e2e import UiClock, _click  # noqa: E402
-from test_workflow_library_samples import make_small_library  # noqa: E402
+from test_gui_session_e2e import UiClock, _click
+from test_workflow_library_samples import make_small_library
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -173,7 +173,6 @@ def test_generated_samples_side_by_side_accept_by_click(editor, artifacts_dir):
     tops = {b.geometry().top() for b in samples.buttons}
     assert len(tops) == 1
     assert max(b.geometry().right() for b in samples.buttons) <= samples.width()
-    _shot(viewer, artifacts_dir / "editor_generated_samples.png")
     _panel_shot(samples, artifacts_dir / "editor_generated_samples_panel.png")
 
     # a real click on the third sample adds it as an ordinary generated lesion with its seed
@@ -183,7 +182,7 @@ def test_generated_samples_side_by_side_accept_by_click(editor, artifacts_dir):
     assert record.source["class"] == "solid"
     assert samples.candidates == [] and widget.seed_spin.value() == 44
     assert widget.selected_id() == record.id
-    _shot(viewer, artifacts_dir / "editor_generated_accepted.png")
+    _panel_shot(widget, artifacts_dir / "editor_generated_accepted_panel.png")
     widget.undo()
     assert widget.scene.lesions == []
 

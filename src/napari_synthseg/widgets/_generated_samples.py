@@ -96,6 +96,11 @@ class GeneratedSamples(QWidget):
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.clicked.connect(self.cancel)
         self.cancel_btn.hide()
+        for widget in (self.progress_bar, self.cancel_btn):
+            # keep their room while hidden: the panel does not relayout when sampling starts/ends
+            policy = widget.sizePolicy()
+            policy.setRetainSizeWhenHidden(True)
+            widget.setSizePolicy(policy)
         self.info = QLabel("")
         self.info.setWordWrap(True)
         self.info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -128,9 +133,13 @@ class GeneratedSamples(QWidget):
 
         editor.viewer.mouse_drag_callbacks.append(self._on_viewer_mouse)
         # One click tool at a time: placing and sampling exclude each other.
-        editor.place_check.toggled.connect(lambda on: on and self.sample_btn.setChecked(False))
+        editor.place_check.toggled.connect(self._place_tool_toggled)
 
     # ---- the site -----------------------------------------------------------------------------
+
+    def _place_tool_toggled(self, on: bool) -> None:
+        if on:
+            self.sample_btn.setChecked(False)
 
     def _sample_tool_toggled(self, on: bool) -> None:
         editor = self.editor

@@ -58,7 +58,7 @@ def rgb_icon(rgb: np.ndarray) -> QIcon:
     """A QIcon of an RGB uint8 array (copied: the array may go away)."""
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     h, w, _ = rgb.shape
-    image = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    image = QImage(rgb.tobytes(), w, h, 3 * w, QImage.Format.Format_RGB888).copy()
     return QIcon(QPixmap.fromImage(image))
 
 
@@ -221,9 +221,9 @@ class LibraryStrip(QWidget):
             self.count_label.setText(f"{len(payload)} lesions; click one to place it next")
         else:
             lesion_id, rgb = payload
-            item = self._items.get(lesion_id)
-            if item is not None:
-                item.setIcon(rgb_icon(rgb))
+            shown = self._items.get(lesion_id)
+            if shown is not None:
+                shown.setIcon(rgb_icon(rgb))
 
     def _failed(self, exc: BaseException) -> None:
         self._worker = None

@@ -44,6 +44,8 @@ CANDIDATE_PX = 72
 CONTEXT_DIAMETERS = 3.0
 #: CT pictures use the lung window (HU), where solid, part-solid and ground-glass nodules all show.
 CT_WINDOW_HU = (-1000.0, 400.0)
+#: Outline colour of the lesion in a candidate's picture (the library thumbnails' yellow).
+OUTLINE_RGB = (255, 200, 0)
 
 
 @dataclass
@@ -145,8 +147,8 @@ def preview_generated(
         chosen = settings.with_changes(seed=seed)
         # placing into the scratch scene runs every rule of a placement (same call as `place`)
         record = EditSession(scratch, session.actor).place(spec, chosen, at_mm=site_mm)
-        before, after = _render_crop(scratch, record, image)
-        picture = _picture(after, limits)
+        before, after, label = _render_crop(scratch, record, image)
+        picture = _picture(after, limits, label)
         diameter = float(record.source.get("diameter_mm", record.size_mm))
         caption = f"seed {seed}\n{diameter:.0f} mm {record.source.get('mean_hu', 0):.0f} HU"
         candidates.append(GeneratedCandidate(seed=seed, record=record, before=before, after=after, picture=picture,
@@ -178,8 +180,9 @@ def accept_generated(session: EditSession, candidate: GeneratedCandidate) -> Les
 # ---- pictures ---------------------------------------------------------------------------------
 
 
-def _render_crop(scratch: Scene, record: LesionRecord, image) -> tuple[np.ndarray, np.ndarray]:
-    """The image around the lesion without and with it (CT: the axial slice through the site)."""
+def _render_crop(scratch: Scene, record: LesionRecord, image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The image around the lesion without and with it, and its label (CT: the axial slice
+    through the site)."""
     from ..render.compose import composite
     from ..render.placement import center_index, place
 
@@ -198,12 +201,15 @@ def _render_crop(scratch: Scene, record: LesionRecord, image) -> tuple[np.ndarra
     box = tuple(slice(min(int(a), p.start), max(int(b), p.stop)) for a, b, p in zip(lo, hi, placed.box))
     canvas = np.array(image.array[box], dtype=np.float32, copy=True)
     before = canvas.copy()
-    composite(canvas, None, box, placed, image.scale)
+    derived = composite(canvas, None, box, placed, image.scale)
+    label = np.zeros(canvas.shape, bool)
+    if derived is not None:  # the label as the renderer derives it (image coordinates)
+        label[tuple(slice(d.start - b.start, d.stop - b.start) for d, b in zip(derived.box, box))] = derived.label
     crop = tuple(slice(int(a) - b.start, int(c) - b.start) for a, c, b in zip(lo, hi, box))
-    before, after = before[crop], canvas[crop]
+    before, after, label = before[crop], canvas[crop], label[crop]
     if image.ndim == 3:
-        before, after = before[0], after[0]
-    return before, after
+        before, after, label = before[0], after[0], label[0]
+    return before, after, label
 
 
 def _window(image) -> tuple[float, float]:
@@ -215,8 +221,13 @@ def _window(image) -> tuple[float, float]:
     return window_limits(np.asarray(image.array), "auto", image.modality)
 
 
-def _picture(values: np.ndarray, limits: tuple[float, float], size: int = CANDIDATE_PX) -> np.ndarray:
-    """RGB thumbnail of a crop (square, padded with its edge, zoomed to ``size``)."""
+def _picture(values: np.ndarray, limits: tuple[float, float], label: np.ndarray | None = None,
+             size: int = CANDIDATE_PX) -> np.ndarray:
+    """RGB thumbnail of a crop (square, padded with its edge, zoomed to ``size``).
+
+    The label's outline is drawn one pixel *outside* the label, half transparent: a faint
+    projected nodule can be found, and its own edge (what a reader judges) stays uncovered.
+    """
     from scipy import ndimage as ndi
 
     from ..io import apply_window
@@ -225,8 +236,15 @@ def _picture(values: np.ndarray, limits: tuple[float, float], size: int = CANDID
     side = max(grey.shape)
     pad = [((side - n) // 2, side - n - (side - n) // 2) for n in grey.shape]
     grey = np.pad(grey, pad, mode="edge")
-    grey = np.clip(ndi.zoom(grey, size / side, order=1, grid_mode=True, mode="nearest"), 0, 1)[:size, :size]
-    return np.repeat((grey * 255.0 + 0.5).astype(np.uint8)[..., None], 3, axis=-1)
+    zoom = size / side
+    grey = np.clip(ndi.zoom(grey, zoom, order=1, grid_mode=True, mode="nearest"), 0, 1)[:size, :size]
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    if label is not None and label.any():
+        small = ndi.zoom(np.pad(label, pad).astype(np.float32), zoom, order=1, grid_mode=True,
+                         mode="grid-constant")[:size, :size] > 0.5
+        ring = ndi.binary_dilation(small) & ~small
+        rgb[ring] = 0.5 * rgb[ring] + 0.5 * np.array(OUTLINE_RGB, np.float32) / 255.0
+    return (rgb * 255.0 + 0.5).astype(np.uint8)
 
 
 __all__ = [
