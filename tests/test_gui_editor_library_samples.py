@@ -80,12 +80,13 @@ def test_library_strip_thumbnails_filter_click_and_place(editor, shared_data, tm
     viewer, widget = editor
     library = make_small_library(shared_data, tmp_path, n=8)
     strip = widget.library_strip
+    assert not strip.grid.isVisibleTo(strip)  # compact until a library is chosen
     strip.folder_edit.setText(str(library.folder))
     with UiClock() as clock:
         strip.refresh()
         strip.wait_idle()
     assert not strip.busy
-    assert strip.grid.count() == 8
+    assert strip.grid.count() == 8 and strip.grid.isVisibleTo(strip)
     assert clock.worst_ms < MAX_FREEZE_MS, f"UI thread paused {clock.worst_ms:.0f} ms while thumbnails were made"
     # every thumbnail was drawn (not the blank placeholder), captioned with diameter and class
     for k in range(strip.grid.count()):
@@ -176,11 +177,13 @@ def test_generated_samples_side_by_side_accept_by_click(editor, artifacts_dir):
     _panel_shot(samples, artifacts_dir / "editor_generated_samples_panel.png")
 
     # a real click on the third sample adds it as an ordinary generated lesion with its seed
+    shown = list(samples.buttons)
     _click_widget(samples.buttons[2])
     [record] = widget.scene.lesions
     assert record.source["type"] == "generated" and record.seed == 42 and record.source["seed"] == 42
     assert record.source["class"] == "solid"
     assert samples.candidates == [] and widget.seed_spin.value() == 44
+    assert samples.buttons == [] and not any(b.isVisibleTo(samples) for b in shown)
     assert widget.selected_id() == record.id
     _panel_shot(widget, artifacts_dir / "editor_generated_accepted_panel.png")
     widget.undo()

@@ -282,6 +282,7 @@ class GeneratedSamples(QWidget):
     def _clear(self) -> None:
         for button in self.buttons:
             self.grid.removeWidget(button)
+            button.hide()  # gone now; deleteLater only frees it at the next event-loop turn
             button.deleteLater()
         self.buttons = []
         self.candidates = []

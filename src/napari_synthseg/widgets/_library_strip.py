@@ -148,6 +148,7 @@ class LibraryStrip(QWidget):
         layout.addWidget(self.grid)
         layout.addWidget(self.count_label)
         self.chosen.connect(self._apply_to_editor)
+        self.grid.setVisible(False)
         if self.folder_edit.text():
             self.refresh()
 
@@ -178,6 +179,7 @@ class LibraryStrip(QWidget):
         self._items = {}
         self.entries = []
         folder = self.folder_edit.text().strip()
+        self.grid.setVisible(False)  # shown when there is something to show (compact otherwise)
         if not folder:
             self.count_label.setText("")
             return
@@ -218,7 +220,9 @@ class LibraryStrip(QWidget):
                 item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
                 self.grid.addItem(item)
                 self._items[entry.lesion_id] = item
-            self.count_label.setText(f"{len(payload)} lesions; click one to place it next")
+            self.grid.setVisible(bool(payload))
+            self.count_label.setText(f"{len(payload)} lesions; click one to place it next" if payload
+                                     else "no lesion of this class and size in the library")
         else:
             lesion_id, rgb = payload
             shown = self._items.get(lesion_id)
