@@ -200,3 +200,44 @@ def test_generated_samples_cancel(editor):
     samples.wait_idle()
     assert not samples.busy and samples.candidates == [] and samples.info.text() == "cancelled"
     assert widget.scene.lesions == []
+
+
+def test_generated_samples_in_a_ct_show_the_slice_through_the_site(make_napari_viewer, shared_data, tmp_path,
+                                                                    artifacts_dir):
+    from qtpy.QtWidgets import QApplication
+
+    from napari_synthseg.generator import get_generator
+    from napari_synthseg.widgets.lesion_editor import LesionEditorWidget
+
+    get_generator("builtin")
+    viewer = make_napari_viewer()
+    viewer.window._qt_window.resize(1500, 1000)
+    [ct] = viewer.open(str(shared_data / "ct/lung_pet_ct_dx_A0001/dicom"), plugin="napari-synthseg")
+    widget = LesionEditorWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Lesion editor", area="right")
+    widget.folder_edit.setText(str(tmp_path / "ct_scene"))
+    widget.new_scene_from_layer()
+    widget.wait_idle()
+    ct.visible = False
+    site = (40, 250, 150)
+    viewer.dims.set_point(0, float(widget.image_layer.data_to_world(site)[0]))
+    samples = widget.generated_samples
+    samples.class_combo.setCurrentText("part-solid")
+    samples.count_spin.setValue(2)
+    widget.size_spin.setValue(12.0)
+    widget.seed_spin.setValue(7)
+    _click_widget(samples.sample_btn)
+    _click(viewer, widget.image_layer, site)  # a real click on the shown slice
+    QApplication.processEvents()
+    samples.wait_idle()
+    assert [c.seed for c in samples.candidates] == [7, 8] and widget.scene.lesions == []
+    for candidate in samples.candidates:
+        assert candidate.after.ndim == 2  # the axial slice through the site
+        assert candidate.record.source["class"] == "part-solid"
+        index = widget.renderer.source.physical_to_index(candidate.record.center_mm)[::-1]
+        assert abs(index[0] - site[0]) < 0.5 and np.allclose(index[1:], site[1:], atol=2.0)
+    _panel_shot(samples, artifacts_dir / "editor_generated_samples_ct_panel.png")
+    _click_widget(samples.buttons[1])
+    [record] = widget.scene.lesions
+    assert record.seed == 8 and record.source["type"] == "generated"
+    assert (widget.renderer.labels[site[0]] == record.label).any()
