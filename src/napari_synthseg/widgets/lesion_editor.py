@@ -43,6 +43,8 @@ from ..workflow.edit import EditSession, SceneSource, default_scene_folder, new_
 from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings, ProceduralKind, blend_mode
 from ._base import JobPanel, row
 from ._common import register_scene_editor
+from ._generated_samples import GeneratedSamples
+from ._library_strip import LibraryStrip
 
 #: Click tolerance: a press and release further apart than this (screen pixels) is a pan/drag.
 CLICK_TOLERANCE_PX = 4
@@ -142,6 +144,8 @@ class LesionEditorWidget(JobPanel):
         self.place_check.toggled.connect(self._place_tool_toggled)
         form.addRow("Source", self.lesion_combo)
         form.addRow("File", row(self.lesion_path, browse))
+        self.library_strip = LibraryStrip(self)  # real-lesion library: click a thumbnail to place it next
+        form.addRow(self.library_strip)
         form.addRow("Size", self.size_spin)
         form.addRow("Blend", self.blend_combo)
         form.addRow("Contrast", row(self.contrast_spin, self.node21_check))
@@ -149,6 +153,8 @@ class LesionEditorWidget(JobPanel):
         form.addRow("Seed", self.seed_spin)
         form.addRow(self.place_check)
         self._lesion_source_changed()
+        self.generated_samples = GeneratedSamples(self)  # seeded generated samples side by side
+        self.group("Generated samples").addRow(self.generated_samples)
 
         # -- selected lesion ----------------------------------------------------------------
         form = self.group("Lesions (select one to edit it)")

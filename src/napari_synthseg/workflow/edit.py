@@ -136,6 +136,23 @@ class EditSession:
         """Place at a numpy-order data index (a click in a viewer)."""
         return self.place(spec, settings, at_xyz=tuple(float(v) for v in np.asarray(index_numpy)[::-1]))
 
+    # ---- generated samples side by side (workflow/generated_samples.py) -----------------------
+
+    def preview_generated(self, spec: LesionSpec | str, settings: PlaceSettings, seeds: Sequence[int], *,
+                          at_xyz: Sequence[float] | None = None, at_mm: Sequence[float] | None = None,
+                          progress=None, cancel=None) -> list:
+        """Seeded candidates of a generated lesion at one site, rendered; the scene is unchanged."""
+        from .generated_samples import preview_generated
+
+        return preview_generated(self, spec, settings, seeds, at_xyz=at_xyz, at_mm=at_mm, progress=progress,
+                                 cancel=cancel)
+
+    def accept_generated(self, candidate) -> LesionRecord:
+        """Add one candidate of :meth:`preview_generated` as an ordinary generated lesion."""
+        from .generated_samples import accept_generated
+
+        return accept_generated(self, candidate)
+
     # ---- editing one property at a time ------------------------------------------------------
 
     def _edit(self, lesion_id: str, label: str, **changes: Any) -> LesionRecord:
