@@ -131,7 +131,8 @@ def test_library_strip_thumbnails_filter_click_and_place(editor, shared_data, tm
     _click(viewer, widget.image_layer, (420, 380))
     [record] = widget.scene.lesions
     assert record.source["type"] == "library" and record.source["id"] == chosen_id
-    assert record.source["sha256"] == rows_sha(library, chosen_id)
+    assert record.source["sha256"] == library.item_sha256(chosen_id)
+    assert record.source["image_sha256"] == rows_sha(library, chosen_id)
     _shot(viewer, artifacts_dir / "editor_library_placed.png")
 
 

@@ -301,6 +301,12 @@ class LesionSpec:
             patch = library.get_prepared(lesion_id, settings.attachments.value)
             source = {"type": "library", "library": str(self.where), "id": lesion_id,
                       "sha256": library.item_sha256(lesion_id)}
+            reference = library.metadata(lesion_id).get("reference")
+            if reference:
+                # a referenced item (the imported LIDC nodules): name its source files and their
+                # hashes too, so the record says which real scan the nodule came from
+                source.update(reference=reference.get("image"), image_sha256=reference.get("image_sha256"),
+                              mask_sha256=reference.get("mask_sha256"))
             return ResolvedLesion(patch, source)
         if self.source is LesionSourceKind.CT_FOLDER:
             files = self._ct_files(self.where)
