@@ -252,17 +252,9 @@ class InpaintWidget(JobPanel):
         editor = scene_editor(self.viewer)
         if editor is None or editor.scene is None:
             raise SynthsegError("open a scene in the Lesion editor first: accepted samples become scene records")
-        layer = self.last_image_layer
-        source = ((layer.metadata or {}).get("synthseg") or {}).get("source_paths") if layer is not None else None
-        same_image = layer is editor.image_layer or (
-            source is not None and [str(Path(p).resolve()) for p in source] == editor.scene.source.paths
-        )
-        if not same_image:
-            raise SynthsegError(
-                f"the samples were made on '{getattr(layer, 'name', '?')}', not on the scene's image; "
-                "inpaint the editor's 'synthetic' layer (or the scene's source image)"
-            )
-        return accept_inpainted(editor.scene, sample, mask, settings, index)
+        # Whether the sample was made on the scene's image is the workflow's rule (pixels, not layers).
+        current = editor.renderer.image if editor.renderer is not None else None
+        return accept_inpainted(editor.scene, sample, mask, settings, index, current=current)
 
     # ---- training -----------------------------------------------------------------------------
 
