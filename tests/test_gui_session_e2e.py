@@ -21,11 +21,14 @@ pytest.importorskip("napari")
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
-# Longest pause of the UI thread accepted while a job runs in a worker: the brief's 100 ms,
-# scaled by how oversubscribed the CPU is (a test run beside other jobs on 2 cores measures the
-# scheduler, not the code); SYNTHSEG_MAX_FREEZE_MS overrides the base.
-_LOAD = max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
-MAX_FREEZE_MS = float(os.environ.get("SYNTHSEG_MAX_FREEZE_MS", "100")) * _LOAD
+def _load_factor() -> float:
+    return max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+
+# Longest pause of the UI thread accepted while a scene is created or opened: the brief's 100 ms,
+# scaled by how oversubscribed the CPU is when measured (a test run beside other jobs on 2 cores
+# measures the scheduler, not the code); SYNTHSEG_MAX_FREEZE_MS overrides the base.
+BASE_FREEZE_MS = float(os.environ.get("SYNTHSEG_MAX_FREEZE_MS", "100"))
 
 
 class UiClock:
@@ -79,12 +82,13 @@ def _canvas(viewer):
     return viewer.window._qt_viewer.canvas.native
 
 
-def _screen_point(viewer, layer, index_numpy):
+def _screen_point(viewer, layer, index_numpy, displayed=(-2, -1)):
+    """Canvas pixel of a data index, through napari's own transforms (``displayed``: rows, columns)."""
     from qtpy.QtCore import QPoint
 
     world = layer.data_to_world(index_numpy)
     transform = viewer.window._qt_viewer.canvas.view.scene.transform
-    x, y = transform.map([world[-1], world[-2], 0, 1])[:2]
+    x, y = transform.map([world[displayed[1]], world[displayed[0]], 0, 1])[:2]
     return QPoint(int(round(x)), int(round(y)))
 
 
@@ -101,11 +105,11 @@ def _mouse(native, kind, point, buttons):
     QApplication.processEvents()
 
 
-def _click(viewer, layer, index_numpy):
+def _click(viewer, layer, index_numpy, displayed=(-2, -1)):
     from qtpy.QtCore import Qt
 
     native = _canvas(viewer)
-    point = _screen_point(viewer, layer, index_numpy)
+    point = _screen_point(viewer, layer, index_numpy, displayed)
     _mouse(native, "press", point, Qt.LeftButton)
     _mouse(native, "release", point, Qt.NoButton)
 
@@ -146,6 +150,8 @@ def test_readme_session_end_to_end(make_napari_viewer, qtbot, tmp_path, artifact
     cxr, ct = viewer.layers[0], viewer.layers[1]
     editor = panels["editor"]
     qtbot.waitUntil(lambda: not panels["editor_dock"].visibleRegion().isEmpty(), timeout=5000)
+    # The editor builds its (hidden, empty) scene layers over the first event-loop turns.
+    qtbot.waitUntil(lambda: editor.layers_ready, timeout=10000)
     _shot(viewer, "01_opened", artifacts_dir)
 
     # 1. New scene on the CXR, in a worker: the UI never stalls.
@@ -260,11 +266,43 @@ def test_readme_session_end_to_end(make_napari_viewer, qtbot, tmp_path, artifact
         qtbot.mouseClick(editor.open_button, Qt.LeftButton)
         qtbot.waitUntil(lambda: not editor.busy, timeout=60000)
     open_worker_freeze, open_freeze = clock.worst_before_ms(marks[-1]), clock.worst_ms
-    measured = {"load_factor": _LOAD, "new_scene_worker_phase": new_scene_worker_freeze, "new_scene_total": new_scene_freeze,
-                "open_scene_worker_phase": open_worker_freeze, "open_scene_total": open_freeze}
+
+    # 10. A scene on the CT (after the radiograph: new handles for a volume), viewed coronally:
+    # the patient is head up, and a click in the coronal view places the lesion on that voxel.
+    editor.source_combo.setCurrentText(ct.name)
+    editor.folder_edit.setText(str(tmp_path / "ct_scene"))
+    with UiClock() as clock:
+        qtbot.mouseClick(editor.new_button, Qt.LeftButton)
+        qtbot.waitUntil(lambda: editor.scene is not None and editor.scene.folder.name == "ct_scene"
+                        and not editor.busy, timeout=60000)
+    ct_worker_freeze, ct_freeze = clock.worst_before_ms(marks[-1]), clock.worst_ms
+    depth = editor.image_layer.data.shape[0]
+    viewer.dims.order = (1, 0, 2)  # coronal: rows are z, columns x
+    row = editor.image_layer.data.shape[1] // 2
+    viewer.dims.set_point(1, editor.image_layer.data_to_world((0, row, 0))[1])
+    viewer.reset_view(layers=[editor.image_layer])
+    top = _screen_point(viewer, editor.image_layer, (depth - 1, row, 100), displayed=(0, 2))
+    bottom = _screen_point(viewer, editor.image_layer, (0, row, 100), displayed=(0, 2))
+    assert top.y() < bottom.y(), "the most superior slice (SimpleITK's last) must be drawn at the top"
+    qtbot.mouseClick(editor.place_check, Qt.LeftButton)
+    target = (round(depth * 0.75), row, 300)  # off the middle slice: a flipped mapping would miss it
+    _click(viewer, editor.image_layer, target, displayed=(0, 2))
+    [placed] = editor.scene.lesion_ids
+    landed = editor.session.index_of(placed)
+    assert np.allclose(landed, target, atol=1.0), (landed, target)
+    _shot(viewer, "12_ct_coronal", artifacts_dir)
+
+    load = _load_factor()  # the machine's load while the session ran (1-minute average)
+    max_freeze_ms = BASE_FREEZE_MS * load
+    measured = {"load_factor": load, "new_scene_worker_phase": new_scene_worker_freeze, "new_scene_total": new_scene_freeze,
+                "open_scene_worker_phase": open_worker_freeze, "open_scene_total": open_freeze,
+                "ct_scene_worker_phase": ct_worker_freeze, "ct_scene_total": ct_freeze}
     (artifacts_dir / "e2e_ui_freeze_ms.json").write_text(json.dumps({k: round(v, 1) for k, v in measured.items()}))
     qa.viewer.close()
-    # Reading, hashing and rendering run in workers: the UI thread keeps ticking meanwhile.
-    assert new_scene_worker_freeze < MAX_FREEZE_MS and open_worker_freeze < MAX_FREEZE_MS, measured
-    # Reopening reuses the scene's layers instead of rebuilding them (about 3 s on this machine).
-    assert open_freeze < MAX_FREEZE_MS * 10, measured
+    # Reading, hashing and rendering run in workers, and the scene's layers are built when the
+    # panel starts and filled one per event-loop turn: no pause of scene creation reaches the budget.
+    assert max(new_scene_worker_freeze, open_worker_freeze, ct_worker_freeze) < max_freeze_ms, measured
+    assert max(new_scene_freeze, open_freeze) < max_freeze_ms, measured
+    # A volume after a radiograph turns the 2D scene layers into 3D ones (napari re-slices them
+    # on the UI thread): measured and bounded separately.
+    assert ct_freeze < max_freeze_ms * 3, measured

@@ -152,8 +152,9 @@ class InpaintWidget(JobPanel):
         images = [layer.name for layer in self.viewer.layers
                   if isinstance(layer, napari.layers.Image) and layer not in self.sample_layers]
         masks = [layer.name for layer in self.viewer.layers if isinstance(layer, napari.layers.Labels)]
-        preferred_image = [editor.image_layer.name] if editor is not None and editor.image_layer is not None else []
-        preferred_mask = [editor.mask_layer.name] if editor is not None and editor.mask_layer is not None else []
+        has_scene = editor is not None and editor.scene is not None  # the editor's layers exist before any scene
+        preferred_image = [editor.image_layer.name] if has_scene and editor.image_layer is not None else []
+        preferred_mask = [editor.mask_layer.name] if has_scene and editor.mask_layer is not None else []
         refill(self.image_combo, images, preferred_image)
         refill(self.mask_combo, masks, preferred_mask)
 
@@ -198,7 +199,7 @@ class InpaintWidget(JobPanel):
         except SynthsegError as exc:
             self.fail(exc)
             return None
-        scale = tuple(float(s) for s in image_layer.scale)
+        scale = tuple(abs(float(s)) for s in image_layer.scale)  # a volume's z scale is negative (head up)
         spacing = scale if len(scale) == image.ndim else None
         return self.run_job(
             inpaint, image, mask, settings, spacing=spacing,
