@@ -774,17 +774,18 @@ class LesionEditorWidget(JobPanel):
                 self._edit(action, value)
 
     def _points_changed(self, event) -> None:
-        if self._syncing or not self._layers_follow or getattr(event, "action", "changed") != "changed":
+        session = self.session
+        if self._syncing or not self._layers_follow or session is None or getattr(event, "action", "changed") != "changed":
             return
         data = np.asarray(self.points_layer.data)
         if len(data) != len(self.scene.lesions):
             self._sync_from_scene()  # points added/removed by hand: the scene decides
             return
         for rec, point in zip(list(self.scene.lesions), data):
-            if np.allclose(self.session.index_of(rec.id), point, atol=1e-3):
+            if np.allclose(session.index_of(rec.id), point, atol=1e-3):
                 continue
             try:
-                self.session.move_to_index(rec.id, point)
+                session.move_to_index(rec.id, point)
             except SynthsegError as exc:
                 self.fail(exc)
                 self._sync_from_scene()
