@@ -18,6 +18,7 @@ and render the scene in a worker thread.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,7 +43,7 @@ from ..scene import Change
 from ..workflow.edit import EditSession, SceneSource, default_scene_folder, new_session, open_session
 from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings, ProceduralKind, blend_mode
 from ._base import JobPanel, row
-from ._common import register_scene_editor
+from ._common import register_scene_editor, run_in_thread
 
 #: Click tolerance: a press and release further apart than this (screen pixels) is a pan/drag.
 CLICK_TOLERANCE_PX = 4
@@ -227,6 +228,9 @@ class LesionEditorWidget(JobPanel):
         first = self.viewer.layers[self.source_combo.currentText()].ndim if self.source_combo.currentText() else 2
         self._layers_to_build = [*SCENE_LAYERS[:-1], f"lesions:{first}",
                                  *(f"lesions:{n}" for n in sorted(set(ndims) - {first}))]
+        # napari imports pandas (about 0.3 s) for the first labels or points layer: in a worker.
+        self._imports_ready = False
+        run_in_thread(importlib.import_module, "pandas", on_done=self._imports_done, on_error=self._imports_done)
         QTimer.singleShot(STEP_GAP_MS, self._build_next_layer)
 
     # ---- compatibility: the scene the session edits --------------------------------------------
@@ -366,9 +370,13 @@ class LesionEditorWidget(JobPanel):
                 "lesion mask": "mask_layer", "lesions": "points_layer"}[name]
         return getattr(self, attr)
 
+    def _imports_done(self, _result=None) -> None:
+        self._imports_ready = True
+
     def _build_next_layer(self) -> None:
         """Build one missing scene layer (one per event-loop turn while the panel starts)."""
-        if self._layers_to_build and not self._show_steps:
+        waiting = not self._imports_ready and self._layers_to_build[:1] != ["synthetic"]
+        if self._layers_to_build and not self._show_steps and not waiting:
             self._add_scene_layer(self._layers_to_build.pop(0))
         if self._layers_to_build:
             QTimer.singleShot(STEP_GAP_MS, self._build_next_layer)
