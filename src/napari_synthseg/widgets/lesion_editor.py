@@ -19,6 +19,8 @@ and render the scene in a worker thread.
 from __future__ import annotations
 
 import importlib
+import logging
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,6 +46,8 @@ from ..workflow.edit import EditSession, SceneSource, default_scene_folder, new_
 from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings, ProceduralKind, blend_mode
 from ._base import JobPanel, row
 from ._common import register_scene_editor, run_in_thread
+
+logger = logging.getLogger(__name__)
 
 #: Click tolerance: a press and release further apart than this (screen pixels) is a pan/drag.
 CLICK_TOLERANCE_PX = 4
@@ -343,7 +347,7 @@ class LesionEditorWidget(JobPanel):
         self.renderer.subscribe(self._rendered)
         self._unsubscribe = session.scene.subscribe(self._scene_changed)
         self._build_all_layers()  # normally built already, when the panel started
-        steps = self._steps_to_show(session, display or _display(renderer.source))
+        steps = self._steps_to_show(session, display or _display(renderer))
         if not stepwise:
             for step in steps:
                 step()
@@ -355,11 +359,13 @@ class LesionEditorWidget(JobPanel):
         if not self._show_steps:
             return
         step = self._show_steps.pop(0)
+        start = time.perf_counter()
         try:
             step()
         except Exception:
             self._show_steps = []
             raise
+        logger.debug("showing the scene: %s took %.0f ms", step.__name__, 1000 * (time.perf_counter() - start))
         if self._show_steps:
             QTimer.singleShot(STEP_GAP_MS, self._next_show_step)
 
@@ -410,7 +416,8 @@ class LesionEditorWidget(JobPanel):
                                                            visible=False, **transform)
             self.constraint_layer.events.paint.connect(self._constraint_painted)
         elif name == "lesion labels":
-            self.labels_layer = self.viewer.add_labels(np.zeros(tiny, np.int32), name=name, opacity=0.35,
+            # uint16, as the label map is shown (see _display): a change of dtype rebuilds the visual.
+            self.labels_layer = self.viewer.add_labels(np.zeros(tiny, np.uint16), name=name, opacity=0.35,
                                                        visible=False, **transform)
         elif name == "lesion mask":
             self.mask_layer = self.viewer.add_labels(np.zeros(tiny, np.uint8), name=name, visible=False, **transform)
@@ -500,7 +507,7 @@ class LesionEditorWidget(JobPanel):
             layer.contrast_limits = display["limits"]
 
         def show_labels() -> None:
-            self._place(self.labels_layer, self.renderer.labels, transform)
+            self._place(self.labels_layer, display["labels"], transform)
 
         def show_mask() -> None:
             self._place(self.mask_layer, np.zeros(image.shape, np.uint8), transform)
@@ -534,16 +541,18 @@ class LesionEditorWidget(JobPanel):
         def show_constraint() -> None:
             self._show_constraint()
 
-        def finish() -> None:
+        def select_handles() -> None:
             self.viewer.layers.selection.active = self.points_layer
             self.points_layer.mode = "select"
+
+        def finish() -> None:
             self._fit_view()
             self.say(f"scene {Path(session.scene.folder or '.').name}: {len(session.scene.lesions)} lesions")
 
         steps = [grid_off, hide_sources, show_image, show_labels, show_mask]
         if self.points_layer.ndim != image.ndim:
             steps.append(switch_handles)
-        return [*steps, show_handles, show_constraint, finish]
+        return [*steps, show_handles, show_constraint, select_handles, finish]
 
     def _fit_view(self) -> None:
         """Fit the scene's image in the canvas, not the hidden images beside it."""
@@ -595,6 +604,9 @@ class LesionEditorWidget(JobPanel):
     def _rendered(self, region) -> None:
         if not self._layers_follow:
             return  # the last step of showing the scene fills the layers
+        shown = self.labels_layer.data
+        if shown is not self.renderer.labels:  # the uint16 copy napari draws faster (see _display)
+            shown[region] = self.renderer.labels[region]
         self.image_layer.refresh()
         self.labels_layer.refresh()
 
@@ -863,12 +875,23 @@ class LesionEditorWidget(JobPanel):
                             message="extracting the painted lesion…")
 
 
-def _display(image) -> dict:
-    """Contrast limits (the auto window) and slider range of a scene's image (slow on a volume)."""
+def _display(renderer) -> dict:
+    """What showing a rendered scene needs, computed off the UI thread (slow on a volume).
+
+    The image's contrast limits (the auto window) and slider range, and the label map as
+    uint16 (a scene holds at most 1000 lesions): napari maps int32 labels to a texture type on
+    every slice it draws (about 15 ms per 1024x1024 slice); the copy is kept up to date region
+    by region as the scene is edited.
+    """
+    image = renderer.source
     array = np.asarray(image.array)
     lo, hi = window_limits(array, "auto", image.modality)
     data_lo, data_hi = float(np.nanmin(array)), float(np.nanmax(array))
-    return {"limits": (lo, hi), "range": (min(lo, data_lo), max(hi, data_hi, min(lo, data_lo) + 1e-6))}
+    labels = renderer.labels
+    if labels.size and 0 <= labels.min() and labels.max() <= np.iinfo(np.uint16).max:
+        labels = labels.astype(np.uint16)
+    return {"limits": (lo, hi), "range": (min(lo, data_lo), max(hi, data_hi, min(lo, data_lo) + 1e-6)),
+            "labels": labels}
 
 
 def _new_session_rendered(source: SceneSource, folder: str):
@@ -876,7 +899,7 @@ def _new_session_rendered(source: SceneSource, folder: str):
 
     session = new_session(source, folder)
     renderer = SceneRenderer(session.scene)
-    return session, renderer, _display(renderer.source)
+    return session, renderer, _display(renderer)
 
 
 def _open_session_rendered(folder: str):
@@ -884,7 +907,7 @@ def _open_session_rendered(folder: str):
 
     session = open_session(folder)
     renderer = SceneRenderer(session.scene)
-    return session, renderer, _display(renderer.source)
+    return session, renderer, _display(renderer)
 
 
 __all__ = ["LesionEditorWidget", "default_scene_folder"]
