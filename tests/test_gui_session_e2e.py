@@ -316,7 +316,5 @@ def test_readme_session_end_to_end(make_napari_viewer, qtbot, tmp_path, artifact
     # Reading, hashing and rendering run in workers, and the scene's layers are built when the
     # panel starts and filled one per event-loop turn: no pause of scene creation reaches the budget.
     assert max(new_scene_worker_freeze, open_worker_freeze, ct_worker_freeze) < max_freeze_ms, measured
-    assert max(new_scene_freeze, open_freeze) < max_freeze_ms, measured
-    # A volume after a radiograph turns the 2D scene layers into 3D ones (napari re-slices them
-    # on the UI thread): measured and bounded separately.
-    assert ct_freeze < max_freeze_ms * 3, measured
+    # Also a volume right after a radiograph (the scene's layers turn from 2D into 3D).
+    assert max(new_scene_freeze, open_freeze, ct_freeze) < max_freeze_ms, measured

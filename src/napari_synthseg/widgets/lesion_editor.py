@@ -499,18 +499,38 @@ class LesionEditorWidget(JobPanel):
                 layer.visible = False
             self._stack_scene_layers()
 
-        def show_image() -> None:
-            layer = self.image_layer
-            layer.metadata = layer_metadata(image)
-            self._place(layer, self.renderer.image, transform)
-            layer.contrast_limits_range = display["range"]
-            layer.contrast_limits = display["limits"]
+        def fill(layer, data) -> Callable[[], None]:
+            # Same dimensions: one step. A radiograph's layers turning into a volume's: the data
+            # first, while the layer is hidden (napari slices nothing), then the geometry, which
+            # makes napari re-slice and update the dims; each about half the work.
+            def step() -> None:
+                if layer.ndim == image.ndim:
+                    self._place(layer, data, transform)
+                else:
+                    layer.visible = False
+                    layer.data = data
+                if layer is self.image_layer:
+                    layer.metadata = layer_metadata(image)
+                    layer.contrast_limits_range = display["range"]
+                    layer.contrast_limits = display["limits"]
+            step.__name__ = f"fill {layer.name}"
+            return step
 
-        def show_labels() -> None:
-            self._place(self.labels_layer, display["labels"], transform)
+        def place(layer) -> Callable[[], None]:
+            def step() -> None:
+                # Setting the geometry clears napari's stale extent of the hidden layer; only then show it.
+                layer.scale, layer.translate = transform["scale"], transform["translate"]
+                layer.visible = True
+            step.__name__ = f"place {layer.name}"
+            return step
 
-        def show_mask() -> None:
-            self._place(self.mask_layer, np.zeros(image.shape, np.uint8), transform)
+        fills = [(self.image_layer, self.renderer.image), (self.labels_layer, display["labels"]),
+                 (self.mask_layer, np.zeros(image.shape, np.uint8))]
+        layer_steps = []
+        for layer, data in fills:
+            layer_steps.append(fill(layer, data))
+            if layer.ndim != image.ndim:
+                layer_steps.append(place(layer))
 
         def switch_handles() -> None:
             # A points layer keeps its number of dimensions: a volume after a radiograph gets
@@ -549,7 +569,7 @@ class LesionEditorWidget(JobPanel):
             self._fit_view()
             self.say(f"scene {Path(session.scene.folder or '.').name}: {len(session.scene.lesions)} lesions")
 
-        steps = [grid_off, hide_sources, show_image, show_labels, show_mask]
+        steps = [grid_off, hide_sources, *layer_steps]
         if self.points_layer.ndim != image.ndim:
             steps.append(switch_handles)
         return [*steps, show_handles, show_constraint, select_handles, finish]
