@@ -500,15 +500,17 @@ class LesionEditorWidget(JobPanel):
             self._stack_scene_layers()
 
         def fill(layer, data) -> Callable[[], None]:
-            # Same dimensions: one step. A radiograph's layers turning into a volume's: the data
-            # first, while the layer is hidden (napari slices nothing), then the geometry, which
-            # makes napari re-slice and update the dims; each about half the work.
+            # Same dimensions: one step. A radiograph's layers turning into a volume's: data and
+            # geometry while the layer is hidden (napari slices nothing; setting the geometry
+            # also clears its stale extent, which a redraw would trip over), then showing it,
+            # which slices; each about half the work.
             def step() -> None:
                 if layer.ndim == image.ndim:
                     self._place(layer, data, transform)
                 else:
                     layer.visible = False
                     layer.data = data
+                    layer.scale, layer.translate = transform["scale"], transform["translate"]
                 if layer is self.image_layer:
                     layer.metadata = layer_metadata(image)
                     layer.contrast_limits_range = display["range"]
@@ -518,10 +520,8 @@ class LesionEditorWidget(JobPanel):
 
         def place(layer) -> Callable[[], None]:
             def step() -> None:
-                # Setting the geometry clears napari's stale extent of the hidden layer; only then show it.
-                layer.scale, layer.translate = transform["scale"], transform["translate"]
                 layer.visible = True
-            step.__name__ = f"place {layer.name}"
+            step.__name__ = f"show {layer.name}"
             return step
 
         fills = [(self.image_layer, self.renderer.image), (self.labels_layer, display["labels"]),
