@@ -28,8 +28,9 @@ def test_open_cxr_and_ct_series_switch_presets(make_napari_viewer, shared_data, 
 
     [ct] = viewer.open(str(shared_data / "ct/lung_pet_ct_dx_A0001/dicom"), plugin="napari-synthseg")
     assert ct.data.shape == (64, 512, 512) and ct.data.dtype == np.int16
-    np.testing.assert_allclose(ct.scale, (5.0, 0.841796875, 0.841796875))
-    np.testing.assert_allclose(ct.translate, (-439.0, -93.0631599, -228.036842), atol=1e-4)
+    # Drawn head up: world axis 0 is minus z (slice 0, z = -439 mm, is the most inferior).
+    np.testing.assert_allclose(ct.scale, (-5.0, 0.841796875, 0.841796875))
+    np.testing.assert_allclose(ct.translate, (439.0, -93.0631599, -228.036842), atol=1e-4)
     assert ct.metadata["synthseg"]["geometry"]["modality"] == "CT"
     assert tuple(ct.contrast_limits) == (-1350.0, 150.0)  # CT lung window by default
 
@@ -38,7 +39,7 @@ def test_open_cxr_and_ct_series_switch_presets(make_napari_viewer, shared_data, 
     assert tuple(ct.contrast_limits) == (-160.0, 240.0)
     widget.set_preset("ct-bone")
     assert tuple(ct.contrast_limits) == (-500.0, 1300.0)
-    viewer.dims.set_point(0, -204.0)  # a tumour slice (README: z -234..-184 mm)
+    viewer.dims.set_point(0, 204.0)  # a tumour slice (README: z -234..-184 mm; world axis 0 is minus z)
     viewer.layers.selection.active = ct
     viewer.reset_view()
     widget.set_preset("ct-lung")
@@ -94,6 +95,7 @@ def test_reader_error_is_one_line_notification(make_napari_viewer, tmp_path, mon
 
 
 def test_samples_open_and_write_back(make_napari_viewer, tmp_path, artifacts_dir):
+    from napari_synthseg._napari import layer_transform
     from napari_synthseg.io import read_image
 
     viewer = make_napari_viewer()
@@ -106,7 +108,10 @@ def test_samples_open_and_write_back(make_napari_viewer, tmp_path, artifacts_dir
     ct.save(str(out), plugin="napari-synthseg")
     back = read_image(out)
     np.testing.assert_array_equal(back.array, ct.data)
-    np.testing.assert_allclose(back.scale, ct.scale)
+    # Read back, the file is drawn exactly where the layer was (head up: negative z scale).
+    assert layer_transform(back)["scale"][0] < 0
+    np.testing.assert_allclose(layer_transform(back)["scale"], ct.scale)
+    np.testing.assert_allclose(layer_transform(back)["translate"], ct.translate)
     labels = viewer.add_labels(np.zeros(ct.data.shape, np.uint8), scale=ct.scale, translate=ct.translate,
                                metadata=ct.metadata)
     labels.data[5, 100:110, 100:120] = 2
@@ -114,6 +119,18 @@ def test_samples_open_and_write_back(make_napari_viewer, tmp_path, artifacts_dir
     lab = read_image(tmp_path / "labels.nii.gz")
     assert int(lab.array.sum()) == 2 * 200
     np.testing.assert_allclose(lab.origin, back.origin, atol=1e-4)
+    # A labels layer made in napari (no metadata, only the CT's scale and translate) is written
+    # with the geometry that puts every voxel where it was drawn.
+    plain = viewer.add_labels(np.zeros(ct.data.shape, np.uint8), scale=ct.scale, translate=ct.translate)
+    plain.data[5, 100:110, 100:120] = 3
+    plain.save(str(tmp_path / "plain.nii.gz"), plugin="napari-synthseg")
+    plain_back = read_image(tmp_path / "plain.nii.gz")
+    for k, index in ((5, (105, 110)), (0, (0, 0)), (ct.data.shape[0] - 1, (511, 511))):
+        voxel = np.array([index[1], index[0], k], float)  # SimpleITK (x, y, z)
+        np.testing.assert_allclose(plain_back.index_to_physical(voxel), back.index_to_physical(voxel), atol=1e-4)
+    np.testing.assert_allclose(layer_transform(plain_back)["scale"], ct.scale)
+    np.testing.assert_allclose(layer_transform(plain_back)["translate"], ct.translate, atol=1e-4)
+    plain.visible = False
     labels.visible = False
     for shown in viewer.layers[:3]:
         for layer in viewer.layers:

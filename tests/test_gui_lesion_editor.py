@@ -163,3 +163,97 @@ def test_ct_scene_in_3d(make_napari_viewer, shared_data, tmp_path, artifacts_dir
     viewer_camera(viewer).center = tuple(widget.image_layer.data_to_world((40, 250, 150))[1:])
     viewer_camera(viewer).zoom = 4
     _shot(viewer, artifacts_dir / "editor_ct_nodule.png")
+
+
+def _canvas_point_of(viewer, layer, index_numpy):
+    """Screen position of a data index in whatever plane is displayed (rows, columns of dims.displayed)."""
+    from qtpy.QtCore import QPoint
+
+    world = layer.data_to_world(index_numpy)
+    rows, cols = viewer.dims.displayed[-2:]
+    transform = viewer.window._qt_viewer.canvas.view.scene.transform
+    x, y = transform.map([world[cols], world[rows], 0, 1])[:2]
+    return QPoint(int(round(x)), int(round(y)))
+
+
+def test_ct_coronal_view_is_head_up_and_clicks_land_on_the_voxel(make_napari_viewer, shared_data, tmp_path,
+                                                                  artifacts_dir, qtbot):
+    """SimpleITK's slice 0 is the most inferior one; napari draws row 0 at the top. Every layer of
+    a CT (the reader's and the scene's) is drawn head up, and clicks and handle drags in a
+    coronal view still land on the voxel under the mouse."""
+    from qtpy.QtCore import QPoint, Qt
+    from qtpy.QtGui import QMouseEvent
+    from qtpy.QtWidgets import QApplication
+
+    from napari_synthseg.widgets.lesion_editor import LesionEditorWidget
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1500, 1000)
+    [ct] = viewer.open(str(shared_data / "ct/lung_pet_ct_dx_A0001/dicom"), plugin="napari-synthseg")
+    widget = LesionEditorWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Lesion editor", area="right")
+    widget.folder_edit.setText(str(tmp_path / "ct_scene"))
+    widget.new_scene_from_layer()
+    widget.wait_idle()
+    source = widget.renderer.source
+    assert source.direction_matrix[2, 2] > 0  # slice index grows towards the head
+    scene_layers = [widget.image_layer, widget.labels_layer, widget.mask_layer, widget.points_layer,
+                    widget.constraint_layer]
+    for layer in [ct, *scene_layers]:
+        assert layer.ndim == 3 and layer.scale[0] < 0, layer.name
+        np.testing.assert_allclose(layer.scale, ct.scale)
+        np.testing.assert_allclose(layer.translate, ct.translate)
+    depth, rows, cols = source.shape
+    # World axis 0 is minus the physical z: the world position of a slice is -z of its centre.
+    for k in (0, depth - 1):
+        z_mm = source.index_to_physical((0, 0, k))[2]
+        np.testing.assert_allclose(widget.image_layer.data_to_world((k, 0, 0))[0], -z_mm)
+
+    # Coronal view: rows are z, columns x, at the middle row of the volume.
+    viewer.dims.order = (1, 0, 2)
+    row = rows // 2
+    viewer.dims.set_point(1, float(widget.image_layer.data_to_world((0, row, 0))[1]))
+    viewer.reset_view(layers=[widget.image_layer])
+    QApplication.processEvents()
+    top = _canvas_point_of(viewer, widget.image_layer, (depth - 1, row, cols // 2))
+    bottom = _canvas_point_of(viewer, widget.image_layer, (0, row, cols // 2))
+    assert top.y() < bottom.y()  # the most superior slice is at the top of the screen
+
+    # A real click in the coronal view places the lesion on the voxel under the mouse, off the
+    # middle slice so that an upside-down mapping would miss it.
+    ct.visible = False
+    widget.place_check.setChecked(True)
+    widget.size_spin.setValue(10.0)
+    target = (round(depth * 0.7), row, round(cols * 0.35))
+    native = viewer.window._qt_viewer.canvas.native
+    from qtpy.QtTest import QTest
+
+    QTest.mouseClick(native, Qt.LeftButton, Qt.NoModifier, _canvas_point_of(viewer, widget.image_layer, target))
+    assert widget.scene.lesion_ids == ["L0001"], widget.status.text()
+    np.testing.assert_allclose(widget.session.index_of("L0001"), target, atol=1.0)
+    labels_at = np.argwhere(widget.renderer.labels == 1).mean(axis=0)
+    np.testing.assert_allclose(labels_at, target, atol=2.0)
+
+    # Drag its handle 6 slices up (towards the head) and 20 columns right, in the same view.
+    widget.place_check.setChecked(False)
+    viewer.layers.selection.active = widget.points_layer
+    widget.points_layer.mode = "select"
+    goal = (target[0] + 6, row, target[2] + 20)
+    a = _canvas_point_of(viewer, widget.points_layer, target)
+    b = _canvas_point_of(viewer, widget.points_layer, goal)
+    assert b.y() < a.y()  # towards the head is up the screen
+
+    def send(kind, point, buttons):
+        types = {"press": QMouseEvent.MouseButtonPress, "move": QMouseEvent.MouseMove,
+                 "release": QMouseEvent.MouseButtonRelease}
+        button = Qt.NoButton if kind == "move" else Qt.LeftButton
+        QApplication.sendEvent(native, QMouseEvent(types[kind], point, native.mapToGlobal(point), button, buttons,
+                                                   Qt.NoModifier))
+        QApplication.processEvents()
+
+    send("press", a, Qt.LeftButton)
+    for step in range(1, 7):
+        send("move", QPoint(a.x() + (b.x() - a.x()) * step // 6, a.y() + (b.y() - a.y()) * step // 6), Qt.LeftButton)
+    send("release", b, Qt.NoButton)
+    np.testing.assert_allclose(widget.session.index_of("L0001"), goal, atol=1.0)
+    _shot(viewer, artifacts_dir / "editor_ct_coronal_head_up.png")

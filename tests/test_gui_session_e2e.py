@@ -21,11 +21,14 @@ pytest.importorskip("napari")
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
-# Longest pause of the UI thread accepted while a job runs in a worker: the brief's 100 ms,
-# scaled by how oversubscribed the CPU is (a test run beside other jobs on 2 cores measures the
-# scheduler, not the code); SYNTHSEG_MAX_FREEZE_MS overrides the base.
-_LOAD = max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
-MAX_FREEZE_MS = float(os.environ.get("SYNTHSEG_MAX_FREEZE_MS", "100")) * _LOAD
+def _load_factor() -> float:
+    return max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+
+# Longest pause of the UI thread accepted while a scene is created or opened: the brief's 100 ms,
+# scaled by how oversubscribed the CPU is when measured (a test run beside other jobs on 2 cores
+# measures the scheduler, not the code); SYNTHSEG_MAX_FREEZE_MS overrides the base.
+BASE_FREEZE_MS = float(os.environ.get("SYNTHSEG_MAX_FREEZE_MS", "100"))
 
 
 class UiClock:
@@ -35,21 +38,65 @@ class UiClock:
         from qtpy.QtCore import QTimer
 
         self.stamps: list[float] = []
+        self.cpu: list[float] = []  # the UI thread's own CPU time at each tick
         self.timer = QTimer()
         self.timer.setInterval(5)
-        self.timer.timeout.connect(lambda: self.stamps.append(time.perf_counter()))
+        self.timer.timeout.connect(self._tick)
+
+        # Full garbage collections of the whole process (napari, Qt, torch: 50-300 ms here) can
+        # land in any event-loop turn; they are timed apart from the code's own pauses.
+        self.collections: list[tuple[float, float]] = []
+        self._collecting = 0.0
+
+    def _tick(self) -> None:
+        self.stamps.append(time.perf_counter())
+        self.cpu.append(time.thread_time())
+
+    def _gc(self, phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._collecting = time.perf_counter()
+        elif self._collecting:
+            self.collections.append((self._collecting, time.perf_counter()))
+            self._collecting = 0.0
 
     def __enter__(self) -> "UiClock":
-        self.stamps = [time.perf_counter()]
+        import gc
+
+        self.stamps, self.cpu, self.collections = [time.perf_counter()], [time.thread_time()], []
+        gc.callbacks.append(self._gc)
         self.timer.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        import gc
+
         self.timer.stop()
+        gc.callbacks.remove(self._gc)
+
+    @property
+    def worst_without_gc_ms(self) -> float:
+        """Longest gap between ticks, less the full garbage collections that ran inside it."""
+        worst = 0.0
+        for a, b in zip(self.stamps, self.stamps[1:]):
+            collecting = sum(max(0.0, min(b, end) - max(a, start)) for start, end in self.collections)
+            worst = max(worst, b - a - collecting)
+        return 1000 * worst
+
+    @property
+    def gc_ms(self) -> float:
+        """Longest full garbage collection while the clock ran."""
+        return 1000 * max((end - start for start, end in self.collections), default=0.0)
 
     @property
     def worst_ms(self) -> float:
         return 1000 * float(np.max(np.diff(self.stamps))) if len(self.stamps) > 1 else 0.0
+
+    @property
+    def worst_cpu_ms(self) -> float:
+        """Most UI-thread CPU time spent between two ticks (what the code costs, nearly whatever the load)."""
+        return 1000 * float(np.max(np.diff(self.cpu))) if len(self.cpu) > 1 else 0.0
 
     def worst_before_ms(self, moment: float) -> float:
         """Longest gap that ended before ``moment`` (the worker phase of a job)."""
@@ -79,12 +126,13 @@ def _canvas(viewer):
     return viewer.window._qt_viewer.canvas.native
 
 
-def _screen_point(viewer, layer, index_numpy):
+def _screen_point(viewer, layer, index_numpy, displayed=(-2, -1)):
+    """Canvas pixel of a data index, through napari's own transforms (``displayed``: rows, columns)."""
     from qtpy.QtCore import QPoint
 
     world = layer.data_to_world(index_numpy)
     transform = viewer.window._qt_viewer.canvas.view.scene.transform
-    x, y = transform.map([world[-1], world[-2], 0, 1])[:2]
+    x, y = transform.map([world[displayed[1]], world[displayed[0]], 0, 1])[:2]
     return QPoint(int(round(x)), int(round(y)))
 
 
@@ -101,11 +149,11 @@ def _mouse(native, kind, point, buttons):
     QApplication.processEvents()
 
 
-def _click(viewer, layer, index_numpy):
+def _click(viewer, layer, index_numpy, displayed=(-2, -1)):
     from qtpy.QtCore import Qt
 
     native = _canvas(viewer)
-    point = _screen_point(viewer, layer, index_numpy)
+    point = _screen_point(viewer, layer, index_numpy, displayed)
     _mouse(native, "press", point, Qt.LeftButton)
     _mouse(native, "release", point, Qt.NoButton)
 
@@ -146,6 +194,8 @@ def test_readme_session_end_to_end(make_napari_viewer, qtbot, tmp_path, artifact
     cxr, ct = viewer.layers[0], viewer.layers[1]
     editor = panels["editor"]
     qtbot.waitUntil(lambda: not panels["editor_dock"].visibleRegion().isEmpty(), timeout=5000)
+    # The editor builds its (hidden, empty) scene layers over the first event-loop turns.
+    qtbot.waitUntil(lambda: editor.layers_ready, timeout=10000)
     _shot(viewer, "01_opened", artifacts_dir)
 
     # 1. New scene on the CXR, in a worker: the UI never stalls.
@@ -157,6 +207,7 @@ def test_readme_session_end_to_end(make_napari_viewer, qtbot, tmp_path, artifact
         qtbot.mouseClick(editor.new_button, Qt.LeftButton)
         qtbot.waitUntil(lambda: editor.session is not None and not editor.busy, timeout=60000)
     new_scene_worker_freeze, new_scene_freeze = clock.worst_before_ms(marks[-1]), clock.worst_ms
+    new_scene_cpu, new_scene_own, new_scene_gc = clock.worst_cpu_ms, clock.worst_without_gc_ms, clock.gc_ms
     assert not cxr.visible and not ct.visible  # the source images make way for the scene's layers
     _shot(viewer, "02_new_scene", artifacts_dir)
 
@@ -260,11 +311,49 @@ def test_readme_session_end_to_end(make_napari_viewer, qtbot, tmp_path, artifact
         qtbot.mouseClick(editor.open_button, Qt.LeftButton)
         qtbot.waitUntil(lambda: not editor.busy, timeout=60000)
     open_worker_freeze, open_freeze = clock.worst_before_ms(marks[-1]), clock.worst_ms
-    measured = {"load_factor": _LOAD, "new_scene_worker_phase": new_scene_worker_freeze, "new_scene_total": new_scene_freeze,
-                "open_scene_worker_phase": open_worker_freeze, "open_scene_total": open_freeze}
+    open_cpu, open_own, open_gc = clock.worst_cpu_ms, clock.worst_without_gc_ms, clock.gc_ms
+
+    # 10. A scene on the CT (after the radiograph: new handles for a volume), viewed coronally:
+    # the patient is head up, and a click in the coronal view places the lesion on that voxel.
+    editor.source_combo.setCurrentText(ct.name)
+    editor.folder_edit.setText(str(tmp_path / "ct_scene"))
+    with UiClock() as clock:
+        qtbot.mouseClick(editor.new_button, Qt.LeftButton)
+        qtbot.waitUntil(lambda: editor.scene is not None and editor.scene.folder.name == "ct_scene"
+                        and not editor.busy, timeout=60000)
+    ct_worker_freeze, ct_freeze = clock.worst_before_ms(marks[-1]), clock.worst_ms
+    ct_cpu, ct_own, ct_gc = clock.worst_cpu_ms, clock.worst_without_gc_ms, clock.gc_ms
+    depth = editor.image_layer.data.shape[0]
+    viewer.dims.order = (1, 0, 2)  # coronal: rows are z, columns x
+    row = editor.image_layer.data.shape[1] // 2
+    viewer.dims.set_point(1, editor.image_layer.data_to_world((0, row, 0))[1])
+    viewer.reset_view(layers=[editor.image_layer])
+    top = _screen_point(viewer, editor.image_layer, (depth - 1, row, 100), displayed=(0, 2))
+    bottom = _screen_point(viewer, editor.image_layer, (0, row, 100), displayed=(0, 2))
+    assert top.y() < bottom.y(), "the most superior slice (SimpleITK's last) must be drawn at the top"
+    qtbot.mouseClick(editor.place_check, Qt.LeftButton)
+    target = (round(depth * 0.75), row, 300)  # off the middle slice: a flipped mapping would miss it
+    _click(viewer, editor.image_layer, target, displayed=(0, 2))
+    [placed] = editor.scene.lesion_ids
+    landed = editor.session.index_of(placed)
+    assert np.allclose(landed, target, atol=1.0), (landed, target)
+    _shot(viewer, "12_ct_coronal", artifacts_dir)
+
+    load = _load_factor()  # the machine's load while the session ran (1-minute average)
+    max_freeze_ms = BASE_FREEZE_MS * load
+    measured = {"load_factor": load, "new_scene_worker_phase": new_scene_worker_freeze, "new_scene_total": new_scene_freeze,
+                "open_scene_worker_phase": open_worker_freeze, "open_scene_total": open_freeze,
+                "ct_scene_worker_phase": ct_worker_freeze, "ct_scene_total": ct_freeze,
+                "new_scene_ui_cpu": new_scene_cpu, "open_scene_ui_cpu": open_cpu, "ct_scene_ui_cpu": ct_cpu,
+                "new_scene_total_without_gc": new_scene_own, "open_scene_total_without_gc": open_own,
+                "ct_scene_total_without_gc": ct_own,
+                "longest_full_gc": max(new_scene_gc, open_gc, ct_gc)}
     (artifacts_dir / "e2e_ui_freeze_ms.json").write_text(json.dumps({k: round(v, 1) for k, v in measured.items()}))
     qa.viewer.close()
-    # Reading, hashing and rendering run in workers: the UI thread keeps ticking meanwhile.
-    assert new_scene_worker_freeze < MAX_FREEZE_MS and open_worker_freeze < MAX_FREEZE_MS, measured
-    # Reopening reuses the scene's layers instead of rebuilding them (about 3 s on this machine).
-    assert open_freeze < MAX_FREEZE_MS * 10, measured
+    # Reading, hashing and rendering run in workers, and the scene's layers are built when the
+    # panel starts and filled one per event-loop turn: no pause of scene creation reaches the budget.
+    assert max(new_scene_worker_freeze, open_worker_freeze, ct_worker_freeze) < max_freeze_ms, measured
+    # Also a volume right after a radiograph (the scene's layers turn from 2D into 3D). A full
+    # garbage collection of the process inside a turn is not the code's pause: it is recorded
+    # (longest_full_gc) and left out here.
+    assert max(new_scene_own, open_own, ct_own) < max_freeze_ms, measured

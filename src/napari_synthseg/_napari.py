@@ -2,7 +2,10 @@
 
 Layer conventions (every widget relies on them):
 
-- ``scale``/``translate`` come from spacing/origin, so napari measures in mm;
+- ``scale``/``translate`` come from spacing/origin (:func:`layer_transform`), so napari measures
+  in mm; a volume's slice axis is drawn head up: napari draws world axis 0 downwards in a
+  coronal or sagittal view, so that axis is minus the patient's superior coordinate (a negative
+  z scale where SimpleITK's slice 0 is the most inferior one, as in every LPS volume);
 - ``metadata["synthseg"]`` holds the source geometry (spacing, origin, direction, modality), the
   source file(s), the DICOM series uid and the source metadata, so writers and the scene model
   can put everything back.
@@ -69,6 +72,26 @@ def layer_metadata(image: MedicalImage) -> dict[str, Any]:
     }
 
 
+def layer_transform(image: MedicalImage) -> dict[str, tuple[float, ...]]:
+    """napari ``scale`` and ``translate`` of ``image``: millimetres, volumes drawn head up.
+
+    napari draws world axis 0 downwards when a volume is resliced (dims rolled to (z, x) or
+    (z, y)). For volumes, world axis 0 is therefore minus the physical z (LPS: superior is +z),
+    so the superior slice is drawn at the top whichever way the slices are stored: with
+    SimpleITK's usual direction (slice 0 most inferior) the z scale is negative. Rows and
+    columns keep SimpleITK's order (anterior at the top of an axial slice, the patient's right
+    on the screen's left: the radiological convention). 2D images are drawn as stored.
+    Every layer of an image (reader, scene, QA) uses this, so they overlay, and
+    ``layer.world_to_data`` maps a click to the voxel under it.
+    """
+    scale, translate = list(image.scale), list(image.translate)
+    if image.ndim == 3:
+        k_up = float(image.direction_matrix[2, 2])  # +1: slice index grows towards the head
+        scale[0] = -scale[0] if k_up >= 0 else scale[0]
+        translate[0] = -translate[0]
+    return {"scale": tuple(scale), "translate": tuple(translate)}
+
+
 def image_from_layer(data: np.ndarray, meta: dict[str, Any]) -> MedicalImage:
     """Rebuild a :class:`MedicalImage` from layer data + layer attributes (writers, widgets)."""
     info = (meta.get("metadata") or {}).get("synthseg")
@@ -86,14 +109,19 @@ def image_from_layer(data: np.ndarray, meta: dict[str, Any]) -> MedicalImage:
             series_uid=info.get("series_uid"),
         )
     # A layer made in napari (painted labels, a plain numpy image): only scale/translate are known.
+    # Read them back with the convention of layer_transform (a volume's world axis 0 is minus z).
     ndim = array.ndim
-    scale = tuple(meta.get("scale") or (1.0,) * ndim)[-ndim:]
-    translate = tuple(meta.get("translate") or (0.0,) * ndim)[-ndim:]
+    scale = [float(v) for v in tuple(meta.get("scale") or (1.0,) * ndim)[-ndim:]]
+    translate = [float(v) for v in tuple(meta.get("translate") or (0.0,) * ndim)[-ndim:]]
+    direction = np.eye(ndim)
+    if ndim == 3:
+        direction[2, 2] = -1.0 if scale[0] > 0 else 1.0
+        translate[0] = -translate[0]
     return MedicalImage(
         array=array,
-        spacing=tuple(float(v) for v in scale[::-1]),
-        origin=tuple(float(v) for v in translate[::-1]),
-        direction=tuple(np.eye(ndim).ravel().tolist()),
+        spacing=tuple(abs(v) for v in scale[::-1]),
+        origin=tuple(translate[::-1]),
+        direction=tuple(direction.ravel().tolist()),
     )
 
 
@@ -111,8 +139,7 @@ def image_layer_data(image: MedicalImage, window: str = "auto", name: str | None
     inverted = image.metadata.get("0028|0004", "").strip().upper() == "MONOCHROME1"
     kwargs = {
         "name": name,
-        "scale": image.scale,
-        "translate": image.translate,
+        **layer_transform(image),
         "contrast_limits": window_limits(image.array, window, image.modality),
         "colormap": "gray_r" if inverted else "gray",
         "metadata": layer_metadata(image),

@@ -117,6 +117,9 @@ def register(subparsers) -> None:
                    help="CPU threads for the network (default: torch's; 1 is faster on busy machines)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, mps")
+    p.add_argument("--scene", help="with --accept: the scene folder to store a sample in (IMAGE must be "
+                                   "the scene's image or its render)")
+    p.add_argument("--accept", type=int, help="store sample k (0-based) in --scene as an undoable record")
     add_read_options(p)
     p.set_defaults(func=run_inpaint)
 
@@ -210,6 +213,15 @@ def run_inpaint(args) -> int:
     settings = InpaintSettings(model=args.model, mode=args.mode, samples=args.samples, seed=args.seed,
                                margin_px=args.margin, texture=args.texture)
     stem = Path(args.image).name.split(".")[0] or "image"
+    if (args.scene is None) != (args.accept is None):
+        raise SynthsegError("--scene and --accept go together: --accept K stores sample K in --scene")
+    if args.accept is not None and not 0 <= args.accept < args.samples:
+        raise SynthsegError(f"--accept takes 0..{args.samples - 1} (the samples made by this request)")
+    scene = None
+    if args.scene is not None:
+        from ..scene import open_scene
+
+        scene = open_scene(args.scene)
     # Validate first (outputs, then inputs), write last.
     outs = _outputs(args.out, args.samples, stem, args.mode)
     for o in outs:
@@ -239,7 +251,13 @@ def run_inpaint(args) -> int:
                       mask_path=args.mask, model=model, clipping=clipping,
                       extra={"seed": settings.seed + i, "sample": i, "samples": args.samples,
                              "margin": args.margin, "texture": texture})
-        del sample
         progress(i + 1, len(outs), f"sample {i + 1}/{len(outs)}")
         print(f"wrote {o}", file=sys.stdout)
+        if scene is not None and i == args.accept:
+            from ..workflow.inpaint import accept_inpainted
+
+            # The stored sample is the one written (clipped to the source's range).
+            record = accept_inpainted(scene, sample, mask, settings, i)
+            print(f"stored sample {i} in {args.scene} as {record.id} ({record.kind})")
+        del sample
     return 0

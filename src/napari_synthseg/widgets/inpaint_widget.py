@@ -152,8 +152,9 @@ class InpaintWidget(JobPanel):
         images = [layer.name for layer in self.viewer.layers
                   if isinstance(layer, napari.layers.Image) and layer not in self.sample_layers]
         masks = [layer.name for layer in self.viewer.layers if isinstance(layer, napari.layers.Labels)]
-        preferred_image = [editor.image_layer.name] if editor is not None and editor.image_layer is not None else []
-        preferred_mask = [editor.mask_layer.name] if editor is not None and editor.mask_layer is not None else []
+        has_scene = editor is not None and editor.scene is not None  # the editor's layers exist before any scene
+        preferred_image = [editor.image_layer.name] if has_scene and editor.image_layer is not None else []
+        preferred_mask = [editor.mask_layer.name] if has_scene and editor.mask_layer is not None else []
         refill(self.image_combo, images, preferred_image)
         refill(self.mask_combo, masks, preferred_mask)
 
@@ -198,7 +199,7 @@ class InpaintWidget(JobPanel):
         except SynthsegError as exc:
             self.fail(exc)
             return None
-        scale = tuple(float(s) for s in image_layer.scale)
+        scale = tuple(abs(float(s)) for s in image_layer.scale)  # a volume's z scale is negative (head up)
         spacing = scale if len(scale) == image.ndim else None
         return self.run_job(
             inpaint, image, mask, settings, spacing=spacing,
@@ -252,17 +253,9 @@ class InpaintWidget(JobPanel):
         editor = scene_editor(self.viewer)
         if editor is None or editor.scene is None:
             raise SynthsegError("open a scene in the Lesion editor first: accepted samples become scene records")
-        layer = self.last_image_layer
-        source = ((layer.metadata or {}).get("synthseg") or {}).get("source_paths") if layer is not None else None
-        same_image = layer is editor.image_layer or (
-            source is not None and [str(Path(p).resolve()) for p in source] == editor.scene.source.paths
-        )
-        if not same_image:
-            raise SynthsegError(
-                f"the samples were made on '{getattr(layer, 'name', '?')}', not on the scene's image; "
-                "inpaint the editor's 'synthetic' layer (or the scene's source image)"
-            )
-        return accept_inpainted(editor.scene, sample, mask, settings, index)
+        # Whether the sample was made on the scene's image is the workflow's rule (pixels, not layers).
+        current = editor.renderer.image if editor.renderer is not None else None
+        return accept_inpainted(editor.scene, sample, mask, settings, index, current=current)
 
     # ---- training -----------------------------------------------------------------------------
 

@@ -18,12 +18,15 @@ and render the scene in a worker thread.
 
 from __future__ import annotations
 
+import importlib
+import logging
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import napari
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -42,12 +45,19 @@ from ..scene import Change
 from ..workflow.edit import EditSession, SceneSource, default_scene_folder, new_session, open_session
 from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings, ProceduralKind, blend_mode
 from ._base import JobPanel, row
-from ._common import register_scene_editor
+from ._common import register_scene_editor, run_in_thread
 from ._generated_samples import GeneratedSamples
 from ._library_strip import LibraryStrip
 
+logger = logging.getLogger(__name__)
+
 #: Click tolerance: a press and release further apart than this (screen pixels) is a pan/drag.
 CLICK_TOLERANCE_PX = 4
+#: The scene's layers, bottom to top.
+SCENE_LAYERS = ("synthetic", "constraint", "lesion labels", "lesion mask", "lesions")
+#: Pause between the steps that build or fill the scene's layers: the event loop redraws and
+#: handles input in between (Qt would run back-to-back zero-delay timers in one pass).
+STEP_GAP_MS = 10
 PAINT_MODES = {"paint", "fill", "erase", "polygon", "add", "add_rectangle", "add_ellipse", "add_line",
                "add_path", "add_polygon", "add_polygon_lasso", "direct", "vertex_insert", "vertex_remove"}
 
@@ -97,6 +107,11 @@ class LesionEditorWidget(JobPanel):
         self._syncing = False
         self._unsubscribe: Callable[[], None] | None = None
         self._press: tuple[np.ndarray, np.ndarray] | None = None
+        # Scene layers still to be built, and the steps left of showing a scene in them.
+        self._layers_to_build: list[str] = []
+        self._show_steps: list[Callable[[], None]] = []
+        self._layers_follow = False  # the layers show the session (not while being filled)
+        self._handles: dict[int, Any] = {}  # handles layer per number of dimensions (napari cannot change it)
 
         # -- scene --------------------------------------------------------------------------
         form = self.group("Scene")
@@ -213,6 +228,20 @@ class LesionEditorWidget(JobPanel):
             self.viewer.bind_key(key, lambda v: self.delete_selected(), overwrite=True)
         self._update_controls()
         self.say("open an image (File > Open), then New scene")
+        # napari builds a layer's vispy visuals and Qt controls on the UI thread when the layer
+        # enters the viewer: 60-140 ms per layer on a software renderer, several times the
+        # 100 ms a user notices. The scene's five layers are therefore built now, empty and
+        # hidden, one per event-loop turn; creating or opening a scene only fills them. Handles
+        # are built for every kind of image open (napari cannot change a points layer's
+        # dimensions: a CT after a radiograph needs handles of its own).
+        ndims = [layer.ndim for layer in self._image_layers()]
+        first = self.viewer.layers[self.source_combo.currentText()].ndim if self.source_combo.currentText() else 2
+        self._layers_to_build = [*SCENE_LAYERS[:-1], f"lesions:{first}",
+                                 *(f"lesions:{n}" for n in sorted(set(ndims) - {first}))]
+        # napari imports pandas (about 0.3 s) for the first labels or points layer: in a worker.
+        self._imports_ready = False
+        run_in_thread(importlib.import_module, "pandas", on_done=self._imports_done, on_error=self._imports_done)
+        QTimer.singleShot(STEP_GAP_MS, self._build_next_layer)
 
     # ---- compatibility: the scene the session edits --------------------------------------------
 
@@ -287,9 +316,19 @@ class LesionEditorWidget(JobPanel):
         return self.run_job(_open_session_rendered, folder, on_done=self._session_ready,
                             message=f"opening {folder}…")
 
+    @property
+    def layers_ready(self) -> bool:
+        """The scene's layers are built (a few event-loop turns after the panel starts)."""
+        return not self._layers_to_build
+
+    @property
+    def busy(self) -> bool:
+        """A job runs, or a scene is still being shown (its layers fill over a few turns)."""
+        return super().busy or bool(self._show_steps)
+
     def _session_ready(self, result) -> None:
-        session, renderer = result
-        self.set_session(session, renderer)
+        session, renderer, display = result
+        self.set_session(session, renderer, display, stepwise=True)
 
     def set_scene(self, scene) -> None:
         """Show ``scene`` (already open); renders on the calling thread."""
@@ -297,98 +336,278 @@ class LesionEditorWidget(JobPanel):
 
         self.set_session(EditSession(scene, "editor"), SceneRenderer(scene))
 
-    def set_session(self, session: EditSession, renderer) -> None:
+    def set_session(self, session: EditSession, renderer, display: dict | None = None,
+                    stepwise: bool = False) -> None:
+        """Show ``session`` in the scene's layers.
+
+        ``display`` holds the contrast limits and range of the image (:func:`_display`; computed
+        here when not given). ``stepwise``: fill one layer per event-loop turn, so no turn keeps
+        the UI thread longer than about one redraw (the panel is busy until the last step).
+        """
         if self._unsubscribe:
             self._unsubscribe()
         if self.renderer is not None:
             self.renderer.close()
+        self._layers_follow = False
         self.session, self.renderer = session, renderer
         self.renderer.subscribe(self._rendered)
         self._unsubscribe = session.scene.subscribe(self._scene_changed)
-        image = self.renderer.source
-        from .._napari import layer_metadata
+        self._build_all_layers()  # normally built already, when the panel started
+        steps = self._steps_to_show(session, display or _display(renderer))
+        if not stepwise:
+            for step in steps:
+                step()
+            return
+        self._show_steps = steps
+        QTimer.singleShot(STEP_GAP_MS, self._next_show_step)
 
-        kwargs = dict(scale=image.scale, translate=image.translate, metadata=layer_metadata(image))
-        limits = window_limits(image.array, "auto", image.modality)
-        if self._reuse_layers(image, kwargs, limits):
-            return self._finish_session(session)
-        for layer in (self.image_layer, self.labels_layer, self.points_layer, self.constraint_layer, self.mask_layer):
-            if layer is not None and layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
-        self.constraint_layer = None
-        # The scene's layers replace the images opened beside it: those stay loaded but hidden,
-        # and a side-by-side grid (the demo's CXR | CT) is switched off, or the synthetic
-        # image, its labels and the handles would each land in a grid cell of their own.
+    def _next_show_step(self) -> None:
+        if not self._show_steps:
+            return
+        step = self._show_steps.pop(0)
+        start = time.perf_counter()
+        try:
+            step()
+        except Exception:
+            self._show_steps = []
+            raise
+        logger.debug("showing the scene: %s took %.0f ms", step.__name__, 1000 * (time.perf_counter() - start))
+        if self._show_steps:
+            QTimer.singleShot(STEP_GAP_MS, self._next_show_step)
+
+    # ---- the scene's layers ------------------------------------------------------------------
+
+    def _scene_layer(self, name: str) -> Any:
+        attr = {"synthetic": "image_layer", "constraint": "constraint_layer", "lesion labels": "labels_layer",
+                "lesion mask": "mask_layer", "lesions": "points_layer"}[name]
+        return getattr(self, attr)
+
+    def _imports_done(self, _result=None) -> None:
+        self._imports_ready = True
+
+    def _build_next_layer(self) -> None:
+        """Build one missing scene layer (one per event-loop turn while the panel starts)."""
+        waiting = not self._imports_ready and self._layers_to_build[:1] != ["synthetic"]
+        if self._layers_to_build and not self._show_steps and not waiting:
+            self._add_scene_layer(self._layers_to_build.pop(0))
+        if self._layers_to_build:
+            QTimer.singleShot(STEP_GAP_MS, self._build_next_layer)
+
+    def _build_all_layers(self) -> None:
+        """Build every scene layer not built yet (or removed by the user) now."""
+        for name in SCENE_LAYERS:
+            layer = self._scene_layer(name)
+            if (layer is None or layer not in self.viewer.layers) and name not in self._layers_to_build:
+                self._layers_to_build.append(name)
+        while self._layers_to_build:
+            self._add_scene_layer(self._layers_to_build.pop(0))
+
+    def _add_scene_layer(self, name: str, ndim: int | None = None) -> None:
+        if name.startswith("lesions:"):
+            name, ndim = "lesions", int(name.split(":")[1])
+        """Add one scene layer, empty and hidden, where the next scene will most likely be."""
+        source = self.viewer.layers[self.source_combo.currentText()] if self.source_combo.currentText() else None
+        if ndim is None:
+            ndim = source.ndim if source is not None else 2
+        transform = {"scale": (1.0,) * ndim, "translate": (0.0,) * ndim}
+        if source is not None and source.ndim == ndim:
+            transform = {"scale": tuple(source.scale), "translate": tuple(source.translate)}
+        tiny = (1,) * ndim
+        previous = self.viewer.layers.selection.active
+        if name == "synthetic":
+            self.image_layer = self.viewer.add_image(np.zeros(tiny, np.float32), name=name, colormap="gray",
+                                                     visible=False, **transform)
+        elif name == "constraint":
+            self.constraint_layer = self.viewer.add_labels(np.zeros(tiny, np.uint8), name=name, opacity=0.2,
+                                                           visible=False, **transform)
+            self.constraint_layer.events.paint.connect(self._constraint_painted)
+        elif name == "lesion labels":
+            # uint16, as the label map is shown (see _display): a change of dtype rebuilds the visual.
+            self.labels_layer = self.viewer.add_labels(np.zeros(tiny, np.uint16), name=name, opacity=0.35,
+                                                       visible=False, **transform)
+        elif name == "lesion mask":
+            self.mask_layer = self.viewer.add_labels(np.zeros(tiny, np.uint8), name=name, visible=False, **transform)
+        else:
+            self._add_handles(ndim, transform)
+        self._stack_scene_layers()
+        if previous is not None and previous in self.viewer.layers:
+            self.viewer.layers.selection.active = previous  # adding a layer selects it: give it back
+
+    def _add_handles(self, ndim: int, transform: dict) -> None:
+        """The handles layer for ``ndim``-D scenes (the active one unless handles of the active kind exist)."""
         from ._common import viewer_grid
 
-        viewer_grid(self.viewer).enabled = False
-        for layer in self._image_layers():
-            layer.visible = False
-        self.image_layer = self.viewer.add_image(
-            self.renderer.image, name="synthetic", colormap="gray", contrast_limits=limits, **kwargs,
+        active = self.points_layer is None or self.points_layer not in self.viewer.layers or self.points_layer.ndim == ndim
+        # Drawn once while empty (where no grid would give it a cell of its own), so the first
+        # scene does not pay for building the markers' shader.
+        warm = not viewer_grid(self.viewer).enabled and not self._layers_follow
+        layer = self.viewer.add_points(
+            np.empty((0, ndim)), name="lesions" if active else f"lesions ({ndim}D scenes)", face_color="transparent",
+            border_color="yellow", border_width=0.1, border_width_is_relative=True, visible=warm, **transform,
         )
-        self.labels_layer = self.viewer.add_labels(self.renderer.labels, name="lesion labels", opacity=0.35, **kwargs)
-        self.mask_layer = self.viewer.add_labels(np.zeros(image.shape, np.uint8), name="lesion mask", **kwargs)
-        self.points_layer = self.viewer.add_points(
-            np.empty((0, image.ndim)), name="lesions", face_color="transparent", border_color="yellow",
-            border_width=0.1, border_width_is_relative=True, scale=image.scale, translate=image.translate,
-        )
-        self.points_layer.events.data.connect(self._points_changed)
-        self.points_layer.selected_data.events.items_changed.connect(self._points_selected)
+        # The handles carry no text; a text visual would cost a glyph atlas and a shader at its first draw.
+        layer.text.visible = False
+        layer.events.data.connect(self._points_changed)
+        layer.selected_data.events.items_changed.connect(self._points_selected)
         for key in ("Delete", "Backspace"):
-            self.points_layer.bind_key(key, lambda layer: self.delete_selected(), overwrite=True)
-        self._finish_session(session)
+            layer.bind_key(key, lambda _layer: self.delete_selected(), overwrite=True)
+        self._handles[ndim] = layer
+        if active:
+            self.points_layer = layer
+        if warm:
+            QTimer.singleShot(5 * STEP_GAP_MS, lambda: self._hide_unused_handles(layer))
 
-    def _reuse_layers(self, image, kwargs, limits) -> bool:
-        """Give the open scene layers the new scene's data instead of replacing them.
+    def _hide_unused_handles(self, layer) -> None:
+        if layer is not self.points_layer or not self._layers_follow:
+            layer.visible = False
 
-        Removing and adding napari layers costs about a second on the UI thread (napari runs a
-        full garbage collection per removed layer); reusing them costs a few milliseconds.
+    def _stack_scene_layers(self) -> None:
+        """The scene's layers in their order, above every other layer."""
+        layers = [self._scene_layer(name) for name in SCENE_LAYERS[:-1]]
+        layers += [layer for layer in self._handles.values() if layer is not self.points_layer] + [self.points_layer]
+        layers = [layer for layer in layers if layer is not None and layer in self.viewer.layers]
+        indices = [self.viewer.layers.index(layer) for layer in layers]
+        top = len(self.viewer.layers)
+        if indices != list(range(top - len(indices), top)):
+            self.viewer.layers.move_multiple(indices, top)
+
+    @staticmethod
+    def _place(layer, data, transform: dict) -> None:
+        """Show ``layer`` with new data and geometry, touching only what changed (each set redraws).
+
+        The layer is made visible first: napari updates a hidden layer's extent only when it
+        is next shown with a change of its geometry.
         """
-        layers = (self.image_layer, self.labels_layer, self.mask_layer, self.points_layer)
-        if any(layer is None or layer not in self.viewer.layers for layer in layers):
-            return False
-        if self.image_layer.ndim != image.ndim:
-            return False
-        scale, translate = np.asarray(kwargs["scale"], float), np.asarray(kwargs["translate"], float)
-        for layer in (self.image_layer, self.labels_layer, self.mask_layer, self.points_layer):
-            if not (np.allclose(layer.scale, scale) and np.allclose(layer.translate, translate)):
-                layer.scale, layer.translate = scale, translate
-        self.image_layer.metadata = kwargs["metadata"]
-        self.image_layer.data = self.renderer.image
-        self.image_layer.contrast_limits = limits
-        self.labels_layer.data = self.renderer.labels
-        self.mask_layer.data = np.zeros(image.shape, np.uint8)
-        return True
+        layer.visible = True
+        if data is not None:
+            layer.data = data
+        for key in ("scale", "translate"):
+            if not np.allclose(getattr(layer, key), transform[key]):
+                setattr(layer, key, transform[key])
 
-    def _finish_session(self, session: EditSession) -> None:
-        self._show_constraint()
-        self._sync_from_scene()
-        self.viewer.layers.selection.active = self.points_layer
-        self.points_layer.mode = "select"
-        self.viewer.reset_view()
-        self.say(f"scene {Path(session.scene.folder or '.').name}: {len(session.scene.lesions)} lesions")
+    def _steps_to_show(self, session: EditSession, display: dict) -> list[Callable[[], None]]:
+        """Fill the scene's layers, one layer a step (each step costs about one redraw)."""
+        from .._napari import layer_metadata, layer_transform
+
+        image = self.renderer.source
+        transform = layer_transform(image)
+
+        def grid_off() -> None:
+            # The scene's layers replace the images opened beside it: those stay loaded but
+            # hidden, and a side-by-side grid (the demo's CXR | CT) is switched off, or the
+            # synthetic image, its labels and the handles would each land in a grid cell.
+            from ._common import viewer_grid
+
+            viewer_grid(self.viewer).enabled = False
+
+        def hide_sources() -> None:
+            for layer in self._image_layers():
+                layer.visible = False
+            self._stack_scene_layers()
+
+        def fill(layer, data) -> Callable[[], None]:
+            # Same dimensions: one step. A radiograph's layers turning into a volume's: data and
+            # geometry while the layer is hidden (napari slices nothing; setting the geometry
+            # also clears its stale extent, which a redraw would trip over), then showing it,
+            # which slices; each about half the work.
+            def step() -> None:
+                if layer.ndim == image.ndim:
+                    self._place(layer, data, transform)
+                else:
+                    layer.visible = False
+                    layer.data = data
+                    layer.scale, layer.translate = transform["scale"], transform["translate"]
+                if layer is self.image_layer:
+                    layer.metadata = layer_metadata(image)
+                    layer.contrast_limits_range = display["range"]
+                    layer.contrast_limits = display["limits"]
+            step.__name__ = f"fill {layer.name}"
+            return step
+
+        def place(layer) -> Callable[[], None]:
+            def step() -> None:
+                layer.visible = True
+            step.__name__ = f"show {layer.name}"
+            return step
+
+        fills = [(self.image_layer, self.renderer.image), (self.labels_layer, display["labels"]),
+                 (self.mask_layer, np.zeros(image.shape, np.uint8))]
+        layer_steps = []
+        for layer, data in fills:
+            layer_steps.append(fill(layer, data))
+            if layer.ndim != image.ndim:
+                layer_steps.append(place(layer))
+
+        def switch_handles() -> None:
+            # A points layer keeps its number of dimensions: a volume after a radiograph gets
+            # handles of its own; the other stay hidden for the next scene of their kind
+            # (removing a layer costs napari a full garbage collection, about 0.5 s).
+            old = self.points_layer
+            self._syncing = True
+            try:
+                old.data = np.empty((0, old.ndim))
+            finally:
+                self._syncing = False
+            old.visible = False
+            old.name = f"lesions ({old.ndim}D scenes)"
+            new_layer = self._handles.get(image.ndim)
+            if new_layer is None or new_layer not in self.viewer.layers:
+                self.points_layer = None
+                self._add_scene_layer("lesions", ndim=image.ndim)
+            else:
+                self.points_layer = new_layer
+                self.points_layer.name = "lesions"
+            self._stack_scene_layers()
+
+        def show_handles() -> None:
+            self._place(self.points_layer, None, transform)
+            self._layers_follow = True
+            self._sync_from_scene()
+
+        def show_constraint() -> None:
+            self._show_constraint()
+
+        def select_handles() -> None:
+            self.viewer.layers.selection.active = self.points_layer
+            self.points_layer.mode = "select"
+
+        def finish() -> None:
+            self._fit_view()
+            self.say(f"scene {Path(session.scene.folder or '.').name}: {len(session.scene.lesions)} lesions")
+
+        steps = [grid_off, hide_sources, *layer_steps]
+        if self.points_layer.ndim != image.ndim:
+            steps.append(switch_handles)
+        return [*steps, show_handles, show_constraint, select_handles, finish]
+
+    def _fit_view(self) -> None:
+        """Fit the scene's image in the canvas, not the hidden images beside it."""
+        if self.image_layer.ndim == self.viewer.dims.ndim:
+            self.viewer.reset_view(layers=[self.image_layer])
+            return
+        # napari fits a subset of layers only when they have all the viewer's dimensions (a
+        # radiograph's scene beside a CT): centre and zoom on the image's rows and columns.
+        from ._common import viewer_camera
+
+        extent = np.asarray(self.image_layer.extent.world, float)[:, -2:]
+        size = np.maximum(extent[1] - extent[0], 1e-6)
+        height, width = self.viewer.canvas.size
+        camera = viewer_camera(self.viewer)
+        camera.center = tuple((extent[0] + extent[1]) / 2.0)
+        camera.zoom = 0.95 * min(height / size[0], width / size[1])
 
     def _show_constraint(self) -> None:
-        """The constraint layer follows the scene's mask (kept and refilled when it exists)."""
+        """The constraint layer follows the scene's mask (hidden while the scene has none)."""
+        from .._napari import layer_transform
+
+        if self.constraint_layer is None or self.constraint_layer not in self.viewer.layers:
+            self._add_scene_layer("constraint")
         mask = self.scene.mask("constraint")
-        layer = self.constraint_layer if self.constraint_layer in self.viewer.layers else None
         if mask is None:
-            if layer is not None:
-                self.viewer.layers.remove(layer)
-            self.constraint_layer = None
+            self.constraint_layer.visible = False
             return
-        image = self.renderer.source
-        if layer is not None:
-            layer.scale, layer.translate = image.scale, image.translate
-            layer.data = np.asarray(mask, np.uint8)
-            return
-        self.constraint_layer = self.viewer.add_labels(
-            np.asarray(mask, np.uint8), name="constraint", opacity=0.2, scale=image.scale, translate=image.translate
-        )
-        self.viewer.layers.move(self.viewer.layers.index(self.constraint_layer), self.viewer.layers.index(self.image_layer) + 1)
-        self.constraint_layer.events.paint.connect(self._constraint_painted)
-        # Adding a layer selects it: give the selection back, so clicks keep placing lesions.
+        self._place(self.constraint_layer, np.asarray(mask, np.uint8), layer_transform(self.renderer.source))
+        # Showing a layer can select it: give the selection back, so clicks keep placing lesions.
         self.viewer.layers.selection.active = self.points_layer
 
     def _constraint_painted(self, event=None) -> None:
@@ -409,13 +628,20 @@ class LesionEditorWidget(JobPanel):
     # ---- scene -> layers ---------------------------------------------------------------------
 
     def _rendered(self, region) -> None:
+        if not self._layers_follow:
+            return  # the last step of showing the scene fills the layers
+        shown = self.labels_layer.data
+        if shown is not self.renderer.labels:  # the uint16 copy napari draws faster (see _display)
+            shown[region] = self.renderer.labels[region]
         self.image_layer.refresh()
         self.labels_layer.refresh()
 
     def _scene_changed(self, change: Change) -> None:
+        if not self._layers_follow:
+            return  # the last step of showing the scene syncs the layers
         if change.masks and "constraint" in change.masks:
             mask = self.scene.mask("constraint")
-            if self.constraint_layer is None or mask is None:
+            if not self.constraint_layer.visible or mask is None:
                 self._show_constraint()
             elif change.undo or change.redo or change.label.startswith(("merged", "reloaded", "changes made")):
                 self.constraint_layer.data = np.asarray(mask, np.uint8)
@@ -492,6 +718,8 @@ class LesionEditorWidget(JobPanel):
             self.points_layer.selected_data = {position}
 
     def _points_selected(self, event=None) -> None:
+        if not self._layers_follow:
+            return
         selected = sorted(self.points_layer.selected_data)
         if len(selected) == 1 and selected[0] < len(self.scene.lesion_ids):
             self.select(self.scene.lesion_ids[selected[0]])
@@ -535,7 +763,7 @@ class LesionEditorWidget(JobPanel):
         return record
 
     def _place_tool_toggled(self, on: bool) -> None:
-        if on and self.points_layer is not None:
+        if on and self._layers_follow:
             # The tool selects its own layer; clicks are still taken whichever layer is active.
             self.viewer.layers.selection.active = self.points_layer
             self.points_layer.mode = "select"
@@ -547,7 +775,7 @@ class LesionEditorWidget(JobPanel):
 
     def _on_viewer_mouse(self, viewer, event):
         """Place on a click (press and release within a few pixels), never on a drag."""
-        if (not self.place_check.isChecked() or self.session is None or event.button != 1
+        if (not self.place_check.isChecked() or not self._layers_follow or event.button != 1
                 or event.modifiers or self._paint_tool_active()):
             return
         if self.points_layer.get_value(event.position, world=True) is not None:
@@ -592,17 +820,18 @@ class LesionEditorWidget(JobPanel):
                 self._edit(action, value)
 
     def _points_changed(self, event) -> None:
-        if self._syncing or self.session is None or getattr(event, "action", "changed") != "changed":
+        session = self.session
+        if self._syncing or not self._layers_follow or session is None or getattr(event, "action", "changed") != "changed":
             return
         data = np.asarray(self.points_layer.data)
         if len(data) != len(self.scene.lesions):
             self._sync_from_scene()  # points added/removed by hand: the scene decides
             return
         for rec, point in zip(list(self.scene.lesions), data):
-            if np.allclose(self.session.index_of(rec.id), point, atol=1e-3):
+            if np.allclose(session.index_of(rec.id), point, atol=1e-3):
                 continue
             try:
-                self.session.move_to_index(rec.id, point)
+                session.move_to_index(rec.id, point)
             except SynthsegError as exc:
                 self.fail(exc)
                 self._sync_from_scene()
@@ -672,18 +901,39 @@ class LesionEditorWidget(JobPanel):
                             message="extracting the painted lesion…")
 
 
+def _display(renderer) -> dict:
+    """What showing a rendered scene needs, computed off the UI thread (slow on a volume).
+
+    The image's contrast limits (the auto window) and slider range, and the label map as
+    uint16 (a scene holds at most 1000 lesions): napari maps int32 labels to a texture type on
+    every slice it draws (about 15 ms per 1024x1024 slice); the copy is kept up to date region
+    by region as the scene is edited.
+    """
+    image = renderer.source
+    array = np.asarray(image.array)
+    lo, hi = window_limits(array, "auto", image.modality)
+    data_lo, data_hi = float(np.nanmin(array)), float(np.nanmax(array))
+    labels = renderer.labels
+    if labels.size and 0 <= labels.min() and labels.max() <= np.iinfo(np.uint16).max:
+        labels = labels.astype(np.uint16)
+    return {"limits": (lo, hi), "range": (min(lo, data_lo), max(hi, data_hi, min(lo, data_lo) + 1e-6)),
+            "labels": labels}
+
+
 def _new_session_rendered(source: SceneSource, folder: str):
     from ..render import SceneRenderer
 
     session = new_session(source, folder)
-    return session, SceneRenderer(session.scene)
+    renderer = SceneRenderer(session.scene)
+    return session, renderer, _display(renderer)
 
 
 def _open_session_rendered(folder: str):
     from ..render import SceneRenderer
 
     session = open_session(folder)
-    return session, SceneRenderer(session.scene)
+    renderer = SceneRenderer(session.scene)
+    return session, renderer, _display(renderer)
 
 
 __all__ = ["LesionEditorWidget", "default_scene_folder"]

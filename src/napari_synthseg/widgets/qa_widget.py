@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from .._napari import layer_transform
 from ..errors import CancelledError, SynthsegError
 from ..export import FORMATS
 from ..io import window_limits
@@ -329,24 +330,23 @@ class QAWidget(JobPanel):
         # Diverging map with a black centre: unchanged pixels stay dark, outlines stay visible.
         cmaps = ("gray", "gray", Colormap([[0.25, 0.55, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 0.45, 0.2, 1.0]],
                                           name="synthseg-signed-difference"))
+        transform = layer_transform(img)
         for name, data, clim, cmap in zip(LAYER_NAMES, datas, contrasts, cmaps):
             if name in self.viewer.layers:
                 layer = self.viewer.layers[name]
                 layer.data = data
                 layer.contrast_limits = clim
-                layer.scale, layer.translate = img.scale, img.translate
+                layer.scale, layer.translate = transform["scale"], transform["translate"]
             else:
-                self.viewer.add_image(data, name=name, contrast_limits=clim, colormap=cmap,
-                                      scale=img.scale, translate=img.translate)
+                self.viewer.add_image(data, name=name, contrast_limits=clim, colormap=cmap, **transform)
         labels = r.labels
         for name in OUTLINE_NAMES:
             if name in self.viewer.layers:
                 layer = self.viewer.layers[name]
                 layer.data = labels
-                layer.scale, layer.translate = img.scale, img.translate
+                layer.scale, layer.translate = transform["scale"], transform["translate"]
             else:
-                layer = self.viewer.add_labels(labels, name=name, scale=img.scale, translate=img.translate,
-                                               opacity=1.0)
+                layer = self.viewer.add_labels(labels, name=name, opacity=1.0, **transform)
                 layer.contour = max(1, int(round(min(labels.shape[-2:]) / 512)))
                 layer.editable = False
         self._update_text()
@@ -378,7 +378,8 @@ class QAWidget(JobPanel):
             # Whole-voxel centre so the caption lies on a slice napari shows in 3D.
             corner = np.array([b.start + (b.stop - b.start - 1) // 2 for b in box], dtype=float)
             corner[-2] = box[-2].stop + 3 + 0.7 * (box[-2].stop - box[-2].start)  # below the lesion (text is centred)
-            coords.append(corner * np.asarray(img.scale) + np.asarray(img.translate))
+            transform = layer_transform(img)
+            coords.append(corner * np.asarray(transform["scale"]) + np.asarray(transform["translate"]))
             m = self.qa.metrics.get(rec.id)
             numbers = "" if m is None else f"\nCNR {m.cnr:.1f}  grad {m.gradient_ratio:.1f}" + (
                 "" if m.range_ok else "  RANGE")
@@ -455,7 +456,8 @@ class QAWidget(JobPanel):
             centre = (lo + hi) / 2.0
             centre[:-2] = lo[:-2] + (hi[:-2] - lo[:-2]) // 2  # a whole slice, as the caption
             extent = (hi - lo + 1) * np.asarray(img.scale)
-            world = centre * np.asarray(img.scale) + np.asarray(img.translate)
+            transform = layer_transform(img)
+            world = centre * np.asarray(transform["scale"]) + np.asarray(transform["translate"])
             if labels.ndim == 3:
                 self.viewer.dims.set_point(0, world[0])
             viewer_camera(self.viewer).center = tuple(world[-2:])

@@ -137,18 +137,105 @@ def sample_provenance(settings: InpaintSettings, index: int) -> dict[str, Any]:
     return provenance
 
 
+#: A sample agrees with an image when its pixels outside the fill region differ from it by at
+#: most this fraction of the image's intensity range (float rounding, a stored uint8/int16
+#: round trip) ...
+MATCH_TOLERANCE = 1e-3
+#: ... except for at most this fraction of them (a learned fill may touch a seam pixel or two
+#: beside the mask; another image, even of the same patient, differs almost everywhere).
+MATCH_OUTLIER_FRACTION = 0.005
+
+
+def filled_region(mask: np.ndarray, settings: InpaintSettings) -> np.ndarray:
+    """The pixels a sample of ``settings`` may change: the mask, or for outpaint all but the kept box."""
+    mask = np.asarray(mask, bool)
+    if settings.mode != "outpaint":
+        return mask
+    from ..inpaint.masks import mask_bbox, outpaint_mask
+
+    return outpaint_mask(mask.shape, mask_bbox(mask), settings.margin_px)
+
+
+def _disagreement(sample: np.ndarray, image: np.ndarray, kept: np.ndarray) -> float:
+    """Fraction of the kept pixels where ``sample`` and ``image`` differ beyond the tolerance."""
+    reference = np.asarray(image, np.float32)[kept]
+    lo, hi = np.percentile(reference, [0.5, 99.5]) if reference.size else (0.0, 1.0)
+    tolerance = MATCH_TOLERANCE * max(float(hi - lo), 1e-6)
+    return float(np.mean(np.abs(sample[kept] - reference) > tolerance)) if reference.size else 0.0
+
+
+def check_made_on_scene(
+    scene: Scene,
+    sample: np.ndarray,
+    mask: np.ndarray,
+    settings: InpaintSettings,
+    current: np.ndarray | None = None,
+) -> None:
+    """Refuse a sample that was not made on the scene's image.
+
+    Outside the region it filled, a sample is a copy of the image it was made on. That image
+    must be the scene's source image or the scene as currently rendered (``current``, the
+    editor's ``synthetic`` layer; rendered here when not given and the source does not match).
+    A sample of another image would be stored as a record whose pixels replace the scene's.
+    """
+    image = scene.load_image()
+    sample = np.asarray(sample, np.float32)
+    if sample.shape != tuple(image.shape):
+        raise SynthsegError(
+            f"the sample is {'x'.join(map(str, sample.shape))}, the scene's image "
+            f"{'x'.join(map(str, image.shape))}: inpaint the scene's image (the editor's 'synthetic' layer)"
+        )
+    kept = ~filled_region(mask, settings)
+    off_source = _disagreement(sample, image.array, kept)
+    if off_source <= MATCH_OUTLIER_FRACTION:
+        return
+    if current is None:
+        from ..render import render_scene
+
+        current = render_scene(scene).image
+    off_render = _disagreement(sample, np.asarray(current), kept)
+    if off_render <= MATCH_OUTLIER_FRACTION:
+        return
+    paths = scene.source.paths
+    name = Path(paths[0]).name if len(paths) == 1 else Path(paths[0]).parent.name
+    raise SynthsegError(
+        f"the sample was made on another image: {min(off_source, off_render):.0%} of the pixels outside the "
+        f"fill region differ from the scene's image ({name}) and from its current render; "
+        "inpaint the editor's 'synthetic' layer or the scene's source image"
+    )
+
+
 def accept_inpainted(
-    scene: Scene, sample: np.ndarray, mask: np.ndarray, settings: InpaintSettings, index: int
+    scene: Scene,
+    sample: np.ndarray,
+    mask: np.ndarray,
+    settings: InpaintSettings,
+    index: int,
+    current: np.ndarray | None = None,
 ) -> LesionRecord:
-    """Store a fill sample in ``scene`` as one undoable record."""
+    """Store a fill sample in ``scene`` as one undoable record.
+
+    Parameters
+    ----------
+    sample : ndarray
+        The filled image (full size).
+    mask : ndarray of bool
+        The fill mask the sample was made with (outpaint: the kept lesion).
+    index : int
+        Which of the request's samples it is (its seed and provenance).
+    current : ndarray, optional
+        The scene as currently rendered (the editor has it); see :func:`check_made_on_scene`.
+
+    Raises
+    ------
+    SynthsegError
+        When the sample was not made on the scene's image (one line naming what differs).
+    """
     from ..lesions.accept import accept_fill_sample
 
     mask = np.asarray(mask, bool)
-    outer = None
-    if settings.mode == "outpaint":
-        from ..inpaint.masks import mask_bbox, outpaint_mask
-
-        outer = outpaint_mask(mask.shape, mask_bbox(mask), settings.margin_px)
+    check_made_on_scene(scene, sample, mask, settings, current)
+    outer = filled_region(mask, settings) if settings.mode == "outpaint" else None
     return accept_fill_sample(scene, sample, mask, settings.mode, sample_provenance(settings, index), fill_mask=outer)
 
 
