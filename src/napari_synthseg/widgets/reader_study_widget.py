@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .._napari import layer_transform
 from ..errors import SynthsegError
 from ..evaluate.reader_study import ReaderSession
 from ._common import report_error, show_info
@@ -183,13 +184,14 @@ class ReaderStudyWidget(QWidget):
             return
         image = read_image(self.session.case_path(self.case))
         data = np.asarray(image.array)
+        transform = layer_transform(image)  # CT patches head up, like every other layer
         if LAYER_NAME in self.viewer.layers:
             layer = self.viewer.layers[LAYER_NAME]
             layer.data = data
-            layer.scale = image.scale
+            layer.scale, layer.translate = transform["scale"], transform["translate"]
         else:
             # Pixels are already windowed to 0..255 by the study; fixed limits keep every case alike.
-            layer = self.viewer.add_image(data, name=LAYER_NAME, scale=image.scale, colormap="gray",
+            layer = self.viewer.add_image(data, name=LAYER_NAME, **transform, colormap="gray",
                                           contrast_limits=(0, 255), interpolation2d="nearest")
             self._bind_viewer_keys(layer)
         layer.contrast_limits = (0, 255)
