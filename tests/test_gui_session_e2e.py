@@ -339,9 +339,19 @@ def test_readme_session_end_to_end(make_napari_viewer, qtbot, tmp_path, artifact
     assert np.allclose(landed, target, atol=1.0), (landed, target)
     _shot(viewer, "12_ct_coronal", artifacts_dir)
 
+    # Reference in the same run: the pause of one plain redraw of this window (a zoom step, no
+    # code of ours). On the software renderer (llvmpipe under Xvfb) a 1920x1080 frame with these
+    # layers costs tens of milliseconds of drawing threads, which the UI thread waits for; on a
+    # GPU it is a few. Any job that changes what is shown pays one such frame.
+    with UiClock() as clock:
+        for _ in range(4):
+            viewer.camera.zoom = viewer.camera.zoom * 1.02
+            qtbot.wait(60)
+    frame_ms, frame_cpu = clock.worst_ms, clock.worst_cpu_ms
+
     load = _load_factor()  # the machine's load while the session ran (1-minute average)
     max_freeze_ms = BASE_FREEZE_MS * load
-    measured = {"load_factor": load, "new_scene_worker_phase": new_scene_worker_freeze, "new_scene_total": new_scene_freeze,
+    measured = {"load_factor": load, "one_redraw": frame_ms, "one_redraw_ui_cpu": frame_cpu, "new_scene_worker_phase": new_scene_worker_freeze, "new_scene_total": new_scene_freeze,
                 "open_scene_worker_phase": open_worker_freeze, "open_scene_total": open_freeze,
                 "ct_scene_worker_phase": ct_worker_freeze, "ct_scene_total": ct_freeze,
                 "new_scene_ui_cpu": new_scene_cpu, "open_scene_ui_cpu": open_cpu, "ct_scene_ui_cpu": ct_cpu,
@@ -352,8 +362,11 @@ def test_readme_session_end_to_end(make_napari_viewer, qtbot, tmp_path, artifact
     qa.viewer.close()
     # Reading, hashing and rendering run in workers, and the scene's layers are built when the
     # panel starts and filled one per event-loop turn: no pause of scene creation reaches the budget.
-    assert max(new_scene_worker_freeze, open_worker_freeze, ct_worker_freeze) < max_freeze_ms, measured
-    # Also a volume right after a radiograph (the scene's layers turn from 2D into 3D). A full
-    # garbage collection of the process inside a turn is not the code's pause: it is recorded
-    # (longest_full_gc) and left out here.
-    assert max(new_scene_own, open_own, ct_own) < max_freeze_ms, measured
+    # The UI thread's own work in any turn stays under the budget...
+    assert max(new_scene_cpu, open_cpu, ct_cpu) < max_freeze_ms, measured
+    # ...and the wall-clock pause stays under the budget plus the one redraw measured above (the
+    # renderer's cost, not the job's). Also a volume right after a radiograph (the scene's layers
+    # turn from 2D into 3D). A full garbage collection of the process inside a turn is not the
+    # code's pause: it is recorded (longest_full_gc) and left out here.
+    assert max(new_scene_worker_freeze, open_worker_freeze, ct_worker_freeze) < max_freeze_ms + frame_ms, measured
+    assert max(new_scene_own, open_own, ct_own) < max_freeze_ms + frame_ms, measured
