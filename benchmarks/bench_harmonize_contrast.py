@@ -38,7 +38,6 @@ Run: ``OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bench_harmonize_
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import platform
 import sys
@@ -58,7 +57,7 @@ import bench_harmonize_realism as bhr
 
 from napari_synthseg.errors import SynthsegError
 from napari_synthseg.harmonize import MIN_CONTRAST_KEPT, contrast_kept, harmonize, preset, train_harmonizer
-from napari_synthseg.harmonize.apply import default_add_back
+from napari_synthseg.harmonize.apply import DEFAULT_CONTRAST_METHOD, default_add_back
 from napari_synthseg.io import read_image
 from napari_synthseg.workflow.harmonize import (
     HarmonizeSettings,
@@ -68,7 +67,9 @@ from napari_synthseg.workflow.harmonize import (
     save_model_beside_scene,
 )
 
-ARMS = {"previous": None, "keep": HarmonizeSettings().contrast_tolerance}
+# arm -> (contrast_tolerance, contrast_method); "keep" is what the workflow's defaults do
+ARMS = {"previous": (None, "blend"), "keep": (HarmonizeSettings().contrast_tolerance, DEFAULT_CONTRAST_METHOD),
+        "keep-rescale": (HarmonizeSettings().contrast_tolerance, "rescale")}
 NITER = int(os.environ.get("BENCH_NITER", "0"))  # smoke runs only
 
 
@@ -110,19 +111,19 @@ def part_realism(seeds, samples, archs) -> list[dict]:
             for case, (name, naive, mask, _) in enumerate(cases):
                 naive_cast = naive.astype(clean.dtype) if np.issubdtype(clean.dtype, np.integer) else naive
                 base = realism_at(naive_cast, mask, box, std)
-                for arm, tol in ARMS.items():
+                contrast = float(np.mean(naive_cast[mask].astype(np.float64) - clean[mask]))
+                for arm, (tol, method) in ARMS.items():
                     imgs = harmonize(model, naive_cast, mask, scale, samples, seed=100 * seed + case,
                                      blend_margin_px=settings.margin_px, reference_image=clean, add_back=add_back,
-                                     original_image=clean, contrast_tolerance=tol)
+                                     original_image=clean, contrast_tolerance=tol, contrast_method=method)
                     kept = [contrast_kept(clean, naive_cast, img, mask) for img in imgs]
                     real = [realism_at(img, mask, box, std) / base for img in imgs]
                     spread = float(np.abs(imgs[0].astype(np.float64) - imgs[1])[mask].mean()) if samples > 1 else 0.0
                     rows.append(dict(part="realism", arch=arch, seed=seed, case=name, arm=arm, kept=kept,
-                                     realism=float(np.mean(real)), spread=spread, reasons=[]))
-                print(f"  {arch} seed {seed} {name}: kept previous "
-                      + ", ".join(f"{k:.2f}" for k in rows[-2]["kept"]) + " | keep "
-                      + ", ".join(f"{k:.2f}" for k in rows[-1]["kept"])
-                      + f" | realism {rows[-2]['realism']:.2f} -> {rows[-1]['realism']:.2f}", flush=True)
+                                     realism=float(np.mean(real)), spread=spread, rel_spread=spread / abs(contrast),
+                                     reasons=[]))
+                    print(f"  {arch} seed {seed} {name} {arm}: kept " + ", ".join(f"{k:.2f}" for k in kept)
+                          + f"; realism {rows[-1]['realism']:.2f}; spread {spread:.1f}", flush=True)
     return rows
 
 
@@ -130,9 +131,10 @@ def part_scenes(n, iters, seed) -> list[dict]:
     import bench_label_truth as blt
 
     from napari_synthseg.constraints import organ_constraint
+    from napari_synthseg.harmonize import harmonize_lesion as harmonize_and_check
     from napari_synthseg.lesions import LesionLibrary
     from napari_synthseg.lesions.place import place_lesion
-    from napari_synthseg.render import SceneRenderer
+    from napari_synthseg.render import SceneRenderer, render_without
     from napari_synthseg.render.compose import render_scene
     from napari_synthseg.scene import Scene
 
@@ -180,27 +182,36 @@ def part_scenes(n, iters, seed) -> list[dict]:
             box = (slice(max(0, rr.min() - pad), rr.max() + pad + 1), slice(max(0, cc.min() - pad), cc.max() + pad + 1))
             std = float(np.asarray(image.array, np.float64)[box].std())
             base = realism_at(naive, mask, box, std)
-            stored = False
-            for arm, tol in ARMS.items():
-                settings = dataclasses.replace(HarmonizeSettings(seed=k), contrast_tolerance=tol)
-                result = harmonize_lesion(scene, record.id, model, settings)
-                kept = [c.contrast_kept for c in result.checks]
-                assert all(c.accepted == accepted(c.contrast_kept) for c in result.checks)
-                reasons = [c.reason.split(" (")[0] for c in result.checks if not c.accepted]
+            # the workflow job with its defaults is the "keep" arm; the other arms get the very
+            # inputs it uses (naive render, the scene without the lesion, its add-back and scale)
+            settings = HarmonizeSettings(seed=k)
+            result = harmonize_lesion(scene, record.id, model, settings)
+            original = render_without(scene, record.id)
+            contrast = float(np.mean(naive[mask].astype(np.float64) - original[mask]))
+            for arm, (tol, method) in ARMS.items():
+                checks = harmonize_and_check(
+                    model, naive, mask, result.injection_scale, original, settings.samples, settings.seed,
+                    blend_margin_px=settings.margin_px, reference_image=np.asarray(image.array),
+                    add_back=result.add_back, contrast_tolerance=tol, contrast_method=method)
+                if arm == "keep":
+                    assert all(np.array_equal(c.image, s) for c, s in zip(checks, result.samples))
+                kept = [c.contrast_kept for c in checks]
+                assert all(c.accepted == accepted(c.contrast_kept) for c in checks)
+                reasons = [c.reason.split(" (")[0] for c in checks if not c.accepted]
                 assert all(reasons), "a refused sample without its reason"
-                real = [realism_at(s, mask, box, std) / base for s in result.samples]
-                spread = float(np.abs(result.samples[0].astype(np.float64) - result.samples[1])[mask].mean())
+                real = [realism_at(c.image, mask, box, std) / base for c in checks]
+                spread = float(np.abs(checks[0].image.astype(np.float64) - checks[1].image)[mask].mean())
                 rows.append(dict(part="scenes", arch=arch, seed=k, case=f"{name}#{k}", arm=arm, kept=kept,
-                                 realism=float(np.mean(real)), spread=spread, reasons=reasons))
-                good = [i for i, c in enumerate(result.checks) if c.accepted]
-                if arm == "keep" and good and not stored:
-                    accept_harmonized(scene, result, good[0])
-                    render_scene(scene)  # raises if the re-derived label disagrees with the image
-                    label_checks += 1
-                    stored = True
+                                 realism=float(np.mean(real)), spread=spread, rel_spread=spread / abs(contrast),
+                                 reasons=reasons))
                 print(f"  lesion {k} {arch} {name} {arm}: kept " + ", ".join(f"{v:.2f}" for v in kept)
                       + f"; realism {rows[-1]['realism']:.2f}; spread {spread:.1f}"
                       + (f"; refused: {reasons}" if reasons else ""), flush=True)
+            good = [i for i, c in enumerate(result.checks) if c.accepted]
+            if good:
+                accept_harmonized(scene, result, good[0])
+                render_scene(scene)  # raises if the re-derived label disagrees with the image
+                label_checks += 1
     print(f"label checks on stored (accepted) samples passed: {label_checks}")
     return rows
 
@@ -216,37 +227,42 @@ def table(rows: list[dict]) -> None:
     for row in rows:
         by[(row["part"], row["arch"], row["arm"])].append(row)
         by[(row["part"], "all", row["arm"])].append(row)
+    order = list(ARMS)
     print()
     print(f"| part | engine | arm | samples | kept >= {MIN_CONTRAST_KEPT:g}, same sign (accepted) | kept in "
           "[0.75, 1.25] | median kept (min-max) | realism, ratio to naive (mean ± sd over cases) | "
-          "spread of one request (grey levels) |")
+          "spread of one request: grey levels (share of the lesion's contrast) |")
     print("|---|---|---|---:|---:|---:|---|---|---:|")
-    for (part, arch, arm), group in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] == "all", kv[0][1], kv[0][2] != "previous")):
+    for (part, arch, arm), group in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] == "all", kv[0][1],
+                                                                         order.index(kv[0][2]))):
         kept = np.array([k for row in group for k in row["kept"]])
         ok = np.array([accepted(k) for k in kept])
         band = np.isfinite(kept) & (kept >= 0.75 - 1e-3) & (kept <= 1.25 + 1e-3)
         real = np.array([row["realism"] for row in group])
         spread = np.mean([row["spread"] for row in group])
+        rel = np.mean([row["rel_spread"] for row in group])
         print(f"| {part} | {arch} | {arm} | {len(kept)} | {100 * ok.mean():.0f} % | {100 * band.mean():.0f} % | "
               f"{np.nanmedian(kept):.2f} ({np.nanmin(kept):.2f}-{np.nanmax(kept):.2f}) | "
-              f"{real.mean():.3f} ± {real.std(ddof=1) if len(real) > 1 else 0:.3f} | {spread:.1f} |")
+              f"{real.mean():.3f} ± {real.std(ddof=1) if len(real) > 1 else 0:.3f} | {spread:.1f} ({100 * rel:.1f} %) |")
     print()
-    print("Paired realism, keep / previous per case (same model, lesion, noise; < 1 = more realistic):")
-    print("| part | engine | cases | ratio mean | 95 % CI (bootstrap) | cases where keep is worse by > 2 % |")
-    print("|---|---|---:|---:|---|---:|")
+    print("Paired realism, arm / previous per case (same model, lesion, noise; < 1 = more realistic):")
+    print("| part | engine | arm | cases | ratio mean | 95 % CI (bootstrap) | cases worse by > 2 % |")
+    print("|---|---|---|---:|---:|---|---:|")
     pairs = defaultdict(list)
     for row in rows:
         pairs[(row["part"], row["arch"], row["seed"], row["case"])].append(row)
     ratios = defaultdict(list)
     for (part, arch, _, _), two in pairs.items():
         arms = {r["arm"]: r["realism"] for r in two}
-        if len(arms) == 2:
-            ratios[(part, arch)].append(arms["keep"] / arms["previous"])
-            ratios[(part, "all")].append(arms["keep"] / arms["previous"])
-    for (part, arch), values in sorted(ratios.items(), key=lambda kv: (kv[0][0], kv[0][1] == "all", kv[0][1])):
+        for arm in order[1:]:
+            if arm in arms and "previous" in arms:
+                ratios[(part, arch, arm)].append(arms[arm] / arms["previous"])
+                ratios[(part, "all", arm)].append(arms[arm] / arms["previous"])
+    for (part, arch, arm), values in sorted(ratios.items(), key=lambda kv: (kv[0][0], kv[0][1] == "all", kv[0][1],
+                                                                             order.index(kv[0][2]))):
         v = np.array(values)
         lo, hi = bootstrap_ci(v)
-        print(f"| {part} | {arch} | {len(v)} | {v.mean():.3f} | {lo:.3f}-{hi:.3f} | {int((v > 1.02).sum())} |")
+        print(f"| {part} | {arch} | {arm} | {len(v)} | {v.mean():.3f} | {lo:.3f}-{hi:.3f} | {int((v > 1.02).sum())} |")
     reasons = defaultdict(int)
     for row in rows:
         for reason in row["reasons"]:

@@ -83,7 +83,7 @@ def test_samples_of_one_request_differ(model_and_image):
 # ---- contrast-preserving harmonization (the default for added lesions) ----------------------
 
 
-def _keeper_case(anchor_gain=0.9, tolerance=0.25):
+def _keeper_case(anchor_gain=0.9, tolerance=0.25, method="blend"):
     from napari_synthseg.harmonize.apply import _ContrastKeeper
 
     original = tissue((48, 48), seed=3).astype(np.float64)
@@ -92,12 +92,13 @@ def _keeper_case(anchor_gain=0.9, tolerance=0.25):
     lesion = 200.0 * mask
     naive = original + lesion
     anchor = original + anchor_gain * ndimage.gaussian_filter(lesion, 1.0)
-    return _ContrastKeeper(naive, original, anchor, mask, tolerance), original, naive, lesion, mask
+    return _ContrastKeeper(naive, original, anchor, mask, tolerance, method), original, naive, lesion, mask
 
 
+@pytest.mark.parametrize("method", ["blend", "rescale"])
 @pytest.mark.parametrize("gan_gain", [0.1, -0.3, 3.0, 0.9, 1.2])
-def test_contrast_keeper_brings_every_sample_within_the_tolerance(gan_gain):
-    keeper, original, naive, lesion, mask = _keeper_case()
+def test_contrast_keeper_brings_every_sample_within_the_tolerance(gan_gain, method):
+    keeper, original, naive, lesion, mask = _keeper_case(method=method)
     rng = np.random.default_rng(0)
     texture = ndimage.gaussian_filter(rng.normal(0, 20, original.shape), 3.0)
     # an erased, a flipped, a tripled and two acceptable lesions, on the GAN's own texture
@@ -110,9 +111,15 @@ def test_contrast_keeper_brings_every_sample_within_the_tolerance(gan_gain):
         assert np.array_equal(fixed, out)  # inside the tolerance the GAN's sample is left alone
     else:
         assert kept == pytest.approx(float(np.clip(gan_kept, 0.75, 1.25)), abs=1e-9)
-        # the least blend that reaches the bound: part of the GAN's texture is still there
-        weight = np.polyfit((keeper.anchor - out).ravel(), (fixed - out).ravel(), 1)[0]
-        assert 0 < weight < 1
+        if method == "blend":
+            # the least blend that reaches the bound: part of the GAN's texture is still there
+            weight = np.polyfit((keeper.anchor - out).ravel(), (fixed - out).ravel(), 1)[0]
+            assert 0 < weight < 1
+        elif gan_kept > 1.25:  # the change shrunk towards the image without the lesion
+            np.testing.assert_allclose(fixed - original, (1.25 / gan_kept) * (out - original), atol=1e-9)
+        else:  # the lesion's coarse band added: the GAN's texture untouched
+            step = fixed - out
+            np.testing.assert_allclose(step / step.max(), keeper.profile / keeper.profile.max(), atol=1e-9)
 
 
 @pytest.mark.parametrize("anchor_gain, gan_gain, bound", [(0.6, 0.1, 0.75), (2.0, 3.0, 1.25)])
@@ -142,8 +149,13 @@ def test_contrast_preserving_harmonize_keeps_every_sample(model_and_image):
         if not after.contrast_restored:
             assert np.array_equal(after.image, before.image)
         assert np.array_equal(after.image[outside], image[outside])
-    # samples of one request still differ
+    # samples of one request still differ; 'rescale' keeps more of their spread than 'blend'
     assert float(np.abs(kept[0].image - kept[1].image)[mask].mean()) > 1.0
+    rescaled = harmonize_lesion(model, naive, mask, 0, contrast_method="rescale", **kwargs)
+    assert all(0.75 - 1e-4 <= s.contrast_kept <= 1.25 + 1e-4 for s in rescaled)
+    assert float(np.abs(rescaled[0].image - rescaled[1].image)[mask].mean()) > 1.0
+    with pytest.raises(Exception, match="contrast method"):
+        harmonize(model, naive, mask, 0, contrast_tolerance=0.25, original_image=image, contrast_method="magic")
     with pytest.raises(Exception, match="tolerance"):
         harmonize(model, naive, mask, 0, contrast_tolerance=1.5, original_image=image)
     with pytest.raises(Exception, match="image without the lesion"):

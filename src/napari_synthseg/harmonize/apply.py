@@ -27,6 +27,7 @@ __all__ = [
     "contrast_kept",
     "MIN_CONTRAST_KEPT",
     "CONTRAST_TOLERANCE",
+    "CONTRAST_METHODS",
     "MIN_INJECTION_NOISE",
     "blend_weights",
     "default_add_back",
@@ -50,6 +51,11 @@ MIN_CONTRAST_KEPT = 0.5
 #: With the ``original`` add-back alone only 75 % of samples kept half of their contrast
 #: (docs/benchmarks.md, issue 15).
 CONTRAST_TOLERANCE = 0.25
+#: How a sample outside the tolerance is brought back (see ``_ContrastKeeper``): ``blend`` with
+#: the no-GAN add-back, or ``rescale`` the sample's own lesion (add the lesion's coarse band /
+#: shrink the change towards the image without the lesion), which keeps the samples' spread.
+CONTRAST_METHODS = ("blend", "rescale")
+DEFAULT_CONTRAST_METHOD = "blend"
 #: Amplitude of the noise added to the naive image where it enters the pyramid (normalised units,
 #: the image spans [-1, 1]): a model's own noise near its finest scales is tiny, and samples of
 #: one request came out nearly identical.
@@ -184,6 +190,7 @@ def harmonize(
     original_image: Optional[np.ndarray] = None,
     min_injection_noise: float = MIN_INJECTION_NOISE,
     contrast_tolerance: Optional[float] = None,
+    contrast_method: str = DEFAULT_CONTRAST_METHOD,
 ) -> list[np.ndarray]:
     """Harmonize a naively pasted lesion; the image changes only inside the blend margin.
 
@@ -232,6 +239,14 @@ def harmonize(
         bound. Needs ``original_image`` (or ``reference_image``), the image without the
         lesion. None (the default here): the GAN's output as it is.
         :func:`harmonize_lesion` defaults to :data:`CONTRAST_TOLERANCE`.
+    contrast_method : {"blend", "rescale"}
+        How such a sample is brought back. ``blend``: mixed with the same add-back without the
+        GAN (for ``original``: the naive paste's coarse band plus the fine detail of the image
+        without the lesion; else the naive paste), with the least weight that reaches the
+        bound. ``rescale``: the lesion's coarse band is added (too faint), or the sample's
+        change is shrunk towards the image without the lesion (too strong: NODE21's weighted
+        add-back of the original, with the weight solved per sample); the samples keep more of
+        their spread.
 
     Returns
     -------
@@ -241,12 +256,12 @@ def harmonize(
     """
     return [img for img, _ in _harmonize_samples(
         model, image_with_naive_paste, lesion_mask, injection_scale, n_samples, seed, blend_margin_px,
-        reference_image, add_back, original_image, min_injection_noise, contrast_tolerance)]
+        reference_image, add_back, original_image, min_injection_noise, contrast_tolerance, contrast_method)]
 
 
 def _harmonize_samples(model, image_with_naive_paste, lesion_mask, injection_scale, n_samples, seed,
                        blend_margin_px, reference_image, add_back, original_image, min_injection_noise,
-                       contrast_tolerance) -> list[tuple[np.ndarray, float]]:
+                       contrast_tolerance, contrast_method=DEFAULT_CONTRAST_METHOD) -> list[tuple[np.ndarray, float]]:
     """:func:`harmonize`; also, per sample, the contrast fraction the GAN pass kept before the
     contrast-preserving step (NaN when that step is off)."""
     image = np.asarray(image_with_naive_paste)
@@ -262,6 +277,8 @@ def _harmonize_samples(model, image_with_naive_paste, lesion_mask, injection_sca
         raise SynthsegError(f"unknown add-back {add_back!r}; use one of {', '.join(ADD_BACK)}")
     if contrast_tolerance is not None and not 0.0 <= float(contrast_tolerance) < 1.0:
         raise SynthsegError(f"the contrast tolerance must lie in [0, 1), got {contrast_tolerance}")
+    if contrast_method not in CONTRAST_METHODS:
+        raise SynthsegError(f"unknown contrast method {contrast_method!r}; use one of {', '.join(CONTRAST_METHODS)}")
     _check(model, image, mask, margin, reference_image)
     original = None
     if add_back == "original" or contrast_tolerance is not None:
@@ -309,7 +326,8 @@ def _harmonize_samples(model, image_with_naive_paste, lesion_mask, injection_sca
         behind = original[r : r + h, c : c + w].astype(np.float64)
         # the same add-back without the GAN: what a sample is pulled towards when needed
         anchor = base - _detail(base) + kept_detail if add_back == "original" else base
-        keeper = _ContrastKeeper(base, behind, anchor, mask[r : r + h, c : c + w], float(contrast_tolerance))
+        keeper = _ContrastKeeper(base, behind, anchor, mask[r : r + h, c : c + w], float(contrast_tolerance),
+                                 contrast_method)
     outputs = []
     for k in range(int(n_samples)):
         g = torch.Generator(device=dev).manual_seed(_sample_seed(seed, k))
@@ -335,7 +353,7 @@ def _harmonize_samples(model, image_with_naive_paste, lesion_mask, injection_sca
 class _ContrastKeeper:
     """Holds a harmonized lesion's mean contrast within ``tolerance`` of the naive paste's.
 
-    A sample whose kept fraction ``k`` lies outside ``[1 - tol, 1 + tol]`` is blended with the
+    ``method="blend"``: a sample whose kept fraction ``k`` lies outside ``[1 - tol, 1 + tol]`` is blended with the
     *anchor*, the same add-back without the GAN (for ``original``: the naive paste's coarse band
     plus the fine detail of the image without the lesion, which scores as realistic as the GAN
     in the realism benchmark; otherwise the naive paste itself), with the least weight that
@@ -345,14 +363,16 @@ class _ContrastKeeper:
     (a lesion so thin that its coarse band is mostly outside it), the sample is corrected
     directly: the lesion's coarse band (naive paste minus the image without the lesion,
     Gaussian sigma ``DETAIL_SIGMA_PX``) is added, or the change is shrunk towards the image
-    without the lesion.
+    without the lesion. ``method="rescale"`` always corrects the sample that way (the lesion's
+    band is a fixed field, so adding it keeps the samples' differences; shrinking scales them
+    by the same factor as the lesion).
     Hand-written because it is this product's rule; samples already inside the tolerance are
     left exactly as the GAN made them.
     """
 
     def __init__(self, naive: np.ndarray, original: np.ndarray, anchor: np.ndarray, mask: np.ndarray,
-                 tolerance: float) -> None:
-        self.original, self.anchor, self.mask = original, anchor, mask
+                 tolerance: float, method: str = DEFAULT_CONTRAST_METHOD) -> None:
+        self.original, self.anchor, self.mask, self.method = original, anchor, mask, method
         lesion = naive - original
         self.contrast = float(lesion[mask].mean())
         profile = ndimage.gaussian_filter(lesion, DETAIL_SIGMA_PX)
@@ -374,11 +394,11 @@ class _ContrastKeeper:
         if target == kept:
             return out, kept
         anchor_kept = self.kept(self.anchor)
-        if (anchor_kept - kept) * (target - kept) > 0 and abs(anchor_kept - kept) >= abs(target - kept):
+        if self.method == "blend" and (anchor_kept - kept) * (target - kept) > 0 and abs(anchor_kept - kept) >= abs(target - kept):
             weight = (target - kept) / (anchor_kept - kept)
             return out + weight * (self.anchor - out), kept
-        # The anchor does not reach the bound (a lesion a few px thin loses contrast in its own
-        # coarse band): correct the sample itself, which keeps its variation.
+        # "rescale", or the anchor does not reach the bound (a lesion a few px thin loses
+        # contrast in its own coarse band): correct the sample itself, which keeps its variation.
         if target > kept:
             return out + ((target - kept) * self.contrast / self.level) * self.profile, kept
         return self.original + (target / kept) * (out - self.original), kept
@@ -457,6 +477,7 @@ def harmonize_lesion(
     reference_image: Optional[np.ndarray] = None,
     add_back: Optional[str] = None,
     min_injection_noise: float = MIN_INJECTION_NOISE,
+    contrast_method: str = DEFAULT_CONTRAST_METHOD,
 ) -> list[HarmonizedSample]:
     """Contrast-preserving :func:`harmonize`, then check every sample kept the lesion (issue 15).
 
@@ -471,7 +492,7 @@ def harmonize_lesion(
     """
     samples = _harmonize_samples(
         model, image_with_naive_paste, lesion_mask, injection_scale, n_samples, seed, blend_margin_px,
-        reference_image, add_back, original_image, min_injection_noise, contrast_tolerance)
+        reference_image, add_back, original_image, min_injection_noise, contrast_tolerance, contrast_method)
     return [HarmonizedSample(img, contrast_kept(original_image, image_with_naive_paste, img, lesion_mask),
                              min_contrast_kept, gan_kept) for img, gan_kept in samples]
 
