@@ -92,6 +92,11 @@ def test_train_harmonize_accept(setup, qtbot, artifacts_dir, shared_data):
     # Defaults are the workflow's (the CLI's): SinGAN fast, four samples, margin 8, add-back auto.
     assert widget.train_settings() == TrainHarmonizerSettings()
     assert widget.harmonize_settings() == HarmonizeSettings()
+    # contrast-preserving harmonization: the panel shows the workflow's tolerance and can turn it off
+    assert widget.tolerance_spin.value() == round(100 * HarmonizeSettings().contrast_tolerance)
+    widget.tolerance_spin.setValue(widget.tolerance_spin.minimum())
+    assert widget.tolerance_spin.text() == "off" and widget.harmonize_settings().contrast_tolerance is None
+    widget.tolerance_spin.setValue(round(100 * HarmonizeSettings().contrast_tolerance))
     _place(editor, (600, 300), size_mm=12.0, ct_patch=shared_data / "ct/nodule_patches/nodule_05_ct.mha")
     [lesion_id] = editor.scene.lesion_ids
     editor.select(lesion_id)

@@ -11,6 +11,7 @@ hash, scale and seed), so re-rendering the scene is deterministic.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -59,10 +60,25 @@ def register(subparsers) -> None:
                    help="how the GAN output enters the blend (default: original for radiographs, "
                         "i.e. the GAN's coarse part plus the fine detail of the image without the "
                         "lesion; else coarse for ConSinGAN, replace for SinGAN)")
+    h.add_argument("--contrast-tolerance", type=_tolerance, default=_HARMONIZE.contrast_tolerance,
+                   metavar="FRACTION|off",
+                   help="contrast-preserving harmonization of added lesions: hold the lesion's mean "
+                        "contrast within this fraction of the naive paste's by re-scaling its coarse "
+                        "band (default %(default)s); 'off' keeps the GAN's output as it is (samples "
+                        "that lost the lesion are then refused)")
     h.add_argument("--out-dir", help="write the samples here (sample_<k>.mha) to compare them")
     h.add_argument("--accept", type=int, help="store sample k (0-based) in the lesion record")
     h.add_argument("--threads", type=int)
     h.set_defaults(func=run_harmonize)
+
+
+def _tolerance(text: str) -> float | None:
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a fraction (e.g. 0.25) or 'off', got {text!r}") from None
 
 
 def _threads(n) -> None:
@@ -119,7 +135,7 @@ def run_harmonize(args) -> int:
 
     settings = HarmonizeSettings(
         injection_scale=args.scale, samples=args.samples, seed=args.seed, margin_px=args.margin,
-        add_back=args.add_back,
+        add_back=args.add_back, contrast_tolerance=args.contrast_tolerance,
     )
     if args.accept is not None and not 0 <= args.accept < settings.samples:
         raise SynthsegError(f"--accept takes 0..{settings.samples - 1} (the samples made by this request)")

@@ -42,7 +42,18 @@ from ..workflow.harmonize import (
 )
 from ._base import JobPanel
 from ._common import scene_editor, viewer_camera
-from ._fields import PAIRED_CHARS, combo, discard, offer_samples, pair, path_field, sample_picker, save_file_into, spin
+from ._fields import (
+    PAIRED_CHARS,
+    combo,
+    discard,
+    offer_samples,
+    optional_value,
+    pair,
+    path_field,
+    sample_picker,
+    save_file_into,
+    spin,
+)
 
 PREVIEW = "harmonizer preview"
 REGION = "harmonizer region"
@@ -123,6 +134,12 @@ class HarmonizeWidget(JobPanel):
                                     "(the GAN's coarse part plus the fine detail of the image without the "
                                     "lesion, NODE21's add-back), else 'coarse' for ConSinGAN and 'replace' "
                                     "for SinGAN")
+        tolerance = harmonize.contrast_tolerance
+        self.tolerance_spin = spin(-1, 50, -1 if tolerance is None else round(100 * tolerance),
+                                   "contrast-preserving harmonization: hold the lesion's mean contrast within "
+                                   "this share of the naive paste's by re-scaling its coarse band (the texture "
+                                   "stays the GAN's); off: the GAN's output as it is, and samples that lost "
+                                   "the lesion are refused", " %", special="off")
         self.harmonize_button = QPushButton("Harmonize selected lesion")
         self.harmonize_button.clicked.connect(self.harmonize_selected)
         self.accept_spin, self.accept_button, accept_row = sample_picker(self.accept)
@@ -130,6 +147,7 @@ class HarmonizeWidget(JobPanel):
         form.addRow("Samples", pair(self.samples_spin, self.seed_spin))
         form.addRow("Margin", self.margin_spin)
         form.addRow("Add-back", self.add_back_combo)
+        form.addRow("Keep contrast ±", self.tolerance_spin)
         form.addRow(self.harmonize_button)
         form.addRow(accept_row)
         self.finish_layout()
@@ -326,8 +344,10 @@ class HarmonizeWidget(JobPanel):
 
     def harmonize_settings(self) -> HarmonizeSettings:
         scale = self.scale_spin.value() if self.model is not None else None
+        tolerance = optional_value(self.tolerance_spin)
         return HarmonizeSettings(injection_scale=scale, samples=self.samples_spin.value(), seed=self.seed_spin.value(),
-                                 margin_px=self.margin_spin.value(), add_back=self.add_back_combo.currentText())
+                                 margin_px=self.margin_spin.value(), add_back=self.add_back_combo.currentText(),
+                                 contrast_tolerance=None if tolerance is None else tolerance / 100)
 
     def harmonize_selected(self):
         """Harmonize the editor's selected lesion in a worker (None on a user error or while busy)."""

@@ -24,6 +24,12 @@ logger = logging.getLogger(__name__)
 ARCHITECTURES = ("singan", "consingan")
 PRESETS = ("fast", "paper")
 ADD_BACK_CHOICES = ("auto", "replace", "coarse", "detail", "original")
+#: Default of contrast-preserving harmonization for added lesions: the lesion's mean contrast
+#: against the image without it stays within 25 % of the naive paste's. The same number as
+#: ``harmonize.apply.CONTRAST_TOLERANCE`` (kept here so that importing the settings does not
+#: import torch; a test checks they agree). Measured in docs/benchmarks.md (issue 15, 14 lesions x
+#: 4 samples): with it 100 % of samples keep >= 50 % of the contrast, 68 % without.
+CONTRAST_TOLERANCE = 0.25
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,12 @@ class HarmonizeSettings:
         Ramp around the lesion where the result is blended in.
     add_back : str
         ``auto`` picks by modality and lesion kind (``harmonize.apply.default_add_back``).
+    contrast_tolerance : float or None
+        Contrast-preserving harmonization of added lesions: after the GAN pass, the lesion's
+        mean contrast against the image without it is moved (by re-scaling the lesion's coarse
+        band) into ``[1 - tol, 1 + tol]`` times the naive paste's; the texture stays the
+        GAN's/add-back's. None: the GAN's output as it is (samples that lost the lesion are
+        then refused). Not applied to removals.
     """
 
     injection_scale: int | None = None
@@ -77,6 +89,7 @@ class HarmonizeSettings:
     seed: int = 0
     margin_px: int = 8
     add_back: str = "auto"
+    contrast_tolerance: float | None = CONTRAST_TOLERANCE
 
     def __post_init__(self) -> None:
         if not 1 <= int(self.samples) <= 16:
@@ -87,6 +100,9 @@ class HarmonizeSettings:
             raise SynthsegError(f"add-back must be one of {', '.join(ADD_BACK_CHOICES)}, got {self.add_back!r}")
         if not 0 <= int(self.seed) < 2**32:
             raise SynthsegError(f"seed must be a whole number in [0, 2^32), got {self.seed}")
+        if self.contrast_tolerance is not None and not 0.0 <= float(self.contrast_tolerance) <= 0.5:
+            # above 0.5 the lower bound would fall below MIN_CONTRAST_KEPT (0.5), the refusal rule
+            raise SynthsegError(f"contrast tolerance must lie in 0..0.5 (or off), got {self.contrast_tolerance}")
 
 
 def check_model_fits(model, image: np.ndarray) -> None:
@@ -132,9 +148,12 @@ class HarmonizeResult:
         if not self.checks:
             return f"sample {index}"
         check = self.checks[index]
-        if check.accepted:
-            return f"sample {index}: keeps {check.contrast_kept:.0%} of the lesion's contrast"
-        return f"sample {index} refused: {check.reason}"
+        if not check.accepted:
+            return f"sample {index} refused: {check.reason}"
+        line = f"sample {index}: keeps {check.contrast_kept:.0%} of the lesion's contrast"
+        if check.contrast_restored:
+            line += f" (the GAN alone kept {check.gan_contrast_kept:.0%}; brought within the tolerance)"
+        return line
 
 
 def _naive_render(scene: Scene, lesion_id: str) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -180,16 +199,18 @@ def harmonize_lesion(
     original = render_without(scene, lesion_id)
     if cancel is not None:
         cancel.raise_if_cancelled()
+    # A removal has no lesion to keep (its "contrast" is the real lesion it takes away): the
+    # keep-the-lesion rules (contrast-preserving harmonization, refusal) apply to added lesions.
+    removal = record.kind == "removal"
     checks = harmonize_and_check(
         model, naive, mask, scale, original, settings.samples, settings.seed,
         blend_margin_px=settings.margin_px, reference_image=source.array, add_back=add_back,
+        contrast_tolerance=None if removal else settings.contrast_tolerance,
     )
-    # A removal has no lesion to keep (its "contrast" is the real lesion it takes away): the
-    # keep-the-lesion rule applies to added lesions only.
     return HarmonizeResult(
         lesion_id=lesion_id, samples=[c.image for c in checks], naive=naive, mask=mask, injection_scale=scale,
         add_back=add_back, settings=settings, model=model, scene_revision=scene.revision,
-        checks=[] if record.kind == "removal" else checks,
+        checks=[] if removal else checks,
     )
 
 
@@ -227,6 +248,9 @@ def accept_harmonized(scene: Scene, result: HarmonizeResult, index: int) -> Lesi
             "injection_scale": result.injection_scale, "seed": result.settings.seed, "sample": int(index),
             "blend_margin_px": result.settings.margin_px, "add_back": result.add_back,
             "contrast_kept": float(result.checks[index].contrast_kept) if result.checks else None,
+            "contrast_tolerance": None if not result.checks else result.settings.contrast_tolerance,
+            "gan_contrast_kept": (float(result.checks[index].gan_contrast_kept)
+                                  if result.checks and result.checks[index].contrast_restored else None),
         },
     )
 
