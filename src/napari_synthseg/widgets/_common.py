@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Generator
 
+import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, Signal
 
@@ -97,3 +98,24 @@ __all__ = [
     "viewer_camera",
     "viewer_grid",
 ]
+
+
+#: Click tolerance: a press and release further apart than this (screen pixels) is a pan/drag.
+CLICK_TOLERANCE_PX = 4
+
+
+def click_position(event) -> Generator[None, None, np.ndarray | None]:
+    """Follow a napari mouse-drag callback from press to release (``yield from`` it).
+
+    Returns the world position of the press if the mouse stayed within
+    :data:`CLICK_TOLERANCE_PX` screen pixels (a click), or None if it moved further (a pan or
+    drag, which must never place anything).
+    """
+    start_world, start_screen = np.array(event.position), np.array(event.pos)
+    dragged = False
+    yield
+    while event.type == "mouse_move":
+        if np.abs(np.array(event.pos) - start_screen).max() > CLICK_TOLERANCE_PX:
+            dragged = True
+        yield
+    return None if dragged else start_world

@@ -41,15 +41,13 @@ from ..workflow.generated_samples import (
     sample_seeds,
 )
 from ..workflow.spec import LesionSpec, ProceduralKind
-from ._common import ProgressRelay, run_in_thread
+from ._common import ProgressRelay, click_position, run_in_thread
 from ._library_strip import rgb_icon
 
 logger = logging.getLogger(__name__)
 
 #: Thumbnails per row (four fit across the 340 px panel).
 COLUMNS = 4
-#: Click tolerance (screen pixels), as the editor's place-on-click.
-CLICK_TOLERANCE_PX = 4
 
 
 class GeneratedSamples(QWidget):
@@ -158,15 +156,9 @@ class GeneratedSamples(QWidget):
             return
         if editor.points_layer is not None and editor.points_layer.get_value(event.position, world=True) is not None:
             return  # a click on a lesion handle selects it
-        start_world, start_screen = np.array(event.position), np.array(event.pos)
-        dragged = False
-        yield
-        while event.type == "mouse_move":
-            if np.abs(np.array(event.pos) - start_screen).max() > CLICK_TOLERANCE_PX:
-                dragged = True
-            yield
-        if not dragged:
-            index = editor.image_layer.world_to_data(start_world)
+        clicked = yield from click_position(event)
+        if clicked is not None:
+            index = editor.image_layer.world_to_data(clicked)
             # after the canvas's mouse event: starting shows the progress bar and Cancel, and a
             # panel relayout inside vispy's event handler breaks its GL framebuffer stack
             QTimer.singleShot(0, lambda: self.sample_at(index))

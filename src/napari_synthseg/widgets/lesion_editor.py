@@ -45,14 +45,12 @@ from ..scene import Change
 from ..workflow.edit import EditSession, SceneSource, default_scene_folder, new_session, open_session
 from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings, ProceduralKind, blend_mode
 from ._base import JobPanel, row
-from ._common import register_scene_editor, run_in_thread
+from ._common import click_position, register_scene_editor, run_in_thread
 from ._generated_samples import GeneratedSamples
 from ._library_strip import LibraryStrip
 
 logger = logging.getLogger(__name__)
 
-#: Click tolerance: a press and release further apart than this (screen pixels) is a pan/drag.
-CLICK_TOLERANCE_PX = 4
 #: The scene's layers, bottom to top.
 SCENE_LAYERS = ("synthetic", "constraint", "lesion labels", "lesion mask", "lesions")
 #: Pause between the steps that build or fill the scene's layers: the event loop redraws and
@@ -780,15 +778,9 @@ class LesionEditorWidget(JobPanel):
             return
         if self.points_layer.get_value(event.position, world=True) is not None:
             return  # a click on a handle selects it
-        start_world, start_screen = np.array(event.position), np.array(event.pos)
-        dragged = False
-        yield
-        while event.type == "mouse_move":
-            if np.abs(np.array(event.pos) - start_screen).max() > CLICK_TOLERANCE_PX:
-                dragged = True
-            yield
-        if not dragged:
-            self.place_at(self.image_layer.world_to_data(start_world))
+        clicked = yield from click_position(event)
+        if clicked is not None:
+            self.place_at(self.image_layer.world_to_data(clicked))
 
     # ---- editing -----------------------------------------------------------------------------
 
