@@ -288,3 +288,52 @@ def test_cli_generate_lesion_stores_seeded_samples(tiny_model, shared_data, tmp_
     assert not np.array_equal(items[0].mask, items[1].mask) or not np.array_equal(items[0].absolute, items[1].absolute)
     assert main(["generate-lesion", str(ct), "--at", "12,14,13", "--samples", "0",
                  "--library", str(tmp_path / "lib")]) == 2
+
+
+def _noisy_lung(sigma: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (-850.0 + sigma * rng.standard_normal((24, 24, 24))).astype(np.float32)
+
+
+def test_noise_matching_brings_a_noisy_fill_down_to_the_scans_noise():
+    from napari_synthseg.generator.sample import match_context_noise
+    from napari_synthseg.render.noise import lesion_noise
+
+    cube = _noisy_lung(20.0)
+    region = np.zeros(cube.shape, bool)
+    region[8:16, 8:16, 8:16] = True
+    cube[region] = _noisy_lung(80.0, seed=1)[region]  # a fill 4x noisier than its context
+    out = match_context_noise(cube, region)
+    ring = (ndi.distance_transform_edt(~region) <= 4) & ~region
+    want = lesion_noise(cube, ring)
+    assert lesion_noise(cube, region) > 3 * want
+    assert abs(lesion_noise(out, region) - want) < 0.5 * want  # close to the scan's level
+    assert np.array_equal(out[~region], cube[~region])  # the context is untouched
+    assert abs(float(out[region].mean()) - float(cube[region].mean())) < 5.0  # smoothing keeps the level
+
+
+def test_noise_matching_never_adds_noise_or_touches_a_quiet_fill():
+    from napari_synthseg.generator.sample import match_context_noise
+
+    cube = _noisy_lung(30.0)
+    region = np.zeros(cube.shape, bool)
+    region[8:16, 8:16, 8:16] = True
+    cube[region] = -850.0  # quieter than the context: left for placement's noise matching
+    assert np.array_equal(match_context_noise(cube, region), cube)
+    assert np.array_equal(match_context_noise(cube, np.zeros(cube.shape, bool)), cube)
+
+
+def test_fill_matches_noise_for_healthy_fill_by_default_and_not_for_nodules(tiny_model):
+    from napari_synthseg.generator.sample import match_context_noise
+
+    gen = LesionGenerator(tiny_model)
+    cube = (-850.0 + 20.0 * np.random.default_rng(0).standard_normal((16, 16, 16))).astype(np.float32)
+    mask = np.zeros(cube.shape, bool)
+    mask[6:10, 6:10, 6:10] = True
+    region = ndi.binary_dilation(mask, structure=np.ones((3, 3, 3)))
+    (raw,) = gen.fill([cube], [mask], ["empty"], [-850.0], [0], steps=2, match_noise=False)
+    (default,) = gen.fill([cube], [mask], ["empty"], [-850.0], [0], steps=2)
+    assert np.array_equal(default, match_context_noise(raw, region))
+    (nodule_raw,) = gen.fill([cube], [mask], ["solid"], [-100.0], [0], steps=2, match_noise=False)
+    (nodule_default,) = gen.fill([cube], [mask], ["solid"], [-100.0], [0], steps=2)
+    assert np.array_equal(nodule_raw, nodule_default)
