@@ -49,7 +49,7 @@ from napari_synthseg.generator import get_generator, sphericity
 from napari_synthseg.generator.classes import classify_nodule
 from napari_synthseg.generator.data import mask_center, read_patch, resample_cube
 from napari_synthseg.generator.network import generation_region
-from napari_synthseg.generator.sample import match_context_noise
+from napari_synthseg.generator.sample import correct_sample
 from napari_synthseg.io.lesion_index import read_lesion_index, split_by_group
 from napari_synthseg.lesions import procedural_nodule
 from napari_synthseg.render.placement import feather_alpha
@@ -202,10 +202,10 @@ def _realism(args, gen, steps, train, test, biharmonic):
             continue
         cases.append((e, hu, mask, d))
     cases = cases[: args.n]
-    feats = {k: [] for k in ("real", "generated", "generated_matched", "procedural", "transplanted", "removed",
-                             "healthy_real", "healthy_generated", "healthy_matched", "healthy_biharmonic")}
+    feats = {k: [] for k in ("real", "generated", "generated_raw", "procedural", "transplanted", "removed",
+                             "healthy_real", "healthy_generated", "healthy_raw", "healthy_biharmonic")}
     groups, healthy_groups = [], []
-    sets = {k: [] for k in ("real", "generated", "generated_matched", "procedural", "transplanted")}
+    sets = {k: [] for k in ("real", "generated", "generated_raw", "procedural", "transplanted")}
     shapes_real, shapes_sampled = [], []
     t0 = time.perf_counter()
     prepared = []
@@ -226,9 +226,10 @@ def _realism(args, gen, steps, train, test, biharmonic):
     for a in range(0, len(prepared), 8):
         chunk = prepared[a:a + 8]
         generated += gen.fill([p[7] for p in chunk], [p[5] for p in chunk], [p[6] for p in chunk],
-                              [p[9] for p in chunk], [p[8] for p in chunk], steps=steps, match_noise=False)
+                              [p[9] for p in chunk], [p[8] for p in chunk], steps=steps, match_noise=False,
+                              calibrate_mean=False)
     with_healthy = [p for p in prepared if p[10] is not None]
-    healthy_generated = []
+    healthy_generated, healthy_means = [], []
     for a in range(0, len(with_healthy), 8):
         chunk = with_healthy[a:a + 8]
         medians = []
@@ -236,18 +237,21 @@ def _realism(args, gen, steps, train, test, biharmonic):
             hr = generation_region(p[10], gen.config.edge_voxels)
             ring = (ndi.distance_transform_edt(~hr) <= 4) & ~hr
             medians.append(float(np.median(p[4][ring])))
-        # raw samples; the default (noise matched to the context) is derived below with the same
-        # function fill() applies, so both rows come from the same flow samples
+        healthy_means += medians
+        # raw flow samples; the default (corrected) fill is derived below with the function fill()
+        # applies (generator.sample.correct_sample), so both rows come from the same flow samples
         healthy_generated += gen.fill([p[4] for p in chunk], [p[10] for p in chunk], ["empty"] * len(chunk),
-                                      medians, [p[8] for p in chunk], steps=steps, match_noise=False)
-    healthy_iter = iter(healthy_generated)
+                                      medians, [p[8] for p in chunk], steps=steps, match_noise=False,
+                                      calibrate_mean=False)
+    healthy_iter = iter(zip(healthy_generated, healthy_means))
     for i, (e, _hu, mask, d, real, _m, cls, removed, seed, _mean_hu, hmask) in enumerate(prepared):
         r = d / 2.0
         feats["real"].append(features(real, r))
         feats["removed"].append(features(removed, r))
-        feats["generated"].append(features(generated[i], r))
-        matched_cube = match_context_noise(generated[i], generation_region(_m, gen.config.edge_voxels))
-        feats["generated_matched"].append(features(matched_cube, r))
+        raw_cube = generated[i]
+        corrected = correct_sample(raw_cube, removed, _m, generation_region(_m, gen.config.edge_voxels), cls, _mean_hu)
+        feats["generated"].append(features(corrected, r))
+        feats["generated_raw"].append(features(raw_cube, r))
         proc = procedural_nodule(d, cls, spacing=1.0, seed=seed, lobulation=0.3)
         proc_cube, proc_mask = paste(removed, proc.absolute, proc.mask)
         feats["procedural"].append(features(proc_cube, r))
@@ -265,8 +269,8 @@ def _realism(args, gen, steps, train, test, biharmonic):
                                     source=kind, diameter_mm=float(d), group=e.group)
 
             sets["real"].append(sample(real, _m, "real"))
-            sets["generated"].append(sample(generated[i], _m, "generated"))
-            sets["generated_matched"].append(sample(matched_cube, _m, "generated_matched"))
+            sets["generated"].append(sample(corrected, _m, "generated"))
+            sets["generated_raw"].append(sample(raw_cube, _m, "generated_raw"))
             sets["procedural"].append(sample(proc_cube, proc_mask, "procedural"))
             sets["transplanted"].append(sample(tr_cube, tr_mask, "transplanted"))
         groups.append(e.group)
@@ -281,9 +285,10 @@ def _realism(args, gen, steps, train, test, biharmonic):
             hb = np.asarray(biharmonic.fill(real, hr, spacing=(1.0, 1.0, 1.0)), np.float32)
             hd = (6 * hmask.sum() / math.pi) ** (1 / 3) / 2.0
             feats["healthy_real"].append(features(centred(real), hd))
-            raw_fill = next(healthy_iter)
-            feats["healthy_generated"].append(features(centred(raw_fill), hd))
-            feats["healthy_matched"].append(features(centred(match_context_noise(raw_fill, hr)), hd))
+            raw_fill, hmean = next(healthy_iter)
+            feats["healthy_raw"].append(features(centred(raw_fill), hd))
+            feats["healthy_generated"].append(
+                features(centred(correct_sample(raw_fill, real, hmask, hr, "empty", hmean)), hd))
             feats["healthy_biharmonic"].append(features(centred(hb), hd))
             healthy_groups.append(e.group)
         shapes_real.append((d, sphericity(mask, (1, 1, 1)), cls))
@@ -296,7 +301,7 @@ def _realism(args, gen, steps, train, test, biharmonic):
           f"{elapsed:.0f} s")
     print("| fake vs real | two-sample AUC | Frechet (hand features) |")
     print("|---|---|---|")
-    for k in ("generated", "generated_matched", "procedural", "transplanted", "removed"):
+    for k in ("generated", "generated_raw", "procedural", "transplanted", "removed"):
         print(f"| {k} | {two_sample_auc(f['real'], f[k], g):.3f} | {frechet(f['real'], f[k]):.2f} |")
     if args.evaluate:
         from pathlib import Path
@@ -305,15 +310,17 @@ def _realism(args, gen, steps, train, test, biharmonic):
 
         print(f"\n## realism_report (napari_synthseg.evaluate) on the same {len(sets['real'])} cases")
         print("| fake vs real | CNN two-sample AUC [95% CI] | feature AUC (random forest) [95% CI] | FRD | "
-              "control AUC (real vs real) |")
+              f"control AUC (real vs real, {'features' if args.no_cnn else 'CNN'}) |")
         print("|---|---|---|---|---|")
-        for k in ("generated", "generated_matched", "procedural", "transplanted"):
+        for k in ("generated", "generated_raw", "procedural", "transplanted"):
             rep = realism_report(sets["real"], sets[k], Path(args.evaluate) / k, steps=args.cnn_steps,
                                  control=(k == "generated"), seed=0, cnn=not args.no_cnn)
             ci = rep.get("auc_ci") or [float("nan")] * 2
             fci = rep.get("feature_auc_ci") or [float("nan")] * 2
             ctrl = rep.get("control_auc")
-            print(f"| {k} | {rep.get('auc', float('nan')):.3f} [{ci[0]:.2f}, {ci[1]:.2f}] | "
+            cnn = "-" if args.no_cnn else f"{rep.get('auc', float('nan')):.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+            ctrl = rep.get("control_auc") if not args.no_cnn else rep.get("control_feature_auc")
+            print(f"| {k} | {cnn} | "
                   f"{rep.get('feature_auc', float('nan')):.3f} [{fci[0]:.2f}, {fci[1]:.2f}] | "
                   f"{rep.get('frd', float('nan')):.2f} ({rep.get('frd_backend', '')}) | "
                   f"{'-' if ctrl is None else f'{ctrl:.3f}'} |")
@@ -322,7 +329,7 @@ def _realism(args, gen, steps, train, test, biharmonic):
         print(f"\n## healthy fill on {len(healthy_groups)} held-out cubes")
         print("| fill vs untouched lung | two-sample AUC | Frechet (hand features) |")
         print("|---|---|---|")
-        for k in ("healthy_generated", "healthy_matched", "healthy_biharmonic"):
+        for k in ("healthy_generated", "healthy_raw", "healthy_biharmonic"):
             print(f"| {k.split('_')[1]} | {two_sample_auc(f['healthy_real'], f[k], hg_):.3f} | "
                   f"{frechet(f['healthy_real'], f[k]):.2f} |")
 

@@ -323,17 +323,42 @@ def test_noise_matching_never_adds_noise_or_touches_a_quiet_fill():
     assert np.array_equal(match_context_noise(cube, np.zeros(cube.shape, bool)), cube)
 
 
-def test_fill_matches_noise_for_healthy_fill_by_default_and_not_for_nodules(tiny_model):
-    from napari_synthseg.generator.sample import match_context_noise
+def test_fill_applies_its_corrections_to_the_raw_flow_sample(tiny_model):
+    from napari_synthseg.generator.sample import correct_sample
 
     gen = LesionGenerator(tiny_model)
     cube = (-850.0 + 20.0 * np.random.default_rng(0).standard_normal((16, 16, 16))).astype(np.float32)
     mask = np.zeros(cube.shape, bool)
     mask[6:10, 6:10, 6:10] = True
     region = ndi.binary_dilation(mask, structure=np.ones((3, 3, 3)))
-    (raw,) = gen.fill([cube], [mask], ["empty"], [-850.0], [0], steps=2, match_noise=False)
-    (default,) = gen.fill([cube], [mask], ["empty"], [-850.0], [0], steps=2)
-    assert np.array_equal(default, match_context_noise(raw, region))
-    (nodule_raw,) = gen.fill([cube], [mask], ["solid"], [-100.0], [0], steps=2, match_noise=False)
-    (nodule_default,) = gen.fill([cube], [mask], ["solid"], [-100.0], [0], steps=2)
-    assert np.array_equal(nodule_raw, nodule_default)
+    for cls, mean_hu in (("empty", -850.0), ("solid", -100.0)):
+        (raw,) = gen.fill([cube], [mask], [cls], [mean_hu], [0], steps=2, match_noise=False, calibrate_mean=False)
+        (default,) = gen.fill([cube], [mask], [cls], [mean_hu], [0], steps=2)
+        expected = correct_sample(raw, cube, mask, region, cls, mean_hu)
+        np.testing.assert_allclose(default, np.clip(expected, -1024, 1000), atol=1e-3)
+        assert np.array_equal(default[~region], cube[~region])
+    # the nodule's mean HU is the requested one after calibration (within the factor bounds)
+    (solid,) = gen.fill([cube], [mask], ["solid"], [-500.0], [3], steps=2, match_noise=False)
+    (solid_raw,) = gen.fill([cube], [mask], ["solid"], [-500.0], [3], steps=2, match_noise=False,
+                            calibrate_mean=False)
+    gap_raw = abs(float(solid_raw[mask].mean()) + 500.0)
+    assert abs(float(solid[mask].mean()) + 500.0) < max(1.0, 0.75 * gap_raw) or gap_raw < 1.0
+
+
+def test_mean_calibration_scales_the_contrast_and_respects_its_bounds():
+    from napari_synthseg.generator.sample import calibrate_to_mean_hu
+
+    context = np.full((12, 12, 12), -800.0, np.float32)
+    mask = np.zeros(context.shape, bool)
+    mask[4:8, 4:8, 4:8] = True
+    region = ndi.binary_dilation(mask)
+    cube = context.copy()
+    cube[mask] = -400.0  # +400 HU of contrast; rim half way
+    cube[region & ~mask] = -600.0
+    out = calibrate_to_mean_hu(cube, context, mask, region, -200.0)  # needs 1.5x the contrast
+    assert float(out[mask].mean()) == pytest.approx(-200.0, abs=0.01)
+    assert float(out[region & ~mask].mean()) == pytest.approx(-500.0, abs=0.01)  # the rim scales too
+    assert np.array_equal(out[~region], context[~region])
+    assert float(calibrate_to_mean_hu(cube, context, mask, region, 2000.0)[mask].mean()) == pytest.approx(0.0)  # 2x
+    assert np.array_equal(calibrate_to_mean_hu(cube, context, mask, region, -900.0), cube)  # below the lung: kept
+    assert np.array_equal(calibrate_to_mean_hu(context, context, mask, region, -200.0), context)  # nothing drawn
