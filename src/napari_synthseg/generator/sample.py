@@ -442,7 +442,9 @@ def generate_lesion(
     source = {"type": SOURCE_TYPE, "model": str(model) if not isinstance(model, LesionGenerator) else "loaded",
               "model_sha256": gen.sha256, "seed": int(seed), "class": name, "mean_hu": round(float(mean_hu), 2),
               "diameter_mm": float(diameter_mm), "steps": int(steps or cfg.inference_steps),
-              "grid_mm": float(grid), "context": context_id}
+              "grid_mm": float(grid), "context": context_id,
+              # what fill() did after the flow (docs/generator.md, "Corrections after the flow")
+              "corrections": ["match_noise"] if name == "empty" else ["calibrate_mean", "denoise_0.5vox"]}
     patch = LesionPatch(intensity=intensity, mask=mask, spacing=(grid,) * 3,
                         kind=name if name != "empty" else "removal", absolute=cube, units="HU",
                         provenance={"source": SOURCE_TYPE, **{k: v for k, v in source.items() if k != "type"}})
