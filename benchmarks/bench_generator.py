@@ -1,6 +1,7 @@
 """Lesion generator benchmark: speed, realism on held-out series, healthy fill, mask shapes.
 
 Run: .venv/bin/python benchmarks/bench_generator.py [--model builtin] [--n 60] [--steps 16]
+     [--evaluate OUT [--no-cnn]] [--no-speed | --speed-only] | --downstream OUT [--no-transplanted]
 
 Everything here uses only the *test* side of the fixed series-level LIDC split
 (``napari_synthseg.io.lesion_index.split_by_group``), which the generator never saw.
@@ -22,6 +23,13 @@ Everything here uses only the *test* side of the fixed series-level LIDC split
 4. Mask shapes: equivalent diameter and sphericity of masks from the shape model vs the real
    held-out masks they were requested for, and each sampled mask's best IoU with any real
    train-side mask of similar size (copies would score ~1).
+
+5. Usefulness (``--downstream OUT``, a separate run): real-50 vs real-50 + generated vs
+   real-50 + transplanted with ``synthseg evaluate downstream`` at issue 14's CPU budget, on the
+   lesions ``benchmarks/bench_evaluation.py --phase prepare`` made (see :func:`downstream`).
+
+Sections 2-3 score the generator twice from the same flow samples: ``generated`` = the default
+sampler (with ``generator.sample.correct_sample``'s corrections), ``generated_raw`` = without them.
 
 The classifier is this script's own (sklearn): ``synthseg evaluate realism`` was not in the
 code base when this was measured (docs/benchmarks.md says so).
@@ -148,6 +156,9 @@ def main(argv=None):
                     help="bench_evaluation.py's work folder (its real-50, test set, hosts and transplanted set)")
     ap.add_argument("--downstream-steps", type=int, default=200)
     ap.add_argument("--downstream-seeds", default="0,1,2")
+    ap.add_argument("--no-transplanted", action="store_true",
+                    help="with --downstream: train only real and real + generated (the transplanted arm "
+                         "is deterministic: reuse a previous run's)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.downstream:
@@ -418,7 +429,8 @@ def downstream(args) -> int:
     report = out / "report"
     t1 = time.perf_counter()
     cli("evaluate", "downstream", "--real", work / "sets" / "real_train",
-        "--synthetic", f"generated={generated_set}", "--synthetic", f"transplanted={work / 'sets' / 'train_transplanted'}",
+        "--synthetic", f"generated={generated_set}",
+        *([] if args.no_transplanted else ["--synthetic", f"transplanted={work / 'sets' / 'train_transplanted'}"]),
         "--test", work / "sets" / "test", "--out", report, "--steps", args.downstream_steps,
         "--seeds", args.downstream_seeds, "--ratios", "1", "--no-synthetic-only", "--batch-size", 2,
         "--crop-mm", 32, "--spacing-mm", 1, "--test-crop-mm", 32)
