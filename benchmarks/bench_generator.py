@@ -1,6 +1,7 @@
 """Lesion generator benchmark: speed, realism on held-out series, healthy fill, mask shapes.
 
 Run: .venv/bin/python benchmarks/bench_generator.py [--model builtin] [--n 60] [--steps 16]
+     [--evaluate OUT [--no-cnn]] [--no-speed | --speed-only] | --downstream OUT [--no-transplanted]
 
 Everything here uses only the *test* side of the fixed series-level LIDC split
 (``napari_synthseg.io.lesion_index.split_by_group``), which the generator never saw.
@@ -22,6 +23,13 @@ Everything here uses only the *test* side of the fixed series-level LIDC split
 4. Mask shapes: equivalent diameter and sphericity of masks from the shape model vs the real
    held-out masks they were requested for, and each sampled mask's best IoU with any real
    train-side mask of similar size (copies would score ~1).
+
+5. Usefulness (``--downstream OUT``, a separate run): real-50 vs real-50 + generated vs
+   real-50 + transplanted with ``synthseg evaluate downstream`` at issue 14's CPU budget, on the
+   lesions ``benchmarks/bench_evaluation.py --phase prepare`` made (see :func:`downstream`).
+
+Sections 2-3 score the generator twice from the same flow samples: ``generated`` = the default
+sampler (with ``generator.sample.correct_sample``'s corrections), ``generated_raw`` = without them.
 
 The classifier is this script's own (sklearn): ``synthseg evaluate realism`` was not in the
 code base when this was measured (docs/benchmarks.md says so).
@@ -49,6 +57,7 @@ from napari_synthseg.generator import get_generator, sphericity
 from napari_synthseg.generator.classes import classify_nodule
 from napari_synthseg.generator.data import mask_center, read_patch, resample_cube
 from napari_synthseg.generator.network import generation_region
+from napari_synthseg.generator.sample import correct_sample
 from napari_synthseg.io.lesion_index import read_lesion_index, split_by_group
 from napari_synthseg.lesions import procedural_nodule
 from napari_synthseg.render.placement import feather_alpha
@@ -136,8 +145,24 @@ def main(argv=None):
                     help="also score each fake set with the project's realism_report (napari_synthseg.evaluate; "
                          "CNN + random-forest two-sample tests, FRD) and write its reports under OUT_DIR")
     ap.add_argument("--cnn-steps", type=int, default=200, help="realism_report CNN steps (with --evaluate)")
+    ap.add_argument("--no-cnn", action="store_true",
+                    help="with --evaluate: features and FRD only (the CNN test's real-vs-real control "
+                         "scored 0.71 at n = 40, so it ranks nothing here)")
+    ap.add_argument("--no-speed", action="store_true", help="skip the speed table")
+    ap.add_argument("--downstream", metavar="OUT_DIR",
+                    help="only the usefulness comparison (section 5): real-50 vs real-50 + generated vs "
+                         "real-50 + transplanted, 'synthseg evaluate downstream' at issue 14's CPU budget")
+    ap.add_argument("--evaluation-work", default="/tmp/synthseg-bench-evaluation",
+                    help="bench_evaluation.py's work folder (its real-50, test set, hosts and transplanted set)")
+    ap.add_argument("--downstream-steps", type=int, default=200)
+    ap.add_argument("--downstream-seeds", default="0,1,2")
+    ap.add_argument("--no-transplanted", action="store_true",
+                    help="with --downstream: train only real and real + generated (the transplanted arm "
+                         "is deterministic: reuse a previous run's)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.downstream:
+        return downstream(args)
     gen = get_generator(args.model)
     steps = args.steps or gen.config.inference_steps
     entries = read_lesion_index(args.library)
@@ -145,12 +170,21 @@ def main(argv=None):
     biharmonic = get_filler("biharmonic")
 
     # ---------------------------------------------------------------- 1. speed
+    if not args.no_speed:
+        _speed(gen, test, steps, args.repeats)
+    if args.speed_only:
+        return 0
+    _realism(args, gen, steps, train, test, biharmonic)
+    return 0
+
+
+def _speed(gen, test, steps, repeats):
     rng = np.random.default_rng(0)
     hu, mask, sp = read_patch(test[0])
     ctx = resample_cube(hu, sp, mask_center(mask), P, 1.0)
     m = gen.shape_model.sample_mask(10.0, "solid", 1.0, rng, shape=(P, P, P))
     gen.fill([ctx], [m], ["solid"], [-100.0], [0], steps=steps)  # warm-up
-    n = args.repeats
+    n = repeats
     t_gen, _ = _best(lambda: gen.fill([ctx], [m], ["solid"], [-100.0], [0], steps=steps), n)
     t_gen8, _ = _best(lambda: gen.fill([ctx], [m], ["solid"], [-100.0], [0], steps=8), n)
     t_gen50, _ = _best(lambda: gen.fill([ctx], [m], ["solid"], [-100.0], [0], steps=50), max(1, n - 1))
@@ -165,9 +199,9 @@ def main(argv=None):
     print(f"| generator, 50 flow steps | {t_gen50:.3f} | {t_gen50 / t_proc:.1f} |")
     print(f"| generator, {steps} steps, per nodule in a batch of 8 | {t_batch / 8:.3f} | {t_batch / 8 / t_proc:.1f} |")
     print(f"| procedural 10 mm (reference) | {t_proc:.3f} | 1.0 |")
-    if args.speed_only:
-        return
 
+
+def _realism(args, gen, steps, train, test, biharmonic):
     # ---------------------------------------------------------------- 2-3. realism
     cases = []
     for e in test:
@@ -179,10 +213,10 @@ def main(argv=None):
             continue
         cases.append((e, hu, mask, d))
     cases = cases[: args.n]
-    feats = {k: [] for k in ("real", "generated", "procedural", "transplanted", "removed",
-                             "healthy_real", "healthy_generated", "healthy_biharmonic")}
+    feats = {k: [] for k in ("real", "generated", "generated_raw", "procedural", "transplanted", "removed",
+                             "healthy_real", "healthy_generated", "healthy_raw", "healthy_biharmonic")}
     groups, healthy_groups = [], []
-    sets = {k: [] for k in ("real", "generated", "procedural", "transplanted")}
+    sets = {k: [] for k in ("real", "generated", "generated_raw", "procedural", "transplanted")}
     shapes_real, shapes_sampled = [], []
     t0 = time.perf_counter()
     prepared = []
@@ -203,9 +237,10 @@ def main(argv=None):
     for a in range(0, len(prepared), 8):
         chunk = prepared[a:a + 8]
         generated += gen.fill([p[7] for p in chunk], [p[5] for p in chunk], [p[6] for p in chunk],
-                              [p[9] for p in chunk], [p[8] for p in chunk], steps=steps)
+                              [p[9] for p in chunk], [p[8] for p in chunk], steps=steps, match_noise=False,
+                              calibrate_mean=False)
     with_healthy = [p for p in prepared if p[10] is not None]
-    healthy_generated = []
+    healthy_generated, healthy_means = [], []
     for a in range(0, len(with_healthy), 8):
         chunk = with_healthy[a:a + 8]
         medians = []
@@ -213,14 +248,21 @@ def main(argv=None):
             hr = generation_region(p[10], gen.config.edge_voxels)
             ring = (ndi.distance_transform_edt(~hr) <= 4) & ~hr
             medians.append(float(np.median(p[4][ring])))
+        healthy_means += medians
+        # raw flow samples; the default (corrected) fill is derived below with the function fill()
+        # applies (generator.sample.correct_sample), so both rows come from the same flow samples
         healthy_generated += gen.fill([p[4] for p in chunk], [p[10] for p in chunk], ["empty"] * len(chunk),
-                                      medians, [p[8] for p in chunk], steps=steps)
-    healthy_iter = iter(healthy_generated)
+                                      medians, [p[8] for p in chunk], steps=steps, match_noise=False,
+                                      calibrate_mean=False)
+    healthy_iter = iter(zip(healthy_generated, healthy_means))
     for i, (e, _hu, mask, d, real, _m, cls, removed, seed, _mean_hu, hmask) in enumerate(prepared):
         r = d / 2.0
         feats["real"].append(features(real, r))
         feats["removed"].append(features(removed, r))
-        feats["generated"].append(features(generated[i], r))
+        raw_cube = generated[i]
+        corrected = correct_sample(raw_cube, removed, _m, generation_region(_m, gen.config.edge_voxels), cls, _mean_hu)
+        feats["generated"].append(features(corrected, r))
+        feats["generated_raw"].append(features(raw_cube, r))
         proc = procedural_nodule(d, cls, spacing=1.0, seed=seed, lobulation=0.3)
         proc_cube, proc_mask = paste(removed, proc.absolute, proc.mask)
         feats["procedural"].append(features(proc_cube, r))
@@ -238,7 +280,8 @@ def main(argv=None):
                                     source=kind, diameter_mm=float(d), group=e.group)
 
             sets["real"].append(sample(real, _m, "real"))
-            sets["generated"].append(sample(generated[i], _m, "generated"))
+            sets["generated"].append(sample(corrected, _m, "generated"))
+            sets["generated_raw"].append(sample(raw_cube, _m, "generated_raw"))
             sets["procedural"].append(sample(proc_cube, proc_mask, "procedural"))
             sets["transplanted"].append(sample(tr_cube, tr_mask, "transplanted"))
         groups.append(e.group)
@@ -253,7 +296,10 @@ def main(argv=None):
             hb = np.asarray(biharmonic.fill(real, hr, spacing=(1.0, 1.0, 1.0)), np.float32)
             hd = (6 * hmask.sum() / math.pi) ** (1 / 3) / 2.0
             feats["healthy_real"].append(features(centred(real), hd))
-            feats["healthy_generated"].append(features(centred(next(healthy_iter)), hd))
+            raw_fill, hmean = next(healthy_iter)
+            feats["healthy_raw"].append(features(centred(raw_fill), hd))
+            feats["healthy_generated"].append(
+                features(centred(correct_sample(raw_fill, real, hmask, hr, "empty", hmean)), hd))
             feats["healthy_biharmonic"].append(features(centred(hb), hd))
             healthy_groups.append(e.group)
         shapes_real.append((d, sphericity(mask, (1, 1, 1)), cls))
@@ -266,7 +312,7 @@ def main(argv=None):
           f"{elapsed:.0f} s")
     print("| fake vs real | two-sample AUC | Frechet (hand features) |")
     print("|---|---|---|")
-    for k in ("generated", "procedural", "transplanted", "removed"):
+    for k in ("generated", "generated_raw", "procedural", "transplanted", "removed"):
         print(f"| {k} | {two_sample_auc(f['real'], f[k], g):.3f} | {frechet(f['real'], f[k]):.2f} |")
     if args.evaluate:
         from pathlib import Path
@@ -275,15 +321,17 @@ def main(argv=None):
 
         print(f"\n## realism_report (napari_synthseg.evaluate) on the same {len(sets['real'])} cases")
         print("| fake vs real | CNN two-sample AUC [95% CI] | feature AUC (random forest) [95% CI] | FRD | "
-              "control AUC (real vs real) |")
+              f"control AUC (real vs real, {'features' if args.no_cnn else 'CNN'}) |")
         print("|---|---|---|---|---|")
-        for k in ("generated", "procedural", "transplanted"):
+        for k in ("generated", "generated_raw", "procedural", "transplanted"):
             rep = realism_report(sets["real"], sets[k], Path(args.evaluate) / k, steps=args.cnn_steps,
-                                 control=(k == "generated"), seed=0)
+                                 control=(k == "generated"), seed=0, cnn=not args.no_cnn)
             ci = rep.get("auc_ci") or [float("nan")] * 2
             fci = rep.get("feature_auc_ci") or [float("nan")] * 2
             ctrl = rep.get("control_auc")
-            print(f"| {k} | {rep.get('auc', float('nan')):.3f} [{ci[0]:.2f}, {ci[1]:.2f}] | "
+            cnn = "-" if args.no_cnn else f"{rep.get('auc', float('nan')):.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+            ctrl = rep.get("control_auc") if not args.no_cnn else rep.get("control_feature_auc")
+            print(f"| {k} | {cnn} | "
                   f"{rep.get('feature_auc', float('nan')):.3f} [{fci[0]:.2f}, {fci[1]:.2f}] | "
                   f"{rep.get('frd', float('nan')):.2f} ({rep.get('frd_backend', '')}) | "
                   f"{'-' if ctrl is None else f'{ctrl:.3f}'} |")
@@ -292,7 +340,7 @@ def main(argv=None):
         print(f"\n## healthy fill on {len(healthy_groups)} held-out cubes")
         print("| fill vs untouched lung | two-sample AUC | Frechet (hand features) |")
         print("|---|---|---|")
-        for k in ("healthy_generated", "healthy_biharmonic"):
+        for k in ("healthy_generated", "healthy_raw", "healthy_biharmonic"):
             print(f"| {k.split('_')[1]} | {two_sample_auc(f['healthy_real'], f[k], hg_):.3f} | "
                   f"{frechet(f['healthy_real'], f[k]):.2f} |")
 
@@ -317,6 +365,98 @@ def main(argv=None):
     print(f"| real (held out) | {q(real_d)} | {real_s.mean():.3f} +- {real_s.std():.3f} | - |")
     print(f"| sampled | {q(samp_d)} | {samp_s.mean():.3f} +- {samp_s.std():.3f} | "
           f"{np.median(best_iou):.2f}, {np.max(best_iou):.2f} |")
+
+
+def downstream(args) -> int:
+    """5. Usefulness: does a segmenter trained on real-50 + generated nodules beat real-50 alone?
+
+    Re-uses ``benchmarks/bench_evaluation.py``'s prepared work folder (issue 14), so the real
+    training nodules, the 261 test-side nodules, the 50 train-side host patches with their real
+    nodule removed (``synthseg remove --method biharmonic``) and the transplanted set are exactly
+    those of the evaluation yardstick. Generated nodules are made by the CLI as a user would:
+    ``synthseg place FILLED --lesion generated:CLASS --at <host nodule centre> --size-mm <host
+    diameter>`` (CLASS = the host nodule's class by the mean-HU rule, seed = host number), then
+    ``synthseg render``. All three arms (real, real + generated x1, real + transplanted x1) are
+    trained in this one run with the same budget and seeds.
+    """
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_evaluation import centre_xyz, cli, write_index
+
+    work = Path(args.evaluation_work)
+    out = Path(args.downstream)
+    if not (work / "prepare.json").exists():
+        raise SystemExit(f"run benchmarks/bench_evaluation.py --phase prepare first (no {work / 'prepare.json'})")
+    prep = json.loads((work / "prepare.json").read_text())
+    entries = read_lesion_index(args.library)
+    train, _test = split_by_group(entries)
+    # bench_evaluation.prepare's draw: real-50 = train[:50], synthetic hosts = train[50:100]
+    order = np.random.default_rng(14).permutation(len(train))
+    train = [train[i] for i in order]
+    hosts = train[prep["n_real_train"]:prep["n_real_train"] + prep["n_synth_hosts"]]
+    model = str(get_generator(args.model).path)
+    rows, refused, classes = [], 0, {}
+    t0 = time.perf_counter()
+    for i, host in enumerate(hosts):
+        case = work / "train" / f"{i:03d}"
+        mine = out / "train" / f"{i:03d}"
+        mine.mkdir(parents=True, exist_ok=True)
+        hu, mask, _sp = read_patch(host)
+        cls = classify_nodule(hu, mask)
+        classes[cls] = classes.get(cls, 0) + 1
+        x, y, z = centre_xyz(host.mask_path)
+        size = host.diameter_mm or 8.0
+        rendered = mine / "generated"
+        if not (rendered / "labels.mha").exists():
+            try:
+                cli("place", case / "filled.mha", "--lesion", f"generated:{cls}@{model}", "--seed", str(i),
+                    "--at", f"{x:.2f},{y:.2f},{z:.2f}", "--size-mm", f"{size:g}", "--constraint", "none",
+                    "--out", mine / "scene", "--force")
+            except RuntimeError as exc:
+                print(f"  host {i}: refused ({exc})", flush=True)
+                refused += 1
+                continue
+            cli("render", mine / "scene", rendered, "--format", ".mha", "--force")
+        rows.append({"ct": str(rendered / "image.mha"), "seg": str(rendered / "labels.mha"), "diameter": size,
+                     "group": host.group, "index": host.index_in_group})
+    made = time.perf_counter() - t0
+    generated_set = write_index(out / "sets" / "train_generated", rows)
+    print(f"made {len(rows)} generated training nodules by the CLI in {made:.0f} s ({refused} refused; "
+          f"classes {classes})", flush=True)
+    report = out / "report"
+    t1 = time.perf_counter()
+    cli("evaluate", "downstream", "--real", work / "sets" / "real_train",
+        "--synthetic", f"generated={generated_set}",
+        *([] if args.no_transplanted else ["--synthetic", f"transplanted={work / 'sets' / 'train_transplanted'}"]),
+        "--test", work / "sets" / "test", "--out", report, "--steps", args.downstream_steps,
+        "--seeds", args.downstream_seeds, "--ratios", "1", "--no-synthetic-only", "--batch-size", 2,
+        "--crop-mm", 32, "--spacing-mm", 1, "--test-crop-mm", 32)
+    down = json.loads((report / "report.json").read_text())
+    print(f"\n## downstream ({down['n_test']} test lesions of the held-out series; {args.downstream_steps} steps x "
+          f"batch 2, seeds {args.downstream_seeds}; {time.perf_counter() - t1:.0f} s)")
+    ref = next(a for a in down["arms"] if a["name"] == "real")
+    print("| arm | real + synthetic | Dice [95 % CI] | Dice per seed | ratio vs real-only | sensitivity [95 % CI] | "
+          "<6 mm | 6-10 mm | <10 mm | 10-20 mm | >20 mm | FROC |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for a in down["arms"]:
+        by = a["sensitivity_by_size"]
+
+        def sens(b, by=by):
+            v = by[b]["sensitivity"]
+            return f"{v:.2f} (n={by[b]['n']})" if v is not None else "-"
+
+        small = [(by[b]["sensitivity"], by[b]["n"]) for b in ("<6 mm", "6-10 mm") if by[b]["sensitivity"] is not None]
+        below10 = sum(v * n for v, n in small) / max(1, sum(n for _, n in small))
+        seeds = " / ".join(f"{s['dice']:.2f}" for s in a["per_seed"]) if "per_seed" in a else "-"
+        ci, sci = a["dice_ci"], a["sensitivity_ci"]
+        print(f"| {a['name']} | {a['n_real'][0]} + {a['n_synthetic'][0]} | {a['dice']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | "
+              f"{seeds} | {a['dice'] / ref['dice']:.2f} | {a['sensitivity']:.3f} [{sci[0]:.3f}, {sci[1]:.3f}] | "
+              f"{sens('<6 mm')} | {sens('6-10 mm')} | {below10:.2f} | {sens('10-20 mm')} | {sens('>20 mm')} | "
+              f"{a['froc']:.3f} |")
+    return 0
 
 
 def _healthy_region(cube, nodule_mask, rng):
@@ -349,4 +489,4 @@ def _best_iou(mask, library):
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -288,3 +288,77 @@ def test_cli_generate_lesion_stores_seeded_samples(tiny_model, shared_data, tmp_
     assert not np.array_equal(items[0].mask, items[1].mask) or not np.array_equal(items[0].absolute, items[1].absolute)
     assert main(["generate-lesion", str(ct), "--at", "12,14,13", "--samples", "0",
                  "--library", str(tmp_path / "lib")]) == 2
+
+
+def _noisy_lung(sigma: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (-850.0 + sigma * rng.standard_normal((24, 24, 24))).astype(np.float32)
+
+
+def test_noise_matching_brings_a_noisy_fill_down_to_the_scans_noise():
+    from napari_synthseg.generator.sample import match_context_noise
+    from napari_synthseg.render.noise import lesion_noise
+
+    cube = _noisy_lung(20.0)
+    region = np.zeros(cube.shape, bool)
+    region[8:16, 8:16, 8:16] = True
+    cube[region] = _noisy_lung(80.0, seed=1)[region]  # a fill 4x noisier than its context
+    out = match_context_noise(cube, region)
+    ring = (ndi.distance_transform_edt(~region) <= 4) & ~region
+    want = lesion_noise(cube, ring)
+    assert lesion_noise(cube, region) > 3 * want
+    assert abs(lesion_noise(out, region) - want) < 0.5 * want  # close to the scan's level
+    assert np.array_equal(out[~region], cube[~region])  # the context is untouched
+    assert abs(float(out[region].mean()) - float(cube[region].mean())) < 5.0  # smoothing keeps the level
+
+
+def test_noise_matching_never_adds_noise_or_touches_a_quiet_fill():
+    from napari_synthseg.generator.sample import match_context_noise
+
+    cube = _noisy_lung(30.0)
+    region = np.zeros(cube.shape, bool)
+    region[8:16, 8:16, 8:16] = True
+    cube[region] = -850.0  # quieter than the context: left for placement's noise matching
+    assert np.array_equal(match_context_noise(cube, region), cube)
+    assert np.array_equal(match_context_noise(cube, np.zeros(cube.shape, bool)), cube)
+
+
+def test_fill_applies_its_corrections_to_the_raw_flow_sample(tiny_model):
+    from napari_synthseg.generator.sample import correct_sample
+
+    gen = LesionGenerator(tiny_model)
+    cube = (-850.0 + 20.0 * np.random.default_rng(0).standard_normal((16, 16, 16))).astype(np.float32)
+    mask = np.zeros(cube.shape, bool)
+    mask[6:10, 6:10, 6:10] = True
+    region = ndi.binary_dilation(mask, structure=np.ones((3, 3, 3)))
+    for cls, mean_hu in (("empty", -850.0), ("solid", -100.0)):
+        (raw,) = gen.fill([cube], [mask], [cls], [mean_hu], [0], steps=2, match_noise=False, calibrate_mean=False)
+        (default,) = gen.fill([cube], [mask], [cls], [mean_hu], [0], steps=2)
+        expected = correct_sample(raw, cube, mask, region, cls, mean_hu)
+        np.testing.assert_allclose(default, np.clip(expected, -1024, 1000), atol=1e-3)
+        assert np.array_equal(default[~region], cube[~region])
+    # the nodule's mean HU is the requested one after calibration (within the factor bounds)
+    (solid,) = gen.fill([cube], [mask], ["solid"], [-500.0], [3], steps=2, match_noise=False)
+    (solid_raw,) = gen.fill([cube], [mask], ["solid"], [-500.0], [3], steps=2, match_noise=False,
+                            calibrate_mean=False)
+    gap_raw = abs(float(solid_raw[mask].mean()) + 500.0)
+    assert abs(float(solid[mask].mean()) + 500.0) < max(1.0, 0.75 * gap_raw) or gap_raw < 1.0
+
+
+def test_mean_calibration_scales_the_contrast_and_respects_its_bounds():
+    from napari_synthseg.generator.sample import calibrate_to_mean_hu
+
+    context = np.full((12, 12, 12), -800.0, np.float32)
+    mask = np.zeros(context.shape, bool)
+    mask[4:8, 4:8, 4:8] = True
+    region = ndi.binary_dilation(mask)
+    cube = context.copy()
+    cube[mask] = -400.0  # +400 HU of contrast; rim half way
+    cube[region & ~mask] = -600.0
+    out = calibrate_to_mean_hu(cube, context, mask, region, -200.0)  # needs 1.5x the contrast
+    assert float(out[mask].mean()) == pytest.approx(-200.0, abs=0.01)
+    assert float(out[region & ~mask].mean()) == pytest.approx(-500.0, abs=0.01)  # the rim scales too
+    assert np.array_equal(out[~region], context[~region])
+    assert float(calibrate_to_mean_hu(cube, context, mask, region, 2000.0)[mask].mean()) == pytest.approx(0.0)  # 2x
+    assert np.array_equal(calibrate_to_mean_hu(cube, context, mask, region, -900.0), cube)  # below the lung: kept
+    assert np.array_equal(calibrate_to_mean_hu(context, context, mask, region, -200.0), context)  # nothing drawn
