@@ -344,8 +344,11 @@ def test_readme_session_end_to_end(make_napari_viewer, qtbot, tmp_path, artifact
     # layers costs tens of milliseconds of drawing threads, which the UI thread waits for; on a
     # GPU it is a few. Any job that changes what is shown pays one such frame.
     with UiClock() as clock:
+        from napari_synthseg.widgets._common import viewer_camera
+
+        camera = viewer_camera(viewer)
         for _ in range(4):
-            viewer.camera.zoom = viewer.camera.zoom * 1.02
+            camera.zoom = camera.zoom * 1.02
             qtbot.wait(60)
     frame_ms, frame_cpu = clock.worst_ms, clock.worst_cpu_ms
 

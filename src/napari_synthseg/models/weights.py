@@ -259,6 +259,18 @@ def load_model(
     )
 
 
+def warm_up_model_loading() -> None:
+    """Import now what the first :func:`load_model` of a process imports.
+
+    The shape check below builds the module on PyTorch's ``meta`` device; the first time, that
+    path imports ``torch._dynamo`` and ``sympy`` (about 800 modules, 1-2 s), holding the GIL in
+    chunks of 100-400 ms whichever thread does it. A GUI calls this while it loads, so a model
+    loaded in a worker in the middle of a session does not pause the UI thread.
+    """
+    with torch.device("meta"):
+        torch.nn.Embedding(1, 1)  # normal_ init: the path that imports torch._dynamo
+
+
 def _check_shapes_before_building(path: Path, module_cls, config, architecture: str) -> None:
     """Compare the config's parameter shapes with the file's before allocating anything.
 

@@ -10,6 +10,12 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, Signal
 
 from ..errors import CancelledError, SynthsegError
+from ..models.weights import warm_up_model_loading
+
+# The first model load of a process imports torch's meta-device machinery (about 800 modules,
+# 1-2 s, the GIL held in 100-400 ms chunks whichever thread loads): done once here, while napari
+# loads the plugin's panels, so a model loaded in a worker mid-session never pauses the UI.
+warm_up_model_loading()
 
 
 def report_error(exc: BaseException) -> None:

@@ -16,6 +16,12 @@ import logging
 from typing import Any
 
 import numpy as np
+
+# torch's and MONAI's C libraries hold the GIL for 0.1-1.5 s at a time while they load,
+# whichever thread imports them. The panel imports them when napari loads the plugin's widgets
+# (as micro-sam's widgets import torch), so the first sampling request in a session does not
+# pause the UI for them (see also _common's warm-up); the model is read in the sampling worker.
+import torch  # noqa: F401
 from qtpy.QtCore import QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
@@ -31,6 +37,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+import napari_synthseg.generator  # noqa: F401
+
 from ..errors import CancelledError, SynthsegError
 from ..utils.progress import CancelToken
 from ..workflow.generated_samples import (
@@ -45,7 +53,6 @@ from ._common import ProgressRelay, click_position, run_in_thread
 from ._library_strip import rgb_icon
 
 logger = logging.getLogger(__name__)
-
 #: Thumbnails per row (four fit across the 340 px panel).
 COLUMNS = 4
 
