@@ -257,3 +257,28 @@ def test_ct_coronal_view_is_head_up_and_clicks_land_on_the_voxel(make_napari_vie
     send("release", b, Qt.NoButton)
     np.testing.assert_allclose(widget.session.index_of("L0001"), goal, atol=1.0)
     _shot(viewer, artifacts_dir / "editor_ct_coronal_head_up.png")
+
+
+def test_a_present_library_is_the_default_source(make_napari_viewer, shared_data, tmp_path, monkeypatch, qtbot):
+    """Real nodules are the editor's default source wherever a library is present (issue 15)."""
+    from test_library_lidc import _small_index
+
+    from napari_synthseg.lesions.library import LIBRARY_ENV, LesionLibrary
+    from napari_synthseg.widgets.lesion_editor import LesionEditorWidget
+
+    def open_editor():
+        viewer = make_napari_viewer()
+        widget = LesionEditorWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="Lesion editor", area="right")
+        qtbot.waitUntil(lambda: widget.layers_ready, timeout=10000)  # its layers are built at start
+        return widget
+
+    monkeypatch.delenv(LIBRARY_ENV, raising=False)
+    assert open_editor().lesion_spec().source.value == "procedural"
+    folder, _ = _small_index(shared_data, tmp_path, n=2)
+    LesionLibrary(tmp_path / "lib").import_index(folder)
+    monkeypatch.setenv(LIBRARY_ENV, str(tmp_path / "lib"))
+    widget = open_editor()
+    assert widget.lesion_combo.currentData() == "file" and widget.lesion_path.isEnabled()
+    assert widget.lesion_path.text() == str(tmp_path / "lib")
+    assert widget.lesion_spec().source.value == "library"

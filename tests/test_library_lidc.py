@@ -135,9 +135,22 @@ def test_thumbnail_is_rgb_uint8_with_outline(shared_data, tmp_path):
     assert flat.shape == (32, 32, 3) and flat[..., 0].std() > 0
 
 
-def test_default_source_is_a_present_library(shared_data, tmp_path, monkeypatch):
+def _generate_recipe_source(shared_data, tmp_path, capsys) -> dict:
+    """The lesion source `synthseg generate` would use, from its --print-recipe output."""
+    import yaml
+
+    from napari_synthseg.cli import main
+
+    capsys.readouterr()
+    assert main(["generate", str(shared_data / "cxr/node21/c3883.mha"), "--out", str(tmp_path / "gen"),
+                 "--print-recipe"]) == 0
+    return yaml.safe_load(capsys.readouterr().out)["lesions"]["sources"][0]
+
+
+def test_default_source_is_a_present_library(shared_data, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(LIBRARY_ENV, raising=False)
     assert default_lesion_source() == "procedural"
+    assert _generate_recipe_source(shared_data, tmp_path, capsys)["type"] == "procedural"
     folder, _ = _small_index(shared_data, tmp_path, n=3)
     lib = LesionLibrary(tmp_path / "lib")
     lib.import_index(folder)
@@ -147,6 +160,8 @@ def test_default_source_is_a_present_library(shared_data, tmp_path, monkeypatch)
 
     [source] = LesionPlan().sources
     assert isinstance(source, LibrarySource) and source.path == str(tmp_path / "lib")
+    generated = _generate_recipe_source(shared_data, tmp_path, capsys)  # `generate` without --lesion
+    assert generated["type"] == "library" and generated["path"] == str((tmp_path / "lib").resolve())
     monkeypatch.delenv(LIBRARY_ENV)
     assert LesionPlan().sources[0].type == "procedural"
 

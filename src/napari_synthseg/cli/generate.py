@@ -27,8 +27,9 @@ def register(subparsers) -> None:
     p.add_argument("--per-image", default="1-3", help="lesions per scene, N or MIN-MAX")
     p.add_argument("--scenes-per-image", type=int, default=1, help="scenes built on each image")
     p.add_argument("--size-mm", default="6-20", help="lesion diameter range in mm")
-    p.add_argument("--lesion", default="procedural",
-                   help="'procedural', a lesion library folder, an index.csv of patch+mask pairs, or a folder of CT patches")
+    p.add_argument("--lesion", default=None,
+                   help="'procedural', a lesion library folder, an index.csv of patch+mask pairs, or a folder of CT "
+                        "patches (default: the library named by $SYNTHSEG_LESION_LIBRARY if there is one, else procedural)")
     p.add_argument("--kinds", default="solid,part-solid,ground-glass", help="procedural kinds to draw from")
     p.add_argument("--blend", default="alpha,poisson", help="blend modes to draw from")
     p.add_argument("--contrast", default="0.8-1.2", help="contrast factor range, or 'node21' (CXR)")
@@ -49,10 +50,13 @@ def build_recipe_data(args) -> dict:
     source: dict = {"diameter_mm": _range(args.size_mm, "--size-mm"),
                     "blend": [b.strip() for b in args.blend.split(",") if b.strip()],
                     "contrast": "node21" if args.contrast == "node21" else _range(args.contrast, "--contrast")}
-    if args.lesion == "procedural":
+    from ..lesions.library import default_lesion_source
+
+    lesion = args.lesion or default_lesion_source()
+    if lesion == "procedural":
         source.update(type="procedural", kinds=[k.strip() for k in args.kinds.split(",") if k.strip()])
     else:
-        source.update(type="library", path=str(Path(args.lesion).resolve()), split="all")
+        source.update(type="library", path=str(Path(lesion).resolve()), split="all")
     spacing = parse_floats(args.spacing, "--spacing") if args.spacing else None
     return {
         "inputs": [str(Path(i).resolve()) if Path(i).exists() else i for i in args.images],

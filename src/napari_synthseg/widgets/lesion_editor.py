@@ -43,6 +43,7 @@ from ..errors import SynthsegError
 from ..io import window_limits
 from ..scene import Change
 from ..workflow.edit import EditSession, SceneSource, default_scene_folder, new_session, open_session
+from ..workflow.library_browser import default_library_folder
 from ..workflow.spec import DEFAULT_PLACE, BlendMode, LesionSpec, PlaceSettings, ProceduralKind, blend_mode
 from ._base import JobPanel, row
 from ._common import click_position, register_scene_editor, run_in_thread
@@ -165,6 +166,10 @@ class LesionEditorWidget(JobPanel):
         form.addRow("Feather", self.feather_spin)
         form.addRow("Seed", self.seed_spin)
         form.addRow(self.place_check)
+        library = default_library_folder()
+        if library:  # real nodules are the default source wherever a library is present (issue 15)
+            self.lesion_path.setText(library)
+            self.lesion_combo.setCurrentIndex(self.lesion_combo.count() - 1)
         self._lesion_source_changed()
         self.generated_samples = GeneratedSamples(self)  # seeded generated samples side by side
         self.group("Generated samples").addRow(self.generated_samples)
