@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QComboBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -39,6 +40,17 @@ PANEL_WIDTH = 340
 PANEL_MIN_HEIGHT = 220
 
 
+def compact_combos(parent: QWidget, characters: int = 8) -> None:
+    """Keep every combo box under ``parent`` from growing with its longest item.
+
+    A combo listing layer or file names (``CT Lung-PET-CT-Dx A0001 ...``) would otherwise widen
+    the whole panel past the dock and cut its rows off; the items stay readable in the drop-down.
+    """
+    for combo in parent.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(characters)
+
+
 class JobPanel(QScrollArea):
     """A scrollable dock panel with a status line, a progress bar and Cancel.
 
@@ -51,7 +63,10 @@ class JobPanel(QScrollArea):
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setFrameShape(QScrollArea.Shape.NoFrame)
-        self.setMinimumWidth(PANEL_WIDTH)
+        # The body gets PANEL_WIDTH; the vertical scroll bar comes on top of it, so nothing is
+        # cut off at the right when the panel scrolls (horizontal scrolling is off).
+        scroll_bar = self.verticalScrollBar()
+        self.setMinimumWidth(PANEL_WIDTH + (scroll_bar.sizeHint().width() if scroll_bar is not None else 0))
         # Docked one above another, each panel keeps room for a few rows and scrolls the rest.
         self.setMinimumHeight(PANEL_MIN_HEIGHT)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Ignored)
@@ -100,6 +115,9 @@ class JobPanel(QScrollArea):
         self.body.addWidget(self.status)
         self.body.addLayout(self._footer)
         self.body.addStretch(1)
+        body = self.widget()
+        if body is not None:
+            compact_combos(body)
 
     def busy_while_running(self, *widgets: QWidget) -> None:
         """Controls disabled while a job runs (so a second click cannot start a second job)."""

@@ -121,7 +121,7 @@ class DatasetGanWidget(JobPanel):
         save_btn.clicked.connect(self._save_classifier_dialog)
         save_labels_btn = QPushButton("Save labelled…")
         save_labels_btn.clicked.connect(self._save_labelled_dialog)
-        form.addRow("Members, epochs", pair(self.ensemble_spin, self.epochs_spin))
+        form.addRow("Nets, epochs", pair(self.ensemble_spin, self.epochs_spin))
         form.addRow(self.fit_btn)
         form.addRow(accept_btn)
         form.addRow(pair(save_btn, save_labels_btn))

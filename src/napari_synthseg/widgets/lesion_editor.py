@@ -148,7 +148,9 @@ class LesionEditorWidget(JobPanel):
         self.size_spin = _spin(1, 200, DEFAULT_PLACE.size_mm or 10.0, 1, 1, " mm")
         self.blend_combo = _blend_combo(DEFAULT_PLACE.blend.value)
         self.contrast_spin = _spin(0.05, 10, float(DEFAULT_PLACE.contrast), 0.1, 2)
-        self.node21_check = QCheckBox("NODE21 contrast (CXR)")
+        self.node21_check = QCheckBox("NODE21")
+        self.node21_check.setToolTip("NODE21 contrast matching (radiographs): the lesion's contrast follows "
+                                     "real nodules of its size instead of the factor beside it")
         self.feather_spin = _spin(0, 20, DEFAULT_PLACE.feather_mm, 0.5, 1, " mm")
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)

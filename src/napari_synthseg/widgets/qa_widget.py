@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
 )
@@ -92,6 +93,8 @@ class QAWidget(JobPanel):
         top.addWidget(browse)
 
         self.scene_label = QLabel("no scenes loaded")
+        # a long scene name or a path in the details wraps or is cut, never widens the panel
+        self.scene_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         prev_scene = QPushButton("◀ scene")
         next_scene = QPushButton("scene ▶")
         prev_scene.clicked.connect(lambda: self.go_scene(self.scene_index - 1))
@@ -106,6 +109,7 @@ class QAWidget(JobPanel):
         self.lesion_list.currentRowChanged.connect(self._row_changed)
         self.details = QLabel("")
         self.details.setWordWrap(True)
+        self.details.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.reason_edit = QLineEdit()
         self.reason_edit.setPlaceholderText("reason (optional, used by the next decision)")
         buttons = QHBoxLayout()
