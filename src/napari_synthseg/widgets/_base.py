@@ -191,14 +191,7 @@ class JobPanel(QScrollArea):
 
     def wait_idle(self, timeout_s: float = 300.0) -> None:
         """Process events until the running job is done (tests, scripted use)."""
-        import time
-
-        from qtpy.QtWidgets import QApplication
-
-        end = time.monotonic() + timeout_s
-        while self.busy and time.monotonic() < end:
-            QApplication.processEvents()
-            time.sleep(0.005)
+        wait_while(lambda: self.busy, timeout_s)
 
     def _set_busy(self, busy: bool, message: str = "", cancellable: bool = False) -> None:
         for widget in self._busy_controls:
@@ -213,11 +206,28 @@ class JobPanel(QScrollArea):
             self._cancel = None
 
     def _on_progress(self, step: int, total: int, message: str) -> None:
-        if total > 0:
-            self.progress_bar.setRange(0, total)
-            self.progress_bar.setValue(min(step, total))
-        if message:
-            self.status.setText(message)
+        show_progress(self.progress_bar, self.status, step, total, message)
+
+
+def wait_while(busy: Callable[[], bool], timeout_s: float) -> None:
+    """Process Qt events while ``busy()`` holds, at most ``timeout_s`` (tests, scripted use)."""
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + timeout_s
+    while busy() and time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.005)
+
+
+def show_progress(bar: QProgressBar, label: QLabel, step: int, total: int, message: str) -> None:
+    """A job's progress report on a bar (steps, once it knows how many) and a label (its message)."""
+    if total > 0:
+        bar.setRange(0, total)
+        bar.setValue(min(step, total))
+    if message:
+        label.setText(message)
 
 
 def _parameters(func: Callable[..., Any]) -> set[str]:

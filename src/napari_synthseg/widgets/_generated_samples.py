@@ -49,6 +49,7 @@ from ..workflow.generated_samples import (
     sample_seeds,
 )
 from ..workflow.spec import LesionSpec, ProceduralKind
+from ._base import show_progress, wait_while
 from ._common import ProgressRelay, click_position, run_in_thread
 from ._library_strip import rgb_icon
 
@@ -223,14 +224,7 @@ class GeneratedSamples(QWidget):
 
     def wait_idle(self, timeout_s: float = 300.0) -> None:
         """Process events until the samples are made (tests, scripted use)."""
-        import time
-
-        from qtpy.QtWidgets import QApplication
-
-        end = time.monotonic() + timeout_s
-        while self.busy and time.monotonic() < end:
-            QApplication.processEvents()
-            time.sleep(0.005)
+        wait_while(lambda: self.busy, timeout_s)
 
     def _set_busy(self, busy: bool) -> None:
         self.progress_bar.setVisible(busy)
@@ -244,11 +238,7 @@ class GeneratedSamples(QWidget):
             self._cancel = None
 
     def _on_progress(self, step: int, total: int, message: str) -> None:
-        if total > 0:
-            self.progress_bar.setRange(0, total)
-            self.progress_bar.setValue(min(step, total))
-        if message:
-            self.info.setText(message)
+        show_progress(self.progress_bar, self.info, step, total, message)
 
     def _failed(self, exc: BaseException) -> None:
         self._set_busy(False)
