@@ -56,22 +56,14 @@ def _scroll_to(editor, child):
 
 @pytest.fixture
 def editor(make_napari_viewer, shared_data, tmp_path, monkeypatch):
-    from napari_synthseg.widgets.lesion_editor import LesionEditorWidget
+    """The lesion editor's own fixture (a scene on the NODE21 CXR), with a fresh thumbnail cache."""
+    from test_gui_lesion_editor import open_editor_with_scene
+
     from napari_synthseg.workflow.library_browser import clear_thumbnail_memory
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     clear_thumbnail_memory()
-    viewer = make_napari_viewer()
-    viewer.window._qt_window.resize(1500, 1000)
-    [layer] = viewer.open(str(shared_data / "cxr/node21/c3883.mha"), plugin="napari-synthseg")
-    widget = LesionEditorWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Lesion editor", area="right")
-    widget.source_combo.setCurrentText(layer.name)
-    widget.folder_edit.setText(str(tmp_path / "scene"))
-    widget.new_scene_from_layer()
-    widget.wait_idle()
-    layer.visible = False
-    return viewer, widget
+    return open_editor_with_scene(make_napari_viewer, shared_data, tmp_path)
 
 
 def test_library_strip_thumbnails_filter_click_and_place(editor, shared_data, tmp_path, artifacts_dir):

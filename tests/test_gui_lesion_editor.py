@@ -18,6 +18,11 @@ def _shot(viewer, path):
 
 @pytest.fixture
 def editor(make_napari_viewer, shared_data, tmp_path):
+    return open_editor_with_scene(make_napari_viewer, shared_data, tmp_path)
+
+
+def open_editor_with_scene(make_napari_viewer, shared_data, tmp_path):
+    """A docked lesion editor with a new scene on the NODE21 CXR (its source layer hidden)."""
     from napari_synthseg.widgets.lesion_editor import LesionEditorWidget
 
     viewer = make_napari_viewer()
