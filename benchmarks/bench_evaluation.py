@@ -5,16 +5,21 @@ series-level split (:func:`napari_synthseg.io.lesion_index.split_by_group`):
 
 1. **prepare** — synthetic lesions made BY THE CLI, as a user would: ``synthseg remove`` the real
    nodule of a patch (biharmonic fill), then ``synthseg place`` at the same centre and size
-   either ``procedural:solid`` or another train-side LIDC patch (a transplanted real nodule,
-   ``--lesion PATCH.mha --lesion-mask SEG.mha``), then ``synthseg render``. Hosts for the
+   either ``procedural:solid``, another train-side LIDC patch (a transplanted real nodule,
+   ``--lesion PATCH.mha --lesion-mask SEG.mha``) or a learned one
+   (``--lesion generated:CLASS@MODEL --seed i``, CLASS = the removed nodule's class by the
+   mean-HU rule; issue 16), then ``synthseg render``. Generated lesions are cached per model
+   file hash, so a new model is measured on the same hosts without redoing the others. Hosts for the
    realism test are test-side patches; hosts for the downstream synthetic training lesions are
    train-side patches outside the 50 real training nodules. (The CLI runs in-process through
    ``napari_synthseg.cli.main`` to save 500 interpreter start-ups; same code path.)
 2. **realism** — ``synthseg evaluate realism`` of the untouched host patches against each
    synthetic set (the control: two halves of the real set).
-3. **downstream** — ``synthseg evaluate downstream``: real-50 only, real-50 + 50 procedural,
-   real-50 + 50 transplanted, procedural only, transplanted only; 3 seeds; scored on every
-   test-side nodule.
+3. **downstream** — ``synthseg evaluate downstream``: real-50 only and real-50 + 50 of each
+   synthetic kind (``--kinds``; plus each kind alone unless ``--no-synthetic-only``); 3 seeds;
+   scored on every test-side nodule. ``--steps``/``--batch-size`` set the segmenter budget
+   (issue 14's CPU yardstick: 200 x 2; issue 16's longer run: 1000 x 4); each budget and set
+   of kinds has its own report folder.
 
 Prints tables with ratios against the reference computed in the same run (the real-vs-real
 control AUC; the real-only arm). Run niced in the background::
@@ -66,12 +71,29 @@ def write_index(folder: Path, rows: list[dict]) -> Path:
 
 
 REFUSED: dict[str, dict[str, int]] = {}
+KINDS = ("procedural", "transplanted", "generated")
 
 
-def make_synthetic(hosts, donors, work: Path, tag: str) -> dict[str, list[dict]]:
-    """Remove each host's nodule and place a procedural and a transplanted one there (CLI)."""
-    rows: dict[str, list[dict]] = {"procedural": [], "transplanted": []}
-    refused = REFUSED.setdefault(tag, {"procedural": 0, "transplanted": 0})
+def generator_file(model: str) -> tuple[Path, str]:
+    """The generator file a ``--generator`` choice means, and the short hash its lesions are cached under."""
+    import hashlib
+
+    from napari_synthseg.generator import resolve_model_path
+
+    path = resolve_model_path(model)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def make_synthetic(hosts, donors, work: Path, tag: str, kinds=KINDS, generator: str = "builtin") -> dict[str, list[dict]]:
+    """Remove each host's nodule and place each kind of synthetic nodule there (CLI)."""
+    from napari_synthseg.generator.classes import classify_nodule
+    from napari_synthseg.generator.data import read_patch
+
+    rows: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    refused = REFUSED.setdefault(tag, {})
+    for kind in kinds:
+        refused[kind] = 0
+    model_path, model_tag = generator_file(generator) if "generated" in kinds else (None, "")
     rng = np.random.default_rng(0)
     for i, host in enumerate(hosts):
         case = work / tag / f"{i:03d}"
@@ -86,31 +108,37 @@ def make_synthetic(hosts, donors, work: Path, tag: str) -> dict[str, list[dict]]
         # place, and no real transplant looks like that).
         closest = sorted(donors, key=lambda d: abs((d.diameter_mm or 8.0) - size))[:5]
         donor = closest[int(rng.integers(len(closest)))]
-        for kind, lesion in (("procedural", ["procedural:solid", "--seed", str(i)]),
-                             ("transplanted", [donor.image_path, "--lesion-mask", donor.mask_path])):
-            out = case / kind
-            if (case / f"refused_{kind}").exists():
+        recipes = {"procedural": ["procedural:solid", "--seed", str(i)],
+                   "transplanted": [donor.image_path, "--lesion-mask", donor.mask_path]}
+        if "generated" in kinds:
+            hu, mask, _ = read_patch(host)
+            recipes["generated"] = [f"generated:{classify_nodule(hu, mask)}@{model_path}", "--seed", str(i)]
+        for kind in kinds:
+            lesion = recipes[kind]
+            folder = f"generated_{model_tag}" if kind == "generated" else kind
+            out = case / folder
+            if (case / f"refused_{folder}").exists():
                 refused[kind] += 1
                 continue
             if not (out / "labels.mha").exists():
                 try:
                     cli("place", filled, "--lesion", *lesion, "--at", f"{x:.2f},{y:.2f},{z:.2f}", "--size-mm", f"{size:g}",
-                        "--constraint", "none", "--out", case / f"scene_{kind}", "--force")
+                        "--constraint", "none", "--out", case / f"scene_{folder}", "--force")
                 except RuntimeError:
                     # The CLI refused (e.g. a 37 mm lesion larger than the 50 mm patch allows):
                     # counted and reported, the host stays in the real set.
-                    (case / f"refused_{kind}").write_text("refused by synthseg place")
+                    (case / f"refused_{folder}").write_text("refused by synthseg place")
                     refused[kind] += 1
                     continue
-                cli("render", case / f"scene_{kind}", out, "--format", ".mha", "--force")
-            rows[kind].append({"ct": f"{tag}/{i:03d}/{kind}/image.mha", "seg": f"{tag}/{i:03d}/{kind}/labels.mha",
+                cli("render", case / f"scene_{folder}", out, "--format", ".mha", "--force")
+            rows[kind].append({"ct": f"{tag}/{i:03d}/{folder}/image.mha", "seg": f"{tag}/{i:03d}/{folder}/labels.mha",
                                "diameter": size, "group": host.group, "index": host.index_in_group})
         if (i + 1) % 20 == 0:
             print(f"  {tag}: {i + 1}/{len(hosts)} hosts", flush=True)
     return rows
 
 
-def prepare(work: Path, n_realism: int, n_real: int, n_synth: int) -> dict:
+def prepare(work: Path, n_realism: int, n_real: int, n_synth: int, kinds=KINDS, generator: str = "builtin") -> dict:
     from napari_synthseg.io.lesion_index import read_lesion_index, split_by_group
 
     entries = read_lesion_index(LIDC)
@@ -132,24 +160,33 @@ def prepare(work: Path, n_realism: int, n_real: int, n_synth: int) -> dict:
             "test": write_index(work / "sets" / "test", [rel(e) for e in test]),
             "realism_real": write_index(work / "sets" / "realism_real", [rel(e) for e in realism_hosts])}
     for tag, hosts in (("realism", realism_hosts), ("train", synth_hosts)):
-        rows = make_synthetic(hosts, donors, work, tag)
+        rows = make_synthetic(hosts, donors, work, tag, kinds, generator)
         for kind, kind_rows in rows.items():
             for r in kind_rows:
                 r["ct"], r["seg"] = f"../../{r['ct']}", f"../../{r['seg']}"
             sets[f"{tag}_{kind}"] = write_index(work / "sets" / f"{tag}_{kind}", kind_rows)
-    info = {"n_train_side": len(train), "n_test_side": len(test), "n_real_train": len(real_train),
+    info = {"kinds": list(kinds), "generator": generator_file(generator)[1] if "generated" in kinds else None,
+            "n_train_side": len(train), "n_test_side": len(test), "n_real_train": len(real_train),
             "n_synth_hosts": len(synth_hosts), "n_donors": len(donors), "n_realism_hosts": len(realism_hosts),
             "n_test": len(test), "refused_by_place": REFUSED, "prepare_seconds": round(time.perf_counter() - t0, 1)}
     previous = work / "prepare.json"
     if previous.exists():  # a re-run reuses the cached lesions: keep the first run's timing
-        info["prepare_seconds"] = max(info["prepare_seconds"], json.loads(previous.read_text())["prepare_seconds"])
+        before = json.loads(previous.read_text())
+        info["prepare_seconds"] = max(info["prepare_seconds"], before["prepare_seconds"])
+        # a run for some kinds keeps what earlier runs recorded of the others
+        info["kinds"] = sorted(set(before.get("kinds", ["procedural", "transplanted"])) | set(kinds))
+        for tag, counts in before.get("refused_by_place", {}).items():
+            for kind, n in counts.items():
+                REFUSED.setdefault(tag, {}).setdefault(kind, n)
+        if "generated" not in kinds and before.get("generator"):
+            info["generator"] = before["generator"]
     (work / "prepare.json").write_text(json.dumps(info, indent=2))
     return info
 
 
-def realism(work: Path, steps: int, folds: int) -> dict:
+def realism(work: Path, steps: int, folds: int, kinds=KINDS) -> dict:
     out = {}
-    for kind in ("procedural", "transplanted"):
+    for kind in kinds:
         t0 = time.perf_counter()
         rep = work / "reports" / f"realism_{kind}"
         cli("evaluate", "realism", work / "sets" / "realism_real", work / "sets" / f"realism_{kind}", "--out", rep,
@@ -159,14 +196,16 @@ def realism(work: Path, steps: int, folds: int) -> dict:
     return out
 
 
-def downstream(work: Path, steps: int, seeds: str, batch: int) -> dict:
-    rep = work / "reports" / "downstream"
+def downstream(work: Path, steps: int, seeds: str, batch: int, kinds=KINDS, synthetic_only: bool = True) -> dict:
+    legacy = tuple(kinds) == ("procedural", "transplanted") and (steps, batch) == (200, 2) and synthetic_only
+    # issue 14's yardstick keeps its folder; every other budget or set of kinds has its own
+    rep = work / "reports" / ("downstream" if legacy else f"downstream_{'+'.join(kinds)}_{steps}x{batch}")
     t0 = time.perf_counter()
-    cli("evaluate", "downstream", "--real", work / "sets" / "real_train",
-        "--synthetic", f"procedural={work / 'sets' / 'train_procedural'}",
-        "--synthetic", f"transplanted={work / 'sets' / 'train_transplanted'}",
+    synthetic = [a for kind in kinds for a in ("--synthetic", f"{kind}={work / 'sets' / f'train_{kind}'}")]
+    cli("evaluate", "downstream", "--real", work / "sets" / "real_train", *synthetic,
         "--test", work / "sets" / "test", "--out", rep, "--steps", steps, "--seeds", seeds, "--ratios", "1",
-        "--batch-size", batch, "--crop-mm", 32, "--spacing-mm", 1, "--test-crop-mm", 32)
+        "--batch-size", batch, "--crop-mm", 32, "--spacing-mm", 1, "--test-crop-mm", 32,
+        *([] if synthetic_only else ["--no-synthetic-only"]))
     data = json.loads((rep / "report.json").read_text())
     data["wall_seconds"] = round(time.perf_counter() - t0, 1)
     return data
@@ -214,7 +253,14 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--kinds", default=",".join(KINDS),
+                   help="synthetic kinds to make and score (default: all; generated = the learned generator)")
+    p.add_argument("--generator", default="builtin", help="generator model file for the generated kind")
+    p.add_argument("--no-synthetic-only", action="store_true", help="downstream: skip the synthetic-only arms")
     args = p.parse_args(argv)
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    if not kinds or any(k not in KINDS for k in kinds):
+        p.error(f"--kinds takes some of {','.join(KINDS)}")
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -226,15 +272,20 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     prep = json.loads((work / "prepare.json").read_text()) if (work / "prepare.json").exists() else None
     if args.phase in ("prepare", "all") or prep is None:
-        prep = prepare(work, args.n_realism, args.n_real, args.n_synthetic)
+        prep = prepare(work, args.n_realism, args.n_real, args.n_synthetic, kinds, args.generator)
         print(f"prepared in {prep['prepare_seconds']} s", flush=True)
     real = down = None
     if args.phase in ("realism", "all"):
-        real = realism(work, args.realism_steps, args.folds)
-        (work / "realism.json").write_text(json.dumps(real))
+        real = realism(work, args.realism_steps, args.folds, kinds)
+        # one realism.json holds the latest report of every kind (a generated kind names its model)
+        known = json.loads((work / "realism.json").read_text()) if (work / "realism.json").exists() else {}
+        if "generated" in real:
+            real["generated"]["generator_sha256_12"] = prep.get("generator")
+        known.update(real)
+        (work / "realism.json").write_text(json.dumps(known))
         print(f"realism done at {time.perf_counter() - t0:.0f} s", flush=True)
     if args.phase in ("downstream", "all"):
-        down = downstream(work, args.steps, args.seeds, args.batch_size)
+        down = downstream(work, args.steps, args.seeds, args.batch_size, kinds, not args.no_synthetic_only)
         (work / "downstream.json").write_text(json.dumps(down))
     if args.phase == "tables":
         real = json.loads((work / "realism.json").read_text()) if (work / "realism.json").exists() else None

@@ -22,6 +22,7 @@ def test_all_panels_docked_fit_their_width(make_napari_viewer, qtbot):
 
     from napari_synthseg.widgets._base import PANEL_WIDTH
     from napari_synthseg.widgets.datasetgan_widget import DatasetGanWidget
+    from napari_synthseg.widgets.generator_widget import LesionGeneratorWidget
     from napari_synthseg.widgets.harmonize_widget import HarmonizeWidget
     from napari_synthseg.widgets.inpaint_widget import InpaintWidget
     from napari_synthseg.widgets.lesion_editor import LesionEditorWidget
@@ -33,7 +34,7 @@ def test_all_panels_docked_fit_their_width(make_napari_viewer, qtbot):
     viewer.add_image(np.zeros((64, 64), np.float32), name=LONG_NAME)  # listed in the image combos
     viewer.add_labels(np.zeros((64, 64), np.uint8), name=LONG_NAME + " mask")
     panels = [cls(viewer) for cls in (WindowWidget, LesionEditorWidget, InpaintWidget, HarmonizeWidget,
-                                      DatasetGanWidget, QAWidget)]
+                                      DatasetGanWidget, LesionGeneratorWidget, QAWidget)]
     for panel in panels:
         viewer.window.add_dock_widget(panel, name=type(panel).__name__, area="right")
     editor = panels[1]

@@ -78,6 +78,7 @@ FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
     "feather_mm": (0.0, 1000.0),
     "margin_mm": (0.0, 1000.0),
     "lr": (0.0, 10.0),
+    "lr_tail": (0.0, 1.0),
     "lobulation": (0.0, 1.0),
     "spiculation": (0.0, 1.0),
     "texture": (0.0, 100.0),

@@ -47,8 +47,14 @@ class GeneratorTrainConfig:
     batch : int
         Cubes per step.
     lr : float
-        AdamW learning rate (linear warm-up over ``warmup`` steps, then constant: CPU runs are
-        cut by time, so no schedule assumes a known end).
+        AdamW learning rate (linear warm-up over ``warmup`` steps, then constant unless
+        ``lr_tail`` asks for a decay: CPU runs are often cut by time, so the default assumes no
+        known end).
+    lr_tail : float
+        0 = constant learning rate. Otherwise the rate falls along a half cosine from ``lr`` at
+        the step *this run* starts (a resumed run starts its own tail) to ``lr * lr_tail`` at
+        ``steps``. A decaying tail is how a long run is usually finished: the last steps average
+        out the gradient noise a constant rate leaves in the weights.
     ema_decay : float
         Decay of the exponential moving average of the weights that is saved and sampled.
     healthy_prob : float
@@ -69,6 +75,7 @@ class GeneratorTrainConfig:
     batch: int = 8
     lr: float = 1e-3
     warmup: int = 50
+    lr_tail: float = 0.0
     ema_decay: float = 0.995
     healthy_prob: float = 0.2
     outside_weight: float = 0.05
@@ -79,6 +86,20 @@ class GeneratorTrainConfig:
     checkpoint_every: int = 100
     threads: int = 0
     split_salt: str = DEFAULT_SPLIT_SALT
+
+
+def learning_rate(tc: GeneratorTrainConfig, step: int, start_step: int = 0) -> float:
+    """The learning rate of optimiser step ``step`` in a run that started at ``start_step``.
+
+    Linear warm-up over ``tc.warmup`` steps from zero (counted from step 0, so a resumed run
+    does not warm up again), then ``tc.lr``; with ``tc.lr_tail > 0`` a half cosine from ``tc.lr``
+    at ``start_step`` down to ``tc.lr * tc.lr_tail`` at ``tc.steps``.
+    """
+    rate = tc.lr * min(1.0, (step + 1) / max(1, tc.warmup))
+    if tc.lr_tail > 0 and tc.steps > start_step:
+        progress = min(1.0, max(0.0, (step - start_step) / (tc.steps - start_step)))
+        rate *= tc.lr_tail + (1.0 - tc.lr_tail) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return rate
 
 
 def _condition(config: LesionGeneratorConfig, x0: torch.Tensor, mask: torch.Tensor,
@@ -260,7 +281,7 @@ def train_lesion_generator(
                 log.info("time budget of %.1f min reached at step %d", tc.max_minutes, step)
                 break
             for group in opt.param_groups:
-                group["lr"] = tc.lr * min(1.0, (step + 1) / max(1, tc.warmup))
+                group["lr"] = learning_rate(tc, step, start_step)
             x0, mask, classes, mean_hu = (torch.from_numpy(a) for a in sampler.batch(tc.batch))
             x0, mask = x0.to(dev), mask.float().to(dev)
             classes, mean_hu = classes.to(dev), mean_hu.to(dev)

@@ -51,6 +51,7 @@ from ..workflow.generated_samples import (
 from ..workflow.spec import LesionSpec, ProceduralKind
 from ._base import show_progress, wait_while
 from ._common import ProgressRelay, click_position, run_in_thread
+from ._fields import open_file_into, path_field
 from ._library_strip import rgb_icon
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,11 @@ class GeneratedSamples(QWidget):
         self.again_btn.setToolTip("sample the same site again with the next seeds")
         self.again_btn.clicked.connect(self.sample_again)
         self.again_btn.setEnabled(False)
+        # empty = the built-in generator; a file trained with the Lesion generator panel or
+        # `synthseg train-lesion-generator` otherwise (the records keep its path and hash)
+        self.model_edit, model_row = path_field(
+            "built-in generator", open_file_into(self, "Generator model", "Models (*.safetensors)"))
+        self.model_edit.setToolTip("generator model file (empty: the built-in one)")
         self.progress_bar = QProgressBar()
         self.progress_bar.setMaximumHeight(12)
         self.progress_bar.setTextVisible(False)
@@ -132,6 +138,7 @@ class GeneratedSamples(QWidget):
         progress.addWidget(self.progress_bar, 1)
         progress.addWidget(self.cancel_btn)
         layout.addLayout(top)
+        layout.addWidget(model_row)
         layout.addLayout(actions)
         layout.addLayout(progress)
         layout.addWidget(grid_box)
@@ -178,7 +185,12 @@ class GeneratedSamples(QWidget):
         return self._worker is not None
 
     def spec(self) -> LesionSpec:
-        return LesionSpec.parse(f"generated:{self.class_combo.currentText()}")
+        model = self.model_edit.text().strip()
+        return LesionSpec.parse(f"generated:{self.class_combo.currentText()}" + (f"@{model}" if model else ""))
+
+    def use_model(self, path: str) -> None:
+        """Sample from the generator file ``path`` from now on (empty: the built-in one)."""
+        self.model_edit.setText(str(path))
 
     def sample_at(self, index_numpy, first_seed: int | None = None):
         """Make the samples at a numpy-order data index (in a worker); returns the worker."""
