@@ -57,6 +57,11 @@ def model_reference(model: Any, mode: str | None = None) -> dict:
     text = str(model)
     if text in ("biharmonic", "telea", "ns", "mean", "median") or model is None:
         return {"name": text, "kind": "classical", "sha256": None}
+    if text == "generated":  # the lesion generator's healthy fill (its built-in model)
+        from ..generator import resolve_model_path as generator_path
+
+        path = generator_path("builtin")
+        return {"name": text, "kind": "generator", "path": str(path), "sha256": _sha256_file(path)}
     try:
         from ..inpaint.infer import resolve_model_path
 

@@ -62,7 +62,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("remove", help="replace a masked lesion by healthy tissue (writes a new image)")
     p.add_argument("image")
     p.add_argument("--mask", required=True, help="mask file (non-zero = lesion) on the image's grid")
-    p.add_argument("--method", default="biharmonic", help="fill method: biharmonic, telea, or a learned model name")
+    p.add_argument("--method", default="biharmonic",
+                   help="fill method: biharmonic, telea, learned (inpainting model), generated (the lesion "
+                        "generator's healthy lung, CT only), or a registered plug-in")
+    p.add_argument("--seed", type=int, default=0, help="seed of a stochastic fill (generated, learned texture)")
     p.add_argument("--out", required=True, help="output image file")
     p.add_argument("--force", action="store_true")
     add_read_options(p)
@@ -243,12 +246,12 @@ def run_remove(args) -> int:
     _check_fill_mask(mask, Path(args.mask).name)
     from ._provenance import clip_to_source, model_reference, write_sidecar
 
-    filled = filler(args.method).fill(image.array, mask, spacing=image.scale)
+    filled = filler(args.method).fill(image.array, mask, spacing=image.scale, seed=args.seed)
     filled, clipping = clip_to_source(filled, image.array)
     out = write_image(cast_like(filled, image.array.dtype), args.out, like=image, overwrite=args.force)
     write_sidecar(out, command="synthseg remove", method=args.method, image=image, mask_path=args.mask,
                   model=model_reference(args.method, "healthy"), clipping=clipping,
-                  extra={"filled_pixels": int(mask.sum())})
+                  extra={"filled_pixels": int(mask.sum()), "seed": args.seed})
     note = f"; {clipping['clipped_below'] + clipping['clipped_above']} values clipped to the source's range" if (
         clipping["clipped_below"] or clipping["clipped_above"]) else ""
     print(f"wrote {out} ({int(mask.sum())} pixels filled with {args.method}{note}; provenance beside it)")

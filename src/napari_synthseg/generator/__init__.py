@@ -7,6 +7,8 @@
   training with augmentation, EMA, resume, progress/cancel and AMP on CUDA;
 * :class:`ShapeModel` (``shapes``): new nodule masks of a requested diameter and class;
 * :class:`LesionGenerator` (``sample``): a loaded model that fills a region in its own context;
+* :class:`GeneratedFiller` (``healthy_fill``): the ``empty`` class as the fill method
+  ``generated`` (removing real nodules from CT);
 * :func:`generate_lesion` (``sample``): a :class:`~napari_synthseg.lesions.LesionPatch` made in
   a target CT's own context (or a neutral lung context for radiographs, then projected).
 
@@ -33,6 +35,8 @@ __all__ = [
     "train_lesion_generator",
 ]
 
+from .healthy_fill import GeneratedFiller  # registers get_filler("generated")
 from .sample import BUILTIN_MODELS, LesionGenerator, generate_lesion, get_generator, resolve_model_path
 
-__all__ += ["BUILTIN_MODELS", "LesionGenerator", "generate_lesion", "get_generator", "resolve_model_path"]
+__all__ += ["BUILTIN_MODELS", "GeneratedFiller", "LesionGenerator", "generate_lesion", "get_generator",
+            "resolve_model_path"]

@@ -363,13 +363,15 @@ def remove_real_lesion(
         raise SynthsegError(f"the mask has shape {mask.shape}, the image {image.shape}")
     if not mask.any():
         raise SynthsegError("the mask is empty; outline the lesion to remove")
-    filled = get_filler(method).fill(image.array, mask, spacing=image.scale, seed=seed)
+    fill_method = get_filler(method)
+    filled = fill_method.fill(image.array, mask, spacing=image.scale, seed=seed)
     patch = _crop_patch(np.asarray(filled, np.float32), np.asarray(image.array, np.float32), mask, image)
     assert patch.absolute is not None, "_crop_patch keeps the filled pixels as the absolute patch"
     center_idx = [(s.start + s.stop - 1) / 2.0 for s in _bbox(mask)]
     record = LesionRecord(
         kind="removal",
-        source={"type": "fill", "method": method},
+        # a learned filler names its model file and hash (``Filler.provenance``)
+        source={"type": "fill", "method": method, **dict(getattr(fill_method, "provenance", None) or {})},
         center_mm=tuple(float(v) for v in image.index_to_physical(np.asarray(center_idx[::-1]))),
         size_mm=0.0,
         blend={"mode": "alpha", "feather_mm": float(feather_mm), "contrast": 1.0},

@@ -294,7 +294,7 @@ def extract_to_library(
         raise SynthsegError("the lesion mask is empty; paint the real lesion first")
     if not str(library).strip():
         raise SynthsegError("give a lesion library folder")
-    filled = filler(method).fill(image.array, mask, spacing=image.scale)
+    filled = filler(method).fill(image.array, mask, spacing=image.scale, seed=0)
     item = extract_residual(
         image.array, filled, mask, image.scale, margin_mm, kind=kind,
         units="HU" if image.modality == "CT" else "image",
