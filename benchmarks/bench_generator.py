@@ -29,7 +29,9 @@ Everything here uses only the *test* side of the fixed series-level LIDC split
    lesions ``benchmarks/bench_evaluation.py --phase prepare`` made (see :func:`downstream`).
 
 Sections 2-3 score the generator twice from the same flow samples: ``generated`` = the default
-sampler (with ``generator.sample.correct_sample``'s corrections), ``generated_raw`` = without them.
+sampler (with ``generator.sample.correct_sample``'s corrections, including histogram control when the
+model file carries the table), ``generated_nohist`` = the same without histogram control (the
+second pass's sampler), ``generated_raw`` = without any correction.
 
 The classifier is this script's own (sklearn): ``synthseg evaluate realism`` was not in the
 code base when this was measured (docs/benchmarks.md says so).
@@ -213,10 +215,10 @@ def _realism(args, gen, steps, train, test, biharmonic):
             continue
         cases.append((e, hu, mask, d))
     cases = cases[: args.n]
-    feats = {k: [] for k in ("real", "generated", "generated_raw", "procedural", "transplanted", "removed",
+    feats = {k: [] for k in ("real", "generated", "generated_nohist", "generated_raw", "procedural", "transplanted", "removed",
                              "healthy_real", "healthy_generated", "healthy_raw", "healthy_biharmonic")}
     groups, healthy_groups = [], []
-    sets = {k: [] for k in ("real", "generated", "generated_raw", "procedural", "transplanted")}
+    sets = {k: [] for k in ("real", "generated", "generated_nohist", "generated_raw", "procedural", "transplanted")}
     shapes_real, shapes_sampled = [], []
     t0 = time.perf_counter()
     prepared = []
@@ -238,7 +240,7 @@ def _realism(args, gen, steps, train, test, biharmonic):
         chunk = prepared[a:a + 8]
         generated += gen.fill([p[7] for p in chunk], [p[5] for p in chunk], [p[6] for p in chunk],
                               [p[9] for p in chunk], [p[8] for p in chunk], steps=steps, match_noise=False,
-                              calibrate_mean=False)
+                              calibrate_mean=False, match_histogram=False)
     with_healthy = [p for p in prepared if p[10] is not None]
     healthy_generated, healthy_means = [], []
     for a in range(0, len(with_healthy), 8):
@@ -253,15 +255,20 @@ def _realism(args, gen, steps, train, test, biharmonic):
         # applies (generator.sample.correct_sample), so both rows come from the same flow samples
         healthy_generated += gen.fill([p[4] for p in chunk], [p[10] for p in chunk], ["empty"] * len(chunk),
                                       medians, [p[8] for p in chunk], steps=steps, match_noise=False,
-                                      calibrate_mean=False)
+                                      calibrate_mean=False, match_histogram=False)
     healthy_iter = iter(zip(healthy_generated, healthy_means))
     for i, (e, _hu, mask, d, real, _m, cls, removed, seed, _mean_hu, hmask) in enumerate(prepared):
         r = d / 2.0
         feats["real"].append(features(real, r))
         feats["removed"].append(features(removed, r))
         raw_cube = generated[i]
-        corrected = correct_sample(raw_cube, removed, _m, generation_region(_m, gen.config.edge_voxels), cls, _mean_hu)
+        region_m = generation_region(_m, gen.config.edge_voxels)
+        # the donor of histogram control is chosen from the flow's seed, as fill() does
+        target = gen.histogram_target(cls, d, _mean_hu, seed)
+        corrected = correct_sample(raw_cube, removed, _m, region_m, cls, _mean_hu, histogram=target)
+        corrected_nohist = correct_sample(raw_cube, removed, _m, region_m, cls, _mean_hu)
         feats["generated"].append(features(corrected, r))
+        feats["generated_nohist"].append(features(corrected_nohist, r))
         feats["generated_raw"].append(features(raw_cube, r))
         proc = procedural_nodule(d, cls, spacing=1.0, seed=seed, lobulation=0.3)
         proc_cube, proc_mask = paste(removed, proc.absolute, proc.mask)
@@ -281,6 +288,7 @@ def _realism(args, gen, steps, train, test, biharmonic):
 
             sets["real"].append(sample(real, _m, "real"))
             sets["generated"].append(sample(corrected, _m, "generated"))
+            sets["generated_nohist"].append(sample(corrected_nohist, _m, "generated_nohist"))
             sets["generated_raw"].append(sample(raw_cube, _m, "generated_raw"))
             sets["procedural"].append(sample(proc_cube, proc_mask, "procedural"))
             sets["transplanted"].append(sample(tr_cube, tr_mask, "transplanted"))
@@ -312,7 +320,7 @@ def _realism(args, gen, steps, train, test, biharmonic):
           f"{elapsed:.0f} s")
     print("| fake vs real | two-sample AUC | Frechet (hand features) |")
     print("|---|---|---|")
-    for k in ("generated", "generated_raw", "procedural", "transplanted", "removed"):
+    for k in ("generated", "generated_nohist", "generated_raw", "procedural", "transplanted", "removed"):
         print(f"| {k} | {two_sample_auc(f['real'], f[k], g):.3f} | {frechet(f['real'], f[k]):.2f} |")
     if args.evaluate:
         from pathlib import Path
@@ -323,7 +331,7 @@ def _realism(args, gen, steps, train, test, biharmonic):
         print("| fake vs real | CNN two-sample AUC [95% CI] | feature AUC (random forest) [95% CI] | FRD | "
               f"control AUC (real vs real, {'features' if args.no_cnn else 'CNN'}) |")
         print("|---|---|---|---|---|")
-        for k in ("generated", "generated_raw", "procedural", "transplanted"):
+        for k in ("generated", "generated_nohist", "generated_raw", "procedural", "transplanted"):
             rep = realism_report(sets["real"], sets[k], Path(args.evaluate) / k, steps=args.cnn_steps,
                                  control=(k == "generated"), seed=0, cnn=not args.no_cnn)
             ci = rep.get("auc_ci") or [float("nan")] * 2

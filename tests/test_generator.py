@@ -332,15 +332,19 @@ def test_fill_applies_its_corrections_to_the_raw_flow_sample(tiny_model):
     mask[6:10, 6:10, 6:10] = True
     region = ndi.binary_dilation(mask, structure=np.ones((3, 3, 3)))
     for cls, mean_hu in (("empty", -850.0), ("solid", -100.0)):
-        (raw,) = gen.fill([cube], [mask], [cls], [mean_hu], [0], steps=2, match_noise=False, calibrate_mean=False)
+        (raw,) = gen.fill([cube], [mask], [cls], [mean_hu], [0], steps=2, match_noise=False, calibrate_mean=False,
+                          match_histogram=False)
         (default,) = gen.fill([cube], [mask], [cls], [mean_hu], [0], steps=2)
-        expected = correct_sample(raw, cube, mask, region, cls, mean_hu)
+        # histogram control: the donor fill() picks for the mask's equivalent diameter and the seed
+        target = gen.histogram_target(cls, (6 * mask.sum() / math.pi) ** (1 / 3), mean_hu, 0)
+        assert (target is None) == (cls == "empty")
+        expected = correct_sample(raw, cube, mask, region, cls, mean_hu, histogram=target)
         np.testing.assert_allclose(default, np.clip(expected, -1024, 1000), atol=1e-3)
         assert np.array_equal(default[~region], cube[~region])
     # the nodule's mean HU is the requested one after calibration (within the factor bounds)
-    (solid,) = gen.fill([cube], [mask], ["solid"], [-500.0], [3], steps=2, match_noise=False)
+    (solid,) = gen.fill([cube], [mask], ["solid"], [-500.0], [3], steps=2, match_noise=False, match_histogram=False)
     (solid_raw,) = gen.fill([cube], [mask], ["solid"], [-500.0], [3], steps=2, match_noise=False,
-                            calibrate_mean=False)
+                            calibrate_mean=False, match_histogram=False)
     gap_raw = abs(float(solid_raw[mask].mean()) + 500.0)
     assert abs(float(solid[mask].mean()) + 500.0) < max(1.0, 0.75 * gap_raw) or gap_raw < 1.0
 
@@ -405,3 +409,59 @@ def test_cli_remove_with_the_generators_healthy_fill(lidc, tmp_path):
     assert side["model"]["kind"] == "generator" and len(side["model"]["sha256"]) == 64
     assert main(["remove", str(entry.image_path), "--mask", str(entry.mask_path), "--method", "nonsense",
                  "--out", str(tmp_path / "x.mha")]) == 2
+
+
+def test_histogram_table_picks_a_seeded_donor_of_the_class_and_maps_ranks():
+    from napari_synthseg.generator.histograms import QUANTILES, HistogramTable, match_histogram
+
+    rng = np.random.default_rng(0)
+    n = 30
+    table = HistogramTable(np.sort(rng.normal(-100, 150, (n, len(QUANTILES))), axis=1).astype(np.float32),
+                           np.array([1, 2] * 15), rng.uniform(4, 20, n).astype(np.float32),
+                           rng.normal(-200, 100, n).astype(np.float32))
+    again = HistogramTable.from_tensors(table.to_tensors())
+    np.testing.assert_array_equal(again.quantiles, table.quantiles)
+    donors = {table.donor(2, 8.0, -150.0, seed) for seed in range(40)}
+    assert all(table.classes[d] == 2 for d in donors)
+    assert 1 < len(donors) <= 5  # the seed picks among the five nearest
+    assert table.donor(2, 8.0, -150.0, 7) == table.donor(2, 8.0, -150.0, 7)
+    assert table.donor(3, 8.0, -150.0, 7) is None  # no donor of that class
+    target = table.target(table.donor(1, 8.0, -150.0, 0), -42.0)
+    assert float(np.trapezoid(target, QUANTILES)) == pytest.approx(-42.0, abs=1e-6)
+
+    cube = rng.normal(0, 1, (12, 12, 12)).astype(np.float32)
+    mask = np.zeros(cube.shape, bool)
+    mask[3:9, 3:9, 3:9] = True
+    out = match_histogram(cube, mask, target)
+    np.testing.assert_array_equal(out[~mask], cube[~mask])
+    np.testing.assert_allclose(np.quantile(out[mask], QUANTILES), target, atol=5.0)  # of a 600 HU range
+    # the layout is the model's: the voxel order inside the mask is kept
+    assert np.array_equal(np.argsort(out[mask], kind="stable"), np.argsort(cube[mask], kind="stable"))
+
+
+def test_trained_file_carries_the_histogram_table_and_fill_uses_it(tiny_model, lidc, tmp_path):
+    from napari_synthseg.generator import attach_histograms
+    from napari_synthseg.models import save_model
+
+    gen = LesionGenerator(tiny_model)
+    assert gen.histograms is not None and 0 < len(gen.histograms) <= LIMIT
+    cube = np.full((16, 16, 16), -850.0, np.float32)
+    mask = np.zeros(cube.shape, bool)
+    mask[5:11, 5:11, 5:11] = True
+    (with_hist,) = gen.fill([cube], [mask], ["solid"], [-60.0], [5], steps=2, match_noise=False)
+    (without,) = gen.fill([cube], [mask], ["solid"], [-60.0], [5], steps=2, match_noise=False, match_histogram=False)
+    assert float(with_hist[mask].mean()) == pytest.approx(-60.0, abs=2.0)
+    target = gen.histogram_target("solid", (6 * mask.sum() / math.pi) ** (1 / 3), -60.0, 5)
+    assert target is not None and gen.histogram_target("empty", 6.0, -800.0, 5) is None
+    np.testing.assert_allclose(np.quantile(with_hist[mask], np.linspace(0, 1, 33)), target, atol=2.0)
+    assert not np.allclose(with_hist[mask], without[mask])
+    # a file from before the table: attach_histograms adds it from the same train side
+    loaded = load_model(tiny_model)
+    bare = tmp_path / "bare.safetensors"
+    save_model(loaded.module, loaded.config, bare, provenance=loaded.provenance,
+               extra_tensors={k: v for k, v in load_extra_tensors(tiny_model).items() if not k.startswith("hist/")})
+    assert LesionGenerator(bare).histograms is None
+    attach_histograms(bare, lidc)
+    again = LesionGenerator(bare)
+    assert again.histograms is not None and len(again.histograms) == len(gen.histograms)
+    np.testing.assert_allclose(again.histograms.quantiles, gen.histograms.quantiles, atol=1e-3)

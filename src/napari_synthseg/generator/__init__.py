@@ -18,7 +18,7 @@ See docs/generator.md and docs/model_cards/lesion_generator_small.md.
 from .classes import GENERATOR_CLASSES, NODULE_CLASSES, classify_nodule
 from .network import ARCHITECTURE, LesionGeneratorConfig, LesionGeneratorNet
 from .shapes import ShapeModel, fit_shape_model, sphericity
-from .train import GeneratorTrainConfig, strip_training_state, train_lesion_generator
+from .train import GeneratorTrainConfig, attach_histograms, strip_training_state, train_lesion_generator
 
 __all__ = [
     "ARCHITECTURE",
@@ -31,6 +31,7 @@ __all__ = [
     "classify_nodule",
     "fit_shape_model",
     "sphericity",
+    "attach_histograms",
     "strip_training_state",
     "train_lesion_generator",
 ]

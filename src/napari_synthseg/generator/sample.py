@@ -17,6 +17,7 @@ the 3D patch with the existing CT-to-CXR path.
 
 from __future__ import annotations
 
+import math
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +35,7 @@ from ..models import LoadedModel, load_extra_tensors, load_model, select_device
 from ..utils.progress import CancelToken, ProgressCallback, report
 from .classes import class_index
 from .data import resample_cube
+from .histograms import HistogramTable, match_histogram
 from .network import ARCHITECTURE, LesionGeneratorConfig, generation_region
 from .shapes import ShapeModel
 
@@ -98,6 +100,8 @@ class LesionGenerator:
         self._shape_model = ShapeModel.from_tensors(extras) if any(k.startswith("shape/") for k in extras) else None
         ctx = extras.get("contexts")
         self.contexts = ctx.numpy().astype(np.float32) if ctx is not None and len(ctx) else None
+        #: in-mask HU quantiles of the train-side nodules (histogram control); None in older files
+        self.histograms = HistogramTable.from_tensors(extras)
         self._lock = threading.Lock()
 
     @property
@@ -110,12 +114,21 @@ class LesionGenerator:
         mean, std = self.config.class_mean_hu[class_index(nodule_class)]
         return float(mean + std * rng.standard_normal())
 
+    def histogram_target(self, nodule_class: str, diameter_mm: float, mean_hu: float, seed: int) -> Optional[np.ndarray]:
+        """The HU quantiles a nodule sample is mapped onto (None: healthy fill, or no table)."""
+        index = class_index(nodule_class)
+        if index == 0 or self.histograms is None or len(self.histograms) == 0:
+            return None
+        row = self.histograms.donor(index, diameter_mm, mean_hu, seed)
+        return None if row is None else self.histograms.target(row, mean_hu)
+
     # ------------------------------------------------------------------ sampling
     @torch.inference_mode()
     def fill(self, contexts: Sequence[np.ndarray], masks: Sequence[np.ndarray], classes: Sequence[str],
              mean_hus: Sequence[float], seeds: Sequence[int], steps: Optional[int] = None,
              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
-             match_noise: Optional[bool] = None, calibrate_mean: Optional[bool] = None) -> list:
+             match_noise: Optional[bool] = None, calibrate_mean: Optional[bool] = None,
+             match_histogram: Optional[bool] = None, diameters_mm: Optional[Sequence[float]] = None) -> list:
         """Generate inside each mask (grown by ``edge_voxels``) of cubes in HU; context kept.
 
         Returns a list of float32 HU cubes equal to the input outside the generation region.
@@ -129,6 +142,12 @@ class LesionGenerator:
             :func:`calibrate_to_mean_hu`: the generated contrast against the context is scaled
             so the mean inside the mask is the requested mean HU (the model alone reaches
             about 0.8 x the requested contrast).
+        ``match_histogram`` (default: on for nodules when the file carries the table)
+            Histogram control (:mod:`.histograms`): the values inside the mask are mapped rank
+            for rank onto a real train-side nodule's HU quantiles (same class, near in diameter
+            and mean HU; the seed picks it among five), shifted to the requested mean.
+            ``diameters_mm`` (default: the mask's equivalent diameter at the finest grid)
+            steers the choice.
         ``match_noise`` (default: on)
             Healthy fill: :func:`match_context_noise` (the target scan's noise, measured on the
             lung around the region). Nodules: a Gaussian of :data:`NODULE_DENOISE_SIGMA` voxels
@@ -198,8 +217,12 @@ class LesionGenerator:
         for k in range(n):
             cube = np.array(ctx_hu[k], np.float32, copy=True)
             cube[reg[k]] = np.clip(out[k][reg[k]], cfg.hu_min, cfg.hu_max)
+            diameter = (float(diameters_mm[k]) if diameters_mm is not None
+                        else (6.0 * mask_np[k].sum() / math.pi) ** (1 / 3) * cfg.spacing_mm)
+            target = (self.histogram_target(classes[k], diameter, float(mean_hus[k]), int(seeds[k]))
+                      if match_histogram is not False else None)
             cube = correct_sample(cube, ctx_hu[k], mask_np[k], reg[k], classes[k], float(mean_hus[k]),
-                                  match_noise=match_noise, calibrate_mean=calibrate_mean)
+                                  match_noise=match_noise, calibrate_mean=calibrate_mean, histogram=target)
             cube[reg[k]] = np.clip(cube[reg[k]], cfg.hu_min, cfg.hu_max)
             results.append(cube)
         return results
@@ -242,8 +265,13 @@ def calibrate_to_mean_hu(cube: np.ndarray, context: np.ndarray, mask: np.ndarray
 
 def correct_sample(cube: np.ndarray, context: np.ndarray, mask: np.ndarray, region: np.ndarray, nodule_class: str,
                    mean_hu: float, *, match_noise: Optional[bool] = None,
-                   calibrate_mean: Optional[bool] = None) -> np.ndarray:
-    """The corrections :meth:`LesionGenerator.fill` applies to a raw flow sample (see there)."""
+                   calibrate_mean: Optional[bool] = None, histogram: Optional[np.ndarray] = None) -> np.ndarray:
+    """The corrections :meth:`LesionGenerator.fill` applies to a raw flow sample (see there).
+
+    ``histogram``: target HU quantiles (:meth:`LesionGenerator.histogram_target`) the values
+    inside ``mask`` are mapped onto last (nodules only), after the mean calibration and the
+    denoising Gaussian.
+    """
     healthy = class_index(nodule_class) == 0
     out = np.array(cube, np.float32, copy=True)
     if (not healthy) if calibrate_mean is None else bool(calibrate_mean):
@@ -254,6 +282,11 @@ def correct_sample(cube: np.ndarray, context: np.ndarray, mask: np.ndarray, regi
         else:
             region = np.asarray(region, bool)
             out[region] = ndi.gaussian_filter(out, NODULE_DENOISE_SIGMA)[region]
+    if histogram is not None and not healthy:
+        # last, so the mask's values are exactly a real nodule's distribution (the Gaussian
+        # before it narrows the spread at the border); the order was chosen on train-side
+        # nodules (benchmarks/tune_generator_corrections.py, docs/benchmarks.md)
+        out = match_histogram(out, mask, histogram)
     return out
 
 
@@ -435,7 +468,8 @@ def generate_lesion(
     if mean_hu is None:
         mean_hu = _ring_median(context, region, grid) if name == "empty" else gen.default_mean_hu(name, rng)
     noise_seed = int(rng.integers(2 ** 31))
-    (cube,) = gen.fill([context], [mask], [name], [float(mean_hu)], [noise_seed], steps=steps)
+    (cube,) = gen.fill([context], [mask], [name], [float(mean_hu)], [noise_seed], steps=steps,
+                       diameters_mm=[float(diameter_mm)])
     intensity = np.where(region, cube - context, 0.0).astype(np.float32)
     from ..scene.assets import array_key  # content key the scene's asset store gives this mask
 
@@ -444,7 +478,10 @@ def generate_lesion(
               "diameter_mm": float(diameter_mm), "steps": int(steps or cfg.inference_steps),
               "grid_mm": float(grid), "context": context_id,
               # what fill() did after the flow (docs/generator.md, "Corrections after the flow")
-              "corrections": ["match_noise"] if name == "empty" else ["calibrate_mean", "denoise_0.5vox"]}
+              "corrections": ["match_noise"] if name == "empty" else (
+                  ["calibrate_mean", "denoise_0.5vox"]
+                  + (["histogram"] if gen.histogram_target(name, diameter_mm, float(mean_hu), noise_seed) is not None
+                     else []))}
     patch = LesionPatch(intensity=intensity, mask=mask, spacing=(grid,) * 3,
                         kind=name if name != "empty" else "removal", absolute=cube, units="HU",
                         provenance={"source": SOURCE_TYPE, **{k: v for k, v in source.items() if k != "type"}})

@@ -31,6 +31,7 @@ from ..io.lesion_index import DEFAULT_SPLIT_SALT, read_lesion_index, split_by_gr
 from ..models import autocast_context, load_extra_tensors, load_model, save_model, select_device
 from ..utils.progress import CancelToken, ProgressCallback, report
 from .data import BatchSampler, class_statistics, load_examples
+from .histograms import fit_histogram_table
 from .network import ARCHITECTURE, LesionGeneratorConfig, LesionGeneratorNet
 
 log = logging.getLogger(__name__)
@@ -224,6 +225,7 @@ def train_lesion_generator(
         ema_net.load_state_dict(net.state_dict())
     shape_model = fit_shape_model(train_entries)
     contexts = neutral_contexts(train_entries, mc)
+    histograms = fit_histogram_table(nodules, mc.denormalise)
 
     net, ema_net = net.to(dev).train(), ema_net.to(dev).eval()
     for p in ema_net.parameters():
@@ -253,6 +255,7 @@ def train_lesion_generator(
         tensors = _flat_state("raw", net)
         tensors.update(_adam_tensors(opt))
         tensors.update(shape_model.to_tensors())
+        tensors.update(histograms.to_tensors())
         tensors.update({"contexts": torch.from_numpy(contexts.astype(np.float32))})
         prov: Dict[str, Any] = {
             "steps": step,
@@ -328,7 +331,33 @@ def strip_training_state(path: str | Path, out: str | Path) -> Path:
     It cannot be resumed.
     """
     loaded = load_model(path, expected=ARCHITECTURE, device="cpu")
-    extras = {k: v for k, v in load_extra_tensors(path).items() if k.startswith(("shape/", "contexts"))}
+    extras = {k: v for k, v in load_extra_tensors(path).items() if k.startswith(("shape/", "hist/", "contexts"))}
     prov = dict(loaded.provenance, stripped_from_sha256=loaded.sha256,
                 note="training state (raw weights, Adam moments) removed for shipping; not resumable")
     return save_model(loaded.module, loaded.config, out, provenance=prov, extra_tensors=extras)
+
+
+def attach_histograms(path: str | Path, library: str | Path, out: str | Path | None = None,
+                      progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> Path:
+    """Add (or renew) the histogram-control table of a generator file trained before it existed.
+
+    The table is fitted on the train side of ``library`` with the split salt the file records,
+    so it holds exactly the nodules the model learned from. Weights, config and every other
+    tensor are kept; the provenance notes the addition. ``out`` defaults to ``path`` (rewritten
+    atomically by :func:`~napari_synthseg.models.save_model`).
+    """
+    loaded = load_model(path, expected=ARCHITECTURE, device="cpu")
+    mc = loaded.config
+    prov = dict(loaded.provenance)
+    salt = (prov.get("train_config") or {}).get("split_salt", DEFAULT_SPLIT_SALT)
+    train_entries, _ = split_by_group(read_lesion_index(library), salt=salt)
+    limit = int((prov.get("train_config") or {}).get("limit", 0) or 0)
+    if limit:
+        train_entries = train_entries[:limit]
+    nodules, _ = load_examples(train_entries, mc, seed=0, healthy=False, progress=progress, cancel=cancel)
+    table = fit_histogram_table(nodules, mc.denormalise)
+    extras = {k: v for k, v in load_extra_tensors(path).items() if not k.startswith("hist/")}
+    extras.update(table.to_tensors())
+    prov["histograms_added"] = {"library": str(Path(library).resolve()), "split_salt": salt, "nodules": len(table),
+                                "from_sha256": loaded.sha256}
+    return save_model(loaded.module, mc, out if out is not None else path, provenance=prov, extra_tensors=extras)
