@@ -28,7 +28,7 @@ from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_generator import LIBRARY, P, features, frechet, two_sample_auc
+from bench_generator import LIBRARY, P, _healthy_region, features, frechet, two_sample_auc
 
 from napari_synthseg.evaluate.lesion_sets import LesionSample
 from napari_synthseg.evaluate.realism import realism_report
@@ -38,7 +38,7 @@ from napari_synthseg.generator.classes import class_index, classify_nodule
 from napari_synthseg.generator.data import mask_center, read_patch, resample_cube
 from napari_synthseg.generator.histograms import QUANTILES, HistogramTable, match_histogram
 from napari_synthseg.generator.network import generation_region
-from napari_synthseg.generator.sample import NODULE_DENOISE_SIGMA, calibrate_to_mean_hu
+from napari_synthseg.generator.sample import NODULE_DENOISE_SIGMA, calibrate_to_mean_hu, match_context_noise
 from napari_synthseg.io.lesion_index import read_lesion_index, split_by_group
 
 
@@ -59,11 +59,62 @@ PIPELINES = {
 }
 
 
+def ring_quantiles(cube, region, voxels=4):
+    """HU quantiles of the lung ring around a healthy-fill region (the site's own lung)."""
+    ring = (ndi.distance_transform_edt(~region) <= voxels) & ~region
+    return np.quantile(cube[ring].astype(np.float64), QUANTILES)
+
+
+HEALTHY = {
+    "noise matched (v3)": lambda c: match_context_noise(c["hraw"], c["hregion"]),
+    "noise matched, ring histogram": lambda c: match_histogram(match_context_noise(c["hraw"], c["hregion"]),
+                                                               c["hregion"], ring_quantiles(c["real"], c["hregion"])),
+    "ring histogram only": lambda c: match_histogram(c["hraw"], c["hregion"], ring_quantiles(c["real"], c["hregion"])),
+    "raw": lambda c: c["hraw"],
+}
+
+
+def healthy_table(gen, cases) -> None:
+    """The same comparison for healthy fill (class ``empty``) of a lung region beside each nodule."""
+    use = []
+    for c in cases:
+        hmask = _healthy_region(c["real"], c["m"], np.random.default_rng(c["seed"]))
+        if hmask is None:
+            continue
+        c["hmask"], c["hregion"] = hmask, generation_region(hmask, gen.config.edge_voxels)
+        ring = (ndi.distance_transform_edt(~c["hregion"]) <= 4) & ~c["hregion"]
+        c["hmean"] = float(np.median(c["real"][ring]))
+        use.append(c)
+    for a in range(0, len(use), 8):
+        chunk = use[a:a + 8]
+        raws = gen.fill([c["real"] for c in chunk], [c["hmask"] for c in chunk], ["empty"] * len(chunk),
+                        [c["hmean"] for c in chunk], [c["seed"] for c in chunk], match_noise=False,
+                        calibrate_mean=False, match_histogram=False)
+        for c, raw in zip(chunk, raws):
+            c["hraw"] = raw
+
+    def centred_features(c, cube):
+        hc = np.rint(mask_center(c["hmask"])).astype(int)
+        shift = tuple(int(v) for v in (np.array([(P - 1) // 2] * 3) - hc))
+        hd = (6 * c["hmask"].sum() / math.pi) ** (1 / 3) / 2.0
+        return features(np.roll(cube, shift, axis=(0, 1, 2)), hd)
+
+    real = np.array([centred_features(c, c["real"]) for c in use])
+    g = np.array([c["e"].group for c in use])
+    print(f"\n## healthy fill pipelines on {len(use)} train-side lung regions")
+    print("| pipeline | LR AUC (hand features) | Frechet (hand) |")
+    print("|---|---|---|")
+    for name, fn in HEALTHY.items():
+        fake = np.array([centred_features(c, fn(c)) for c in use])
+        print(f"| {name} | {two_sample_auc(real, fake, g):.3f} | {frechet(real, fake):.2f} |", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="builtin")
     ap.add_argument("--n", type=int, default=120)
     ap.add_argument("--library", default=LIBRARY)
+    ap.add_argument("--healthy-only", action="store_true", help="only the healthy-fill table")
     args = ap.parse_args(argv)
     gen = get_generator(args.model)
     entries = read_lesion_index(args.library)
@@ -100,6 +151,9 @@ def main(argv=None) -> int:
                                np.array([r[3] for r in rows], np.float32)[other])
         donor = table.donor(class_index(c["cls"]), c["d"], c["mean_hu"], c["seed"])
         c["target"] = table.target(donor, c["mean_hu"])
+    if args.healthy_only:
+        healthy_table(gen, cases)
+        return 0
     for a in range(0, len(cases), 8):
         chunk = cases[a:a + 8]
         raws = gen.fill([c["removed"] for c in chunk], [c["m"] for c in chunk], [c["cls"] for c in chunk],
@@ -133,6 +187,7 @@ def main(argv=None) -> int:
             print(f"| {name} | {rep['feature_auc']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] | {rep['frd']:.1f} | "
                   f"{two_sample_auc(real_f, fake_f, g):.3f} | {frechet(real_f, fake_f):.2f} | "
                   f"{sd_real:.0f} / {sd_fake:.0f} |", flush=True)
+    healthy_table(gen, cases)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     return 0
 
