@@ -25,3 +25,12 @@ def artifacts_dir() -> Path:
     """Where GUI tests save screenshots for a person to look at."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def lidc(shared_data) -> Path:
+    """The shared LIDC nodule table (``ct/lidc_nodules/index.csv``; skips when absent)."""
+    folder = shared_data / "ct" / "lidc_nodules"
+    if not (folder / "index.csv").is_file():
+        pytest.skip("the LIDC nodule table is not in the shared data")
+    return folder

@@ -31,14 +31,6 @@ LIMIT = 20
 
 
 @pytest.fixture(scope="module")
-def lidc(shared_data):
-    folder = shared_data / "ct" / "lidc_nodules"
-    if not (folder / "index.csv").is_file():
-        pytest.skip("the LIDC nodule table is not in the shared data")
-    return folder
-
-
-@pytest.fixture(scope="module")
 def tiny_model(lidc, tmp_path_factory):
     out = tmp_path_factory.mktemp("gen") / "tiny.safetensors"
     steps = []

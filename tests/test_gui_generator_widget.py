@@ -10,14 +10,6 @@ pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture(scope="module")
-def lidc(shared_data):
-    folder = shared_data / "ct" / "lidc_nodules"
-    if not (folder / "index.csv").is_file():
-        pytest.skip("the LIDC nodule table is not in the shared data")
-    return folder
-
-
 def _click(qtbot, widget):
     from qtpy.QtCore import Qt
 

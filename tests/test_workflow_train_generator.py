@@ -19,14 +19,6 @@ from napari_synthseg.workflow.train_generator import (
 )
 
 
-@pytest.fixture(scope="module")
-def lidc(shared_data):
-    folder = shared_data / "ct" / "lidc_nodules"
-    if not (folder / "index.csv").is_file():
-        pytest.skip("the LIDC nodule table is not in the shared data")
-    return folder
-
-
 def test_settings_defaults_match_the_core_and_refuse_bad_values():
     d = TrainGeneratorSettings()
     core = GeneratorTrainConfig()
