@@ -10,7 +10,7 @@ import pytest
 from _evaluate_data import index_set
 from napari_synthseg.cli import main
 from napari_synthseg.errors import SynthsegError
-from napari_synthseg.evaluate.downstream import Arm, patch_voxels, plan_arms
+from napari_synthseg.evaluate.downstream import Arm, compare_arms, patch_voxels, plan_arms
 from napari_synthseg.evaluate.lesion_sets import LesionSample
 from napari_synthseg.evaluate.scoring import froc, score_case, size_bin
 from napari_synthseg.evaluate.stats import auc_with_ci, bootstrap_two_level
@@ -64,6 +64,35 @@ def test_bootstraps():
     assert auc == 1.0 and lo == 1.0
 
 
+def _arm(name, dice, detected, diameters=(4.0, 8.0, 15.0), seeds=(0, 1, 2)):
+    return {"name": name, "outcomes": {"seeds": list(seeds), "dice": dice, "detected": detected,
+                                       "lesion_diameters": list(diameters)}}
+
+
+def test_compare_arms_pairs_seeds_and_cases():
+    rng = np.random.default_rng(0)
+    # a large spread between test cases that both arms share, and a constant +0.05 gain
+    base = rng.uniform(0.1, 0.9, (3, 3))
+    detected_base = [[0, 0, 1], [1, 0, 1], [0, 0, 1]]
+    detected_better = [[1, 1, 1], [1, 0, 1], [1, 1, 1]]
+    arms = [_arm("real", base.tolist(), detected_base),
+            _arm("real+genx1", (base + 0.05).tolist(), detected_better),
+            # seeds in another order and only two of them: paired by seed value, not by row
+            _arm("real+transx1", (base[[2, 0]] - 0.02).tolist(), [detected_base[2], detected_base[0]], seeds=(2, 0))]
+    gen, trans = compare_arms(arms, "real", n_boot=200)
+    assert gen["delta_dice"] == pytest.approx(0.05)
+    assert gen["delta_dice_ci"] == pytest.approx([0.05, 0.05])  # the shared spread cancels
+    # two lesions below 10 mm, three seeds: 1/6 -> 5/6
+    assert gen["delta_sensitivity_small"] == pytest.approx(4 / 6) and gen["n_small"] == 2
+    assert trans["n_seeds"] == 2 and trans["delta_dice"] == pytest.approx(-0.02)
+    assert trans["delta_sensitivity"] == pytest.approx(0.0)
+    with pytest.raises(SynthsegError, match="no arm"):
+        compare_arms(arms, "missing")
+    other = _arm("real+otherx1", base.tolist(), detected_base, diameters=(4.0, 8.0, 16.0))
+    with pytest.raises(SynthsegError, match="other test cases"):
+        compare_arms(arms + [other], "real")
+
+
 @pytest.mark.slow
 def test_downstream_tiny_run_writes_the_report(tmp_path, capsys):
     real = index_set(tmp_path / "real", 4, noisy=True, seed=0)
@@ -73,13 +102,19 @@ def test_downstream_tiny_run_writes_the_report(tmp_path, capsys):
                  "--out", str(tmp_path / "rep"), "--steps", "2", "--seeds", "0", "--ratios", "1", "--crop-mm", "32",
                  "--test-crop-mm", "32", "--batch-size", "2", "--bootstrap", "20", "--features", "4,4,8,8,16,4"])
     assert code == 0
-    assert "real+procx1: Dice" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "real+procx1: Dice" in out
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert [a["name"] for a in data["arms"]] == ["real", "real+procx1", "proc-only"]
     for arm in data["arms"]:
         assert {"dice", "dice_ci", "sensitivity", "sensitivity_by_size", "froc"} <= set(arm)
         assert 0.0 <= arm["dice"] <= 1.0
     assert data["arms"][1]["n_synthetic"] == [4] and data["arms"][2]["n_real"] == [0]
+    assert [c["arm"] for c in data["paired"]] == ["real+procx1", "proc-only"]
+    gain = data["paired"][0]
+    dice = np.array(data["arms"][1]["outcomes"]["dice"]) - np.array(data["arms"][0]["outcomes"]["dice"])
+    assert gain["delta_dice"] == pytest.approx(dice.mean()) and gain["n_seeds"] == 1
+    assert "(paired)" in out and "Gain over `real`" in (tmp_path / "rep" / "report.md").read_text()
     assert len(data["datasets"]["test"]["sha256"]) == 64 and data["settings"]["steps"] == 2
     assert (tmp_path / "rep" / "report.html").read_text().startswith("<!doctype html>")
     assert (tmp_path / "rep" / "plots" / "dice.png").stat().st_size > 1000

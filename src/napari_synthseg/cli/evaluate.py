@@ -158,6 +158,11 @@ def run_downstream(args) -> int:
         ci = arm["dice_ci"]
         print(f"{arm['name']}: Dice {arm['dice']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], sensitivity "
               f"{arm['sensitivity']:.3f}, FROC {arm['froc']:.3f} ({arm['n_real'][0]} real + {arm['n_synthetic'][0]} synthetic)")
+    for c in result.get("paired", []):
+        lo, hi = c["delta_dice_ci"]
+        slo, shi = c["delta_sensitivity_small_ci"]
+        print(f"{c['arm']} - {c['baseline']} (paired): Dice {c['delta_dice']:+.3f} [{lo:+.3f}, {hi:+.3f}], "
+              f"sensitivity < 10 mm {c['delta_sensitivity_small']:+.3f} [{slo:+.3f}, {shi:+.3f}] ({c['n_small']} lesions)")
     print(f"report: {args.out}/report.md")
     return 0
 

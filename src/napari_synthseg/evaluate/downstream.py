@@ -15,8 +15,12 @@ no arm trains on (:mod:`.scoring`):
     A ``fraction`` (e.g. 0.125 ... 0.5) of the real lesions (LINOP's data-efficiency curve).
 
 Each arm runs once per training seed; subsets are drawn with that seed. Dice, lesion-level
-sensitivity (overall and by size bin) and FROC come with 95 % bootstrap CIs that resample both
-the training seeds and the test cases.
+sensitivity (overall, below 10 mm and by size bin) and FROC come with 95 % bootstrap CIs that
+resample both the training seeds and the test cases.
+
+Every arm is also compared with the ``real`` arm *paired*: the same training seeds and the same
+test cases, so the CI of the gain (:func:`compare_arms`) is much narrower than two separate CIs
+side by side, which overlap long before a gain is doubtful.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ from .two_sample import intensity_window
 log = logging.getLogger(__name__)
 
 SyntheticSets = Union[LesionSetLike, Mapping[str, LesionSetLike]]
+
+#: Lesions below this diameter count as "small" (the issue's and LUNA16's < 10 mm).
+SMALL_LESION_MM = 10.0
 
 
 @dataclass(frozen=True)
@@ -266,9 +273,11 @@ def downstream_report(
         arm_reports.append(summarise_arm(arm, per_seed, cases_by_seed, n_boot, seeds[0]))
         froc_curves[arm.name] = pooled_froc(cases_by_seed)
 
+    paired = compare_arms(arm_reports, "real", n_boot, seeds[0]) if any(a["name"] == "real" for a in arm_reports) else []
     result = {
         "kind": "synthseg-downstream-report",
         "arms": arm_reports,
+        "paired": paired,
         "n_test": len(test_set),
         "n_real": len(real_samples),
         "n_synthetic": {k: len(v) for k, v in synth_sets.items()},
@@ -313,6 +322,9 @@ def summarise_arm(arm: Arm, per_seed: list[dict], cases_by_seed: list[list[CaseS
     diameters = np.array([d for c in cases_by_seed[0] for d in c.lesion_diameters])
     d_mean, d_lo, d_hi = bootstrap_two_level(dice, n_boot, seed)
     s_mean, s_lo, s_hi = bootstrap_two_level(detected, n_boot, seed) if detected.size else (math.nan,) * 3
+    small = np.flatnonzero(diameters < SMALL_LESION_MM)
+    small_v, small_lo, small_hi = (bootstrap_two_level(detected[:, small], n_boot, seed) if small.size
+                                   else (math.nan,) * 3)
     by_size: dict[str, dict[str, Any]] = {}
     bins = np.array([size_bin(d) for d in diameters])
     for _lo, _hi, name in SIZE_BINS:
@@ -344,10 +356,82 @@ def summarise_arm(arm: Arm, per_seed: list[dict], cases_by_seed: list[list[CaseS
         "sensitivity": s_mean,
         "sensitivity_ci": [s_lo, s_hi],
         "sensitivity_by_size": by_size,
+        "sensitivity_small": small_v,
+        "sensitivity_small_ci": [small_lo, small_hi],
+        "n_small": int(small.size),
         "froc": float(np.nanmean(froc_seeds)),
         "froc_ci": [f_lo, f_hi],
         "per_seed": per_seed,
+        # per seed (rows, in per_seed's order) and test case / lesion (columns): what a paired
+        # comparison between arms, also of two reports on the same test set, needs
+        "outcomes": {"seeds": [s["seed"] for s in per_seed], "dice": dice.tolist(), "detected": detected.tolist(),
+                     "lesion_diameters": diameters.tolist()},
     }
+
+
+def _paired_delta(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
+    if a.size == 0:
+        return (math.nan,) * 3
+    return bootstrap_two_level(a - b, n_boot, seed)
+
+
+def compare_arms(arms: Sequence[Mapping[str, Any]], baseline: str = "real", n_boot: int = 1000,
+                 seed: int = 0) -> list[dict]:
+    """Paired gains of every arm over ``baseline``: Dice, sensitivity, sensitivity below 10 mm.
+
+    Parameters
+    ----------
+    arms : sequence of dict
+        Arm reports with ``outcomes`` (``downstream_report``'s ``arms``; arms of two reports
+        on the same test set and seeds can be mixed, e.g. a baseline run once and reused).
+    baseline : str
+        Name of the arm to compare with.
+    n_boot, seed : int
+        Bootstrap resamples and their seed.
+
+    Returns
+    -------
+    list of dict
+        One entry per other arm: ``delta_dice``, ``delta_dice_ci``, ``delta_sensitivity``,
+        ``delta_sensitivity_ci``, ``delta_sensitivity_small``, ``delta_sensitivity_small_ci``
+        and the number of seeds paired. The CI resamples the *pairs* (same seed, same test
+        case), so the variation both arms share cancels.
+
+    Raises
+    ------
+    SynthsegError
+        If ``baseline`` is missing, lacks outcomes, or an arm was scored on other test cases.
+    """
+    by_name = {a["name"]: a for a in arms}
+    if baseline not in by_name or "outcomes" not in by_name[baseline]:
+        raise SynthsegError(f"no arm {baseline!r} with per-case outcomes to compare with")
+    base = by_name[baseline]["outcomes"]
+    out = []
+    for arm in arms:
+        if arm["name"] == baseline or "outcomes" not in arm:
+            continue
+        o = arm["outcomes"]
+        seeds = [s for s in o["seeds"] if s in base["seeds"]]
+        if not seeds:
+            continue
+        rows_a = [o["seeds"].index(s) for s in seeds]
+        rows_b = [base["seeds"].index(s) for s in seeds]
+        dice_a, dice_b = np.asarray(o["dice"], float)[rows_a], np.asarray(base["dice"], float)[rows_b]
+        det_a, det_b = np.asarray(o["detected"], float)[rows_a], np.asarray(base["detected"], float)[rows_b]
+        diameters = np.asarray(base["lesion_diameters"], float)
+        if dice_a.shape != dice_b.shape or det_a.shape != det_b.shape or not np.allclose(
+                np.asarray(o["lesion_diameters"], float), diameters):
+            raise SynthsegError(f"arm {arm['name']!r} was scored on other test cases than {baseline!r}")
+        small = np.flatnonzero(diameters < SMALL_LESION_MM)
+        dd = _paired_delta(dice_a, dice_b, n_boot, seed)
+        ds = _paired_delta(det_a, det_b, n_boot, seed)
+        dsm = _paired_delta(det_a[:, small], det_b[:, small], n_boot, seed)
+        out.append({"arm": arm["name"], "baseline": baseline, "n_seeds": len(seeds),
+                    "delta_dice": dd[0], "delta_dice_ci": [dd[1], dd[2]],
+                    "delta_sensitivity": ds[0], "delta_sensitivity_ci": [ds[1], ds[2]],
+                    "delta_sensitivity_small": dsm[0], "delta_sensitivity_small_ci": [dsm[1], dsm[2]],
+                    "n_small": int(small.size)})
+    return out
 
 
 def _plots(out: Path, result: dict, froc_curves: dict) -> list[str]:
@@ -398,6 +482,18 @@ def _markdown(r: dict) -> str:
             for b in SIZE_BINS)
         lines.append(f"| {a['name']} | {a['n_real'][0]} | {a['n_synthetic'][0]} | {fmt_ci(a['dice'], a['dice_ci'])} | "
                      f"{fmt_ci(a['sensitivity'], a['sensitivity_ci'])} | {fmt_ci(a['froc'], a['froc_ci'])} | {sizes} |")
+    small = [a for a in r["arms"] if a.get("n_small")]
+    if small:
+        lines += ["", f"Sensitivity below {SMALL_LESION_MM:g} mm ({small[0]['n_small']} lesions): " + "; ".join(
+            f"{a['name']} {fmt_ci(a['sensitivity_small'], a['sensitivity_small_ci'])}" for a in small) + "."]
+    if r.get("paired"):
+        lines += ["", f"## Gain over `{r['paired'][0]['baseline']}` (paired: same seeds, same test cases)", "",
+                  f"| arm | Δ Dice [95 % CI] | Δ sensitivity [95 % CI] | Δ sensitivity < {SMALL_LESION_MM:g} mm [95 % CI] |",
+                  "|---|---|---|---|"]
+        for c in r["paired"]:
+            lines.append(f"| {c['arm']} | {fmt_ci(c['delta_dice'], c['delta_dice_ci'])} | "
+                         f"{fmt_ci(c['delta_sensitivity'], c['delta_sensitivity_ci'])} | "
+                         f"{fmt_ci(c['delta_sensitivity_small'], c['delta_sensitivity_small_ci'])} |")
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in r["plots"]]
     lines += ["", "## Datasets", ""]
     ds = r["datasets"]
