@@ -230,7 +230,7 @@ def _realism(args, gen, steps, train, test, biharmonic):
         region = generation_region(m, gen.config.edge_voxels)
         removed = np.asarray(biharmonic.fill(real, region, spacing=(1.0, 1.0, 1.0)), np.float32)
         seed = 1000 + i
-        mean_hu = gen.default_mean_hu(cls, np.random.default_rng(seed))
+        mean_hu = gen.default_mean_hu(cls, np.random.default_rng([seed, 1]), d)
         hmask = _healthy_region(real, m, np.random.default_rng(seed))
         prepared.append((e, hu, mask, d, real, m, cls, removed, seed, mean_hu, hmask))
     # the generator runs on batches of 8 cubes (each row has its own seed, so a sample does not

@@ -147,11 +147,14 @@ def main(argv=None) -> int:
         c["region"] = generation_region(c["m"], gen.config.edge_voxels)
         c["removed"] = np.asarray(biharmonic.fill(c["real"], c["region"], spacing=(1.0, 1.0, 1.0)), np.float32)
         c["seed"] = 1000 + i
-        c["mean_hu"] = gen.default_mean_hu(c["cls"], np.random.default_rng(c["seed"]))
         other = groups_all != c["e"].group  # donors of other series only
         table = HistogramTable(np.array([r[4] for r in rows])[other].astype(np.float32),
                                np.array([r[1] for r in rows])[other], np.array([r[2] for r in rows], np.float32)[other],
                                np.array([r[3] for r in rows], np.float32)[other])
+        # the default mean HU is drawn from the table too: from other series only, as the donor
+        shipped, gen.histograms = gen.histograms, table
+        c["mean_hu"] = gen.default_mean_hu(c["cls"], np.random.default_rng([c["seed"], 1]), c["d"])
+        gen.histograms = shipped
         donor = table.donor(class_index(c["cls"]), c["d"], c["mean_hu"], c["seed"])
         c["target"] = table.target(donor, c["mean_hu"])
     if args.healthy_only:

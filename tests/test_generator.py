@@ -242,6 +242,9 @@ def test_moving_a_generated_ct_lesion_regenerates_it_in_the_new_context(tiny_mod
                    and np.allclose(after.absolute - after.intensity, w, atol=1e-3)), None)
     assert target is not None, "the regenerated patch does not carry the new site's voxels"
     assert not np.allclose(before.absolute - before.intensity, target, atol=1.0)
+    # moved back, it is the first render again: same context, mask, mean HU and flow noise
+    back = record_patch(session.scene, session.move(record.id, at_xyz=(12, 14, 13)))
+    np.testing.assert_allclose(back.absolute, before.absolute, atol=0.01)  # the record keeps the mean HU to 0.01
     # resizing remakes it at the new size (same seed)
     resized = session.resize(record.id, 9.0)
     assert abs(record_patch(session.scene, resized).diameter_mm() - 9.0) < 1.5
@@ -436,6 +439,26 @@ def test_histogram_table_picks_a_seeded_donor_of_the_class_and_maps_ranks():
     np.testing.assert_allclose(np.quantile(out[mask], QUANTILES), target, atol=5.0)  # of a 600 HU range
     # the layout is the model's: the voxel order inside the mask is kept
     assert np.array_equal(np.argsort(out[mask], kind="stable"), np.argsort(cube[mask], kind="stable"))
+
+
+def test_default_mean_hu_comes_from_train_side_nodules_of_the_class_and_size(tiny_model):
+    from napari_synthseg.generator.sample import MEAN_HU_POOL
+
+    gen = LesionGenerator(tiny_model)
+    table = gen.histograms
+    assert table is not None
+    solid = np.flatnonzero(table.classes == 1)
+    draws = {gen.default_mean_hu("solid", np.random.default_rng([s, 1]), 7.0) for s in range(30)}
+    assert draws <= {float(m) for m in table.means_hu[solid]}
+    nearest = solid[np.argsort(np.abs(np.log(table.diameters_mm[solid] / 7.0)), kind="stable")[:MEAN_HU_POOL]]
+    assert draws <= {float(m) for m in table.means_hu[nearest]}
+    # without a size (or a table) it falls back to the class statistics the network was trained on
+    mean, std = gen.config.class_mean_hu[1]
+    fallback = [gen.default_mean_hu("solid", np.random.default_rng(s)) for s in range(200)]
+    assert abs(np.mean(fallback) - mean) < 4 * std / np.sqrt(200) + 1e-6
+    gen.histograms = None
+    assert gen.default_mean_hu("solid", np.random.default_rng(3), 7.0) == gen.default_mean_hu(
+        "solid", np.random.default_rng(3))
 
 
 def test_trained_file_carries_the_histogram_table_and_fill_uses_it(tiny_model, lidc, tmp_path):

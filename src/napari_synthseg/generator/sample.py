@@ -47,6 +47,8 @@ SOURCE_TYPE = "generated"
 #: Lung nodules are <= 30 mm by definition and the LIDC training set reaches 46 mm: larger
 #: requests (masses) lie outside anything the model has seen and are refused.
 MAX_DIAMETER_MM = 50.0
+#: Train-side nodules of the class nearest in diameter a default mean HU is drawn from.
+MEAN_HU_POOL = 8
 
 
 def resolve_model_path(model: Union[str, Path, None] = "builtin") -> Path:
@@ -110,8 +112,32 @@ class LesionGenerator:
             raise SynthsegError("this generator file carries no mask shape model; give a mask or retrain")
         return self._shape_model
 
-    def default_mean_hu(self, nodule_class: str, rng: np.random.Generator) -> float:
-        mean, std = self.config.class_mean_hu[class_index(nodule_class)]
+    def default_mean_hu(self, nodule_class: str, rng: np.random.Generator,
+                        diameter_mm: Optional[float] = None) -> float:
+        """A mean HU for a nodule of this class (and size) when the user gives none.
+
+        With a histogram table and a diameter: the mean HU of one of the
+        :data:`MEAN_HU_POOL` train-side nodules of the class closest in diameter, measured as the
+        calibration and histogram control measure it (inside the mask on the generation grid).
+        Without: a normal draw from the class's mean and spread of the training nodules' mean
+        HU (the network's conditioning statistics).
+
+        Why the table: the class statistics are measured at the nodules' native resolution,
+        where a thin-slice mask holds less partial-volume rim, and they ignore size. On the
+        generation grid the train-side solid nodules' mean is about 70 HU lower (-200 vs -130),
+        and small nodules are darker than large ones; the generated nodules came out 0.4
+        standard deviations denser than held-out real ones (docs/benchmarks.md, "Lesion
+        generator", fourth pass).
+        """
+        index = class_index(nodule_class)
+        table = self.histograms
+        if diameter_mm is not None and index > 0 and table is not None and len(table):
+            rows = np.flatnonzero(table.classes == index)
+            if rows.size:
+                dist = np.abs(np.log(np.maximum(table.diameters_mm[rows], 0.5) / max(float(diameter_mm), 0.5)))
+                nearest = rows[np.argsort(dist, kind="stable")[:MEAN_HU_POOL]]
+                return float(table.means_hu[nearest[int(rng.integers(len(nearest)))]])
+        mean, std = self.config.class_mean_hu[index]
         return float(mean + std * rng.standard_normal())
 
     def histogram_target(self, nodule_class: str, diameter_mm: float, mean_hu: float, seed: int) -> Optional[np.ndarray]:
@@ -466,8 +492,11 @@ def generate_lesion(
         context_id = k
     region = generation_region(mask, cfg.edge_voxels)
     if mean_hu is None:
-        mean_hu = _ring_median(context, region, grid) if name == "empty" else gen.default_mean_hu(name, rng)
-    noise_seed = int(rng.integers(2 ** 31))
+        mean_hu = (_ring_median(context, region, grid) if name == "empty"
+                   else gen.default_mean_hu(name, np.random.default_rng([int(seed), 1]), diameter_mm))
+    # the flow's noise has its own stream: a re-generation that passes the record's mean HU
+    # (no draw) gets the same noise as the first render
+    noise_seed = int(np.random.default_rng([int(seed), 2]).integers(2 ** 31))
     (cube,) = gen.fill([context], [mask], [name], [float(mean_hu)], [noise_seed], steps=steps,
                        diameters_mm=[float(diameter_mm)])
     intensity = np.where(region, cube - context, 0.0).astype(np.float32)
