@@ -75,13 +75,17 @@ KINDS = ("procedural", "transplanted", "generated")
 
 
 def generator_file(model: str) -> tuple[Path, str]:
-    """The generator file a ``--generator`` choice means, and the short hash its lesions are cached under."""
+    """The generator file a ``--generator`` choice means, and the tag its lesions are cached under
+    (short hash and sampler revision)."""
     import hashlib
 
     from napari_synthseg.generator import resolve_model_path
 
+    from napari_synthseg.generator.sample import SAMPLER_REVISION
+
     path = resolve_model_path(model)
-    return path, hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    # the same model samples differently under another sampler revision: its own cache
+    return path, f"{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}r{SAMPLER_REVISION}"
 
 
 def make_synthetic(hosts, donors, work: Path, tag: str, kinds=KINDS, generator: str = "builtin") -> dict[str, list[dict]]:

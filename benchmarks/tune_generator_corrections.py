@@ -56,6 +56,8 @@ PIPELINES = {
     "histogram, smooth, histogram": lambda c: match_histogram(
         smooth(match_histogram(c["raw"], c["m"], c["target"]), c["region"]), c["m"], c["target"]),
     "histogram only": lambda c: match_histogram(c["raw"], c["m"], c["target"]),
+    "calibrate, smooth 0.3 voxel, histogram": lambda c: match_histogram(smooth(c["cal"], c["region"], 0.3), c["m"],
+                                                                         c["target"]),
     "calibrate, histogram (no smoothing)": lambda c: match_histogram(c["cal"], c["m"], c["target"]),
     "calibrate only": lambda c: c["cal"],
     "raw": lambda c: c["raw"],

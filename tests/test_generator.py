@@ -133,6 +133,9 @@ def test_generated_nodule_keeps_the_target_context(tiny_model, shared_data):
     assert abs(patch.diameter_mm() - 6.0) < 1.0
     assert source["type"] == "generated" and source["seed"] == 5 and source["class"] == "solid"
     assert source["model_sha256"] == load_model(tiny_model).sha256
+    from napari_synthseg.generator.sample import SAMPLER_REVISION
+
+    assert source["sampler_revision"] == SAMPLER_REVISION == 2
     # outside the generation region the patch is the target's own voxels (1 mm grid on 1 mm
     # voxels, centred on a voxel: the cube's voxels are the image's)
     region = ndi.binary_dilation(patch.mask, structure=np.ones((3, 3, 3)), iterations=1)

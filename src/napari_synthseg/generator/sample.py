@@ -49,6 +49,11 @@ SOURCE_TYPE = "generated"
 MAX_DIAMETER_MM = 50.0
 #: Train-side nodules of the class nearest in diameter a default mean HU is drawn from.
 MEAN_HU_POOL = 8
+#: Revision of what ``generate_lesion`` draws from a seed (kept in every record, so a cache or a
+#: reader can tell two samplings of the same model and seed apart): 1 = mean HU from the class
+#: statistics; 2 = mean HU from the train-side nodules of the class and size, the flow's noise
+#: on a seed stream of its own.
+SAMPLER_REVISION = 2
 
 
 def resolve_model_path(model: Union[str, Path, None] = "builtin") -> Path:
@@ -503,7 +508,8 @@ def generate_lesion(
     from ..scene.assets import array_key  # content key the scene's asset store gives this mask
 
     source = {"type": SOURCE_TYPE, "model": str(model) if not isinstance(model, LesionGenerator) else "loaded",
-              "model_sha256": gen.sha256, "seed": int(seed), "class": name, "mean_hu": round(float(mean_hu), 2),
+              "model_sha256": gen.sha256, "sampler_revision": SAMPLER_REVISION, "seed": int(seed), "class": name,
+              "mean_hu": round(float(mean_hu), 2),
               "diameter_mm": float(diameter_mm), "steps": int(steps or cfg.inference_steps),
               "grid_mm": float(grid), "context": context_id,
               # what fill() did after the flow (docs/generator.md, "Corrections after the flow")
