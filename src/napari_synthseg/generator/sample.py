@@ -52,7 +52,7 @@ MEAN_HU_POOL = 8
 #: Revision of what ``generate_lesion`` draws from a seed (kept in every record, so a cache or a
 #: reader can tell two samplings of the same model and seed apart): 1 = mean HU from the class
 #: statistics; 2 = mean HU from the train-side nodules of the class and size, the flow's noise
-#: on a seed stream of its own.
+#: on a seed stream of its own, a border roughness drawn per mask (``shapes.ROUGHNESS_LOG_SD``).
 SAMPLER_REVISION = 2
 
 
