@@ -357,6 +357,18 @@ def test_fill_applies_its_corrections_to_the_raw_flow_sample(tiny_model):
         expected = correct_sample(raw, cube, mask, region, cls, mean_hu, histogram=target)
         np.testing.assert_allclose(default, np.clip(expected, -1024, 1000), atol=1e-3)
         assert np.array_equal(default[~region], cube[~region])
+    # with histogram control a nodule is not smoothed: the rim around the mask is the
+    # calibrated flow sample; without it the 0.5-voxel Gaussian applies
+    from napari_synthseg.generator.sample import calibrate_to_mean_hu
+
+    (raw,) = gen.fill([cube], [mask], ["solid"], [-100.0], [0], steps=2, match_noise=False, calibrate_mean=False,
+                      match_histogram=False)
+    calibrated = calibrate_to_mean_hu(raw, cube, mask, region, -100.0)
+    rim = region & ~mask
+    (with_table,) = gen.fill([cube], [mask], ["solid"], [-100.0], [0], steps=2)
+    (without_table,) = gen.fill([cube], [mask], ["solid"], [-100.0], [0], steps=2, match_histogram=False)
+    np.testing.assert_allclose(with_table[rim], np.clip(calibrated, -1024, 1000)[rim], atol=1e-3)
+    assert not np.allclose(without_table[rim], np.clip(calibrated, -1024, 1000)[rim], atol=1.0)
     # the nodule's mean HU is the requested one after calibration (within the factor bounds)
     (solid,) = gen.fill([cube], [mask], ["solid"], [-500.0], [3], steps=2, match_noise=False, match_histogram=False)
     (solid_raw,) = gen.fill([cube], [mask], ["solid"], [-500.0], [3], steps=2, match_noise=False,

@@ -52,7 +52,8 @@ MEAN_HU_POOL = 8
 #: Revision of what ``generate_lesion`` draws from a seed (kept in every record, so a cache or a
 #: reader can tell two samplings of the same model and seed apart): 1 = mean HU from the class
 #: statistics; 2 = mean HU from the train-side nodules of the class and size, the flow's noise
-#: on a seed stream of its own, a border roughness drawn per mask (``shapes.ROUGHNESS_LOG_SD``).
+#: on a seed stream of its own, a border roughness drawn per mask (``shapes.ROUGHNESS_LOG_SD``),
+#: no denoising Gaussian before histogram control.
 SAMPLER_REVISION = 2
 
 
@@ -181,10 +182,11 @@ class LesionGenerator:
             steers the choice.
         ``match_noise`` (default: on)
             Healthy fill: :func:`match_context_noise` (the target scan's noise, measured on the
-            lung around the region). Nodules: a Gaussian of :data:`NODULE_DENOISE_SIGMA` voxels
-            over the generated voxels (real nodule interiors are noisier than the lung around
-            them, so matching the ring would flatten them; the width was chosen on train-side
-            nodules).
+            lung around the region). Nodules without histogram control: a Gaussian of
+            :data:`NODULE_DENOISE_SIGMA` voxels over the generated voxels (real nodule
+            interiors are noisier than the lung around them, so matching the ring would flatten
+            them; the width was chosen on train-side nodules). With histogram control nodules
+            are not smoothed (measured better on the train side).
         """
         cfg = self.config
         n = len(contexts)
@@ -300,8 +302,9 @@ def correct_sample(cube: np.ndarray, context: np.ndarray, mask: np.ndarray, regi
     """The corrections :meth:`LesionGenerator.fill` applies to a raw flow sample (see there).
 
     ``histogram``: target HU quantiles (:meth:`LesionGenerator.histogram_target`) the values
-    inside ``mask`` are mapped onto last (nodules only), after the mean calibration and the
-    denoising Gaussian.
+    inside ``mask`` are mapped onto last (nodules only), after the mean calibration. Without
+    one (a file without the table, or ``match_histogram=False``) a nodule gets the denoising
+    Gaussian instead.
     """
     healthy = class_index(nodule_class) == 0
     out = np.array(cube, np.float32, copy=True)
@@ -310,13 +313,16 @@ def correct_sample(cube: np.ndarray, context: np.ndarray, mask: np.ndarray, regi
     if True if match_noise is None else bool(match_noise):
         if healthy:
             out = match_context_noise(out, region)
-        else:
+        elif histogram is None:
+            # with histogram control the Gaussian only costs realism: on 240 and 120
+            # train-side nodules (two model versions) calibrate + histogram beat calibrate +
+            # 0.5-voxel Gaussian + histogram (forest AUC 0.550 vs 0.583, 0.665 vs 0.707;
+            # benchmarks/tune_generator_corrections.py, docs/benchmarks.md, fourth pass)
             region = np.asarray(region, bool)
             out[region] = ndi.gaussian_filter(out, NODULE_DENOISE_SIGMA)[region]
     if histogram is not None and not healthy:
-        # last, so the mask's values are exactly a real nodule's distribution (the Gaussian
-        # before it narrows the spread at the border); the order was chosen on train-side
-        # nodules (benchmarks/tune_generator_corrections.py, docs/benchmarks.md)
+        # last, so the mask's values are exactly a real nodule's distribution; the order was
+        # chosen on train-side nodules (benchmarks/tune_generator_corrections.py)
         out = match_histogram(out, mask, histogram)
     return out
 
@@ -514,9 +520,9 @@ def generate_lesion(
               "grid_mm": float(grid), "context": context_id,
               # what fill() did after the flow (docs/generator.md, "Corrections after the flow")
               "corrections": ["match_noise"] if name == "empty" else (
-                  ["calibrate_mean", "denoise_0.5vox"]
+                  ["calibrate_mean"]
                   + (["histogram"] if gen.histogram_target(name, diameter_mm, float(mean_hu), noise_seed) is not None
-                     else []))}
+                     else ["denoise_0.5vox"]))}
     patch = LesionPatch(intensity=intensity, mask=mask, spacing=(grid,) * 3,
                         kind=name if name != "empty" else "removal", absolute=cube, units="HU",
                         provenance={"source": SOURCE_TYPE, **{k: v for k, v in source.items() if k != "type"}})
