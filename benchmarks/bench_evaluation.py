@@ -200,14 +200,17 @@ def realism(work: Path, steps: int, folds: int, kinds=KINDS) -> dict:
     return out
 
 
-def downstream(work: Path, steps: int, seeds: str, batch: int, kinds=KINDS, synthetic_only: bool = True) -> dict:
-    legacy = tuple(kinds) == ("procedural", "transplanted") and (steps, batch) == (200, 2) and synthetic_only
-    # issue 14's yardstick keeps its folder; every other budget or set of kinds has its own
-    rep = work / "reports" / ("downstream" if legacy else f"downstream_{'+'.join(kinds)}_{steps}x{batch}")
+def downstream(work: Path, steps: int, seeds: str, batch: int, kinds=KINDS, synthetic_only: bool = True,
+               ratio: float = 1.0) -> dict:
+    legacy = (tuple(kinds) == ("procedural", "transplanted") and (steps, batch) == (200, 2) and synthetic_only
+              and ratio == 1.0)
+    # issue 14's yardstick keeps its folder; every other budget, ratio or set of kinds has its own
+    tail = "" if ratio == 1.0 else f"_ratio{ratio:g}"
+    rep = work / "reports" / ("downstream" if legacy else f"downstream_{'+'.join(kinds)}_{steps}x{batch}{tail}")
     t0 = time.perf_counter()
     synthetic = [a for kind in kinds for a in ("--synthetic", f"{kind}={work / 'sets' / f'train_{kind}'}")]
     cli("evaluate", "downstream", "--real", work / "sets" / "real_train", *synthetic,
-        "--test", work / "sets" / "test", "--out", rep, "--steps", steps, "--seeds", seeds, "--ratios", "1",
+        "--test", work / "sets" / "test", "--out", rep, "--steps", steps, "--seeds", seeds, "--ratios", f"{ratio:g}",
         "--batch-size", batch, "--crop-mm", 32, "--spacing-mm", 1, "--test-crop-mm", 32,
         *([] if synthetic_only else ["--no-synthetic-only"]))
     data = json.loads((rep / "report.json").read_text())
@@ -235,13 +238,23 @@ def print_tables(prep: dict, real: dict | None, down: dict | None) -> None:
     if down:
         ref = next(a for a in down["arms"] if a["name"] == "real")
         print("\n| arm | real + synthetic | Dice [95 % CI] | Dice ratio vs real-only | sensitivity [95 % CI] | FROC | "
-              "<6 | 6-10 | 10-20 | >20 mm |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "<6 | 6-10 | 10-20 | >20 mm | < 10 mm |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for a in down["arms"]:
             sizes = " | ".join(f"{(a['sensitivity_by_size'][b]['sensitivity'] or 0):.2f} (n={a['sensitivity_by_size'][b]['n']})"
                                for b in ("<6 mm", "6-10 mm", "10-20 mm", ">20 mm"))
+            small = f"{a['sensitivity_small']:.3f} (n={a['n_small']})" if "sensitivity_small" in a else "-"
             print(f"| {a['name']} | {a['n_real'][0]} + {a['n_synthetic'][0]} | {_ci(a['dice'], a['dice_ci'])} | "
-                  f"{a['dice'] / ref['dice']:.2f} | {_ci(a['sensitivity'], a['sensitivity_ci'])} | {a['froc']:.3f} | {sizes} |")
+                  f"{a['dice'] / ref['dice']:.2f} | {_ci(a['sensitivity'], a['sensitivity_ci'])} | {a['froc']:.3f} | {sizes} "
+                  f"| {small} |")
+        if down.get("paired"):
+            print("\n| gain over real only (paired: same seeds, same test cases) | Δ Dice [95 % CI] | Δ sensitivity [95 % CI] "
+                  "| Δ sensitivity < 10 mm [95 % CI] |")
+            print("|---|---|---|---|")
+            for c in down["paired"]:
+                print(f"| {c['arm']} | {_ci(c['delta_dice'], c['delta_dice_ci'])} | "
+                      f"{_ci(c['delta_sensitivity'], c['delta_sensitivity_ci'])} | "
+                      f"{_ci(c['delta_sensitivity_small'], c['delta_sensitivity_small_ci'])} |")
         print(f"\ndownstream wall time {down['wall_seconds']} s; settings: {json.dumps(down['settings']['segmenter'])}")
 
 
@@ -261,6 +274,8 @@ def main(argv=None) -> int:
                    help="synthetic kinds to make and score (default: all; generated = the learned generator)")
     p.add_argument("--generator", default="builtin", help="generator model file for the generated kind")
     p.add_argument("--no-synthetic-only", action="store_true", help="downstream: skip the synthetic-only arms")
+    p.add_argument("--ratio", type=float, default=1.0,
+                   help="downstream: synthetic lesions per real one (needs --n-synthetic >= ratio x --n-real at prepare)")
     args = p.parse_args(argv)
     kinds = tuple(k for k in args.kinds.split(",") if k)
     if not kinds or any(k not in KINDS for k in kinds):
@@ -289,7 +304,7 @@ def main(argv=None) -> int:
         (work / "realism.json").write_text(json.dumps(known))
         print(f"realism done at {time.perf_counter() - t0:.0f} s", flush=True)
     if args.phase in ("downstream", "all"):
-        down = downstream(work, args.steps, args.seeds, args.batch_size, kinds, not args.no_synthetic_only)
+        down = downstream(work, args.steps, args.seeds, args.batch_size, kinds, not args.no_synthetic_only, args.ratio)
         (work / "downstream.json").write_text(json.dumps(down))
     if args.phase == "tables":
         real = json.loads((work / "realism.json").read_text()) if (work / "realism.json").exists() else None
