@@ -5,6 +5,7 @@ series-level split (:func:`napari_synthseg.io.lesion_index.split_by_group`):
 
 1. **prepare** — synthetic lesions made BY THE CLI, as a user would: ``synthseg remove`` the real
    nodule of a patch (biharmonic fill), then ``synthseg place`` at the same centre and size
+   (``--size``: LUNA16's diameter, issue 14's protocol, or the real mask's equivalent diameter)
    either ``procedural:solid``, another train-side LIDC patch (a transplanted real nodule,
    ``--lesion PATCH.mha --lesion-mask SEG.mha``) or a learned one
    (``--lesion generated:CLASS@MODEL --seed i``, CLASS = the removed nodule's class by the
@@ -61,6 +62,20 @@ def centre_xyz(mask_path: Path) -> tuple[float, float, float]:
     return float(zyx[2]), float(zyx[1]), float(zyx[0])
 
 
+def mask_diameter_mm(mask_path: Path) -> float:
+    """Equivalent-sphere diameter of a mask file (mm)."""
+    from napari_synthseg.io import read_image
+
+    image = read_image(mask_path)
+    volume = float((np.asarray(image.array) != 0).sum()) * float(np.prod(image.scale))
+    return (6.0 * volume / np.pi) ** (1.0 / 3.0)
+
+
+#: How each synthetic lesion's requested size is chosen: LUNA16's diameter (issue 14's protocol:
+#: larger than the mask, 9.1 vs 7.2 mm median) or the real mask's equivalent diameter.
+SIZE_FROM = ("luna16", "mask")
+
+
 def write_index(folder: Path, rows: list[dict]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["ct_file,seg_file,diameter_mm,lidc_series_uid,nodule_index"]
@@ -88,7 +103,8 @@ def generator_file(model: str) -> tuple[Path, str]:
     return path, f"{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}r{SAMPLER_REVISION}"
 
 
-def make_synthetic(hosts, donors, work: Path, tag: str, kinds=KINDS, generator: str = "builtin") -> dict[str, list[dict]]:
+def make_synthetic(hosts, donors, work: Path, tag: str, kinds=KINDS, generator: str = "builtin",
+                   size_from: str = "luna16") -> dict[str, list[dict]]:
     """Remove each host's nodule and place each kind of synthetic nodule there (CLI)."""
     from napari_synthseg.generator.classes import classify_nodule
     from napari_synthseg.generator.data import read_patch
@@ -106,7 +122,7 @@ def make_synthetic(hosts, donors, work: Path, tag: str, kinds=KINDS, generator: 
         if not filled.exists():
             cli("remove", host.image_path, "--mask", host.mask_path, "--method", "biharmonic", "--out", filled)
         x, y, z = centre_xyz(host.mask_path)
-        size = host.diameter_mm or 8.0
+        size = (host.diameter_mm or 8.0) if size_from == "luna16" else round(mask_diameter_mm(host.mask_path), 2)
         # A donor of similar size (one of the 5 closest diameters): placing scales the donor's
         # whole patch, so a 5 mm donor shown at 37 mm would be a 7x blow-up (minutes and GBs in
         # place, and no real transplant looks like that).
@@ -142,8 +158,14 @@ def make_synthetic(hosts, donors, work: Path, tag: str, kinds=KINDS, generator: 
     return rows
 
 
-def prepare(work: Path, n_realism: int, n_real: int, n_synth: int, kinds=KINDS, generator: str = "builtin") -> dict:
+def prepare(work: Path, n_realism: int, n_real: int, n_synth: int, kinds=KINDS, generator: str = "builtin",
+            size_from: str = "luna16") -> dict:
     from napari_synthseg.io.lesion_index import read_lesion_index, split_by_group
+
+    previous = work / "prepare.json"
+    if previous.exists() and json.loads(previous.read_text()).get("size_from", "luna16") != size_from:
+        # the cached lesions were made at the other sizes
+        raise SystemExit(f"{work} holds lesions sized by another --size; use another --work")
 
     entries = read_lesion_index(LIDC)
     train, test = split_by_group(entries)
@@ -164,7 +186,7 @@ def prepare(work: Path, n_realism: int, n_real: int, n_synth: int, kinds=KINDS, 
             "test": write_index(work / "sets" / "test", [rel(e) for e in test]),
             "realism_real": write_index(work / "sets" / "realism_real", [rel(e) for e in realism_hosts])}
     for tag, hosts in (("realism", realism_hosts), ("train", synth_hosts)):
-        rows = make_synthetic(hosts, donors, work, tag, kinds, generator)
+        rows = make_synthetic(hosts, donors, work, tag, kinds, generator, size_from)
         for kind, kind_rows in rows.items():
             for r in kind_rows:
                 r["ct"], r["seg"] = f"../../{r['ct']}", f"../../{r['seg']}"
@@ -172,8 +194,8 @@ def prepare(work: Path, n_realism: int, n_real: int, n_synth: int, kinds=KINDS, 
     info = {"kinds": list(kinds), "generator": generator_file(generator)[1] if "generated" in kinds else None,
             "n_train_side": len(train), "n_test_side": len(test), "n_real_train": len(real_train),
             "n_synth_hosts": len(synth_hosts), "n_donors": len(donors), "n_realism_hosts": len(realism_hosts),
-            "n_test": len(test), "refused_by_place": REFUSED, "prepare_seconds": round(time.perf_counter() - t0, 1)}
-    previous = work / "prepare.json"
+            "n_test": len(test), "refused_by_place": REFUSED, "prepare_seconds": round(time.perf_counter() - t0, 1),
+            "size_from": size_from}
     if previous.exists():  # a re-run reuses the cached lesions: keep the first run's timing
         before = json.loads(previous.read_text())
         info["prepare_seconds"] = max(info["prepare_seconds"], before["prepare_seconds"])
@@ -274,6 +296,9 @@ def main(argv=None) -> int:
                    help="synthetic kinds to make and score (default: all; generated = the learned generator)")
     p.add_argument("--generator", default="builtin", help="generator model file for the generated kind")
     p.add_argument("--no-synthetic-only", action="store_true", help="downstream: skip the synthetic-only arms")
+    p.add_argument("--size", default="luna16", choices=SIZE_FROM,
+                   help="prepare: size of every synthetic lesion: LUNA16's diameter (issue 14) or the real mask's "
+                        "equivalent diameter (needs its own --work)")
     p.add_argument("--ratio", type=float, default=1.0,
                    help="downstream: synthetic lesions per real one (needs --n-synthetic >= ratio x --n-real at prepare)")
     args = p.parse_args(argv)
@@ -291,7 +316,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     prep = json.loads((work / "prepare.json").read_text()) if (work / "prepare.json").exists() else None
     if args.phase in ("prepare", "all") or prep is None:
-        prep = prepare(work, args.n_realism, args.n_real, args.n_synthetic, kinds, args.generator)
+        prep = prepare(work, args.n_realism, args.n_real, args.n_synthetic, kinds, args.generator, args.size)
         print(f"prepared in {prep['prepare_seconds']} s", flush=True)
     real = down = None
     if args.phase in ("realism", "all"):
