@@ -93,6 +93,34 @@ def test_compare_arms_pairs_seeds_and_cases():
         compare_arms(arms + [other], "real")
 
 
+def test_compare_reports_across_runs_sharing_the_baseline(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.2, 0.8, (3, 3))
+    detected = [[0, 1, 1], [1, 1, 1], [0, 1, 1]]
+
+    def write(folder, arms):
+        folder.mkdir()
+        (folder / "report.json").write_text(json.dumps({"kind": "synthseg-downstream-report", "arms": arms}))
+        return folder
+
+    one = write(tmp_path / "gen", [_arm("real", base.tolist(), detected),
+                                   _arm("real+genx1", (base + 0.04).tolist(), detected)])
+    two = write(tmp_path / "trans", [_arm("real", base.tolist(), detected),
+                                     _arm("real+transx1", (base + 0.01).tolist(), detected)])
+    assert main(["evaluate", "compare", str(one), str(two / "report.json"), "--baseline", "real+transx1",
+                 "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "real+genx1: Dice +0.030 [+0.030, +0.030]" in out and "real: Dice -0.010" in out
+    # a baseline that differs between runs is renamed, not silently merged
+    three = write(tmp_path / "other", [_arm("real", (base - 0.1).tolist(), detected)])
+    assert main(["evaluate", "compare", str(one), str(three), "--bootstrap", "20"]) == 0
+    assert "real@other: Dice -0.100" in capsys.readouterr().out
+    old = write(tmp_path / "old", [{"name": "real", "dice": 0.5}])
+    assert main(["evaluate", "compare", str(old)]) == 2
+    assert "no per-case outcomes" in capsys.readouterr().err
+    assert main(["evaluate", "compare", str(tmp_path / "missing")]) == 2
+
+
 @pytest.mark.slow
 def test_downstream_tiny_run_writes_the_report(tmp_path, capsys):
     real = index_set(tmp_path / "real", 4, noisy=True, seed=0)

@@ -1,4 +1,4 @@
-"""``synthseg evaluate realism|downstream|collect|reader-study|reader-study-score``.
+"""``synthseg evaluate realism|downstream|compare|collect|reader-study|reader-study-score``.
 
 Thin adapters over :mod:`napari_synthseg.evaluate`; every number and rule lives there.
 """
@@ -67,6 +67,14 @@ def register(subparsers) -> None:
     d.add_argument("--test-crop-mm", type=float, default=None,
                    help="edge of the test crops (default 1.5x --crop-mm rounded up to 16 voxels)")
     d.set_defaults(func=run_downstream)
+
+    m = sub.add_parser("compare", help="paired gains of downstream arms over a baseline arm, across one or more "
+                       "reports on the same test set (same seeds and test cases)")
+    m.add_argument("reports", nargs="+", help="downstream report folders (or their report.json)")
+    m.add_argument("--baseline", default="real", help="arm to compare with (default real; a repeated name from "
+                   "another report with other outcomes is NAME@FOLDER)")
+    m.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    m.set_defaults(func=run_compare)
 
     k = sub.add_parser("collect", help="score nnU-Net's predictions of the arms written by downstream --nnunet")
     k.add_argument("folder", help="the --nnunet folder (holds evaluation_plan.json and predictions/<arm>/<run>/)")
@@ -164,6 +172,22 @@ def run_downstream(args) -> int:
         print(f"{c['arm']} - {c['baseline']} (paired): Dice {c['delta_dice']:+.3f} [{lo:+.3f}, {hi:+.3f}], "
               f"sensitivity < 10 mm {c['delta_sensitivity_small']:+.3f} [{slo:+.3f}, {shi:+.3f}] ({c['n_small']} lesions)")
     print(f"report: {args.out}/report.md")
+    return 0
+
+
+def run_compare(args) -> int:
+    from ..evaluate.downstream import compare_arms, load_report_arms
+
+    arms = load_report_arms(args.reports)
+    rows = compare_arms(arms, args.baseline, args.bootstrap)
+    if not rows:
+        raise SynthsegError(f"no other arm shares seeds with {args.baseline!r}")
+    print(f"paired gains over {args.baseline} (same seeds, same test cases; 95 % bootstrap CIs)")
+    for c in rows:
+        d, s_, sm = c["delta_dice_ci"], c["delta_sensitivity_ci"], c["delta_sensitivity_small_ci"]
+        print(f"{c['arm']}: Dice {c['delta_dice']:+.3f} [{d[0]:+.3f}, {d[1]:+.3f}], sensitivity "
+              f"{c['delta_sensitivity']:+.3f} [{s_[0]:+.3f}, {s_[1]:+.3f}], sensitivity < 10 mm "
+              f"{c['delta_sensitivity_small']:+.3f} [{sm[0]:+.3f}, {sm[1]:+.3f}] ({c['n_seeds']} seeds)")
     return 0
 
 

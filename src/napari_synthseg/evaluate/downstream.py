@@ -316,6 +316,45 @@ def pooled_froc(cases_by_seed: list[list[CaseScore]]) -> tuple[np.ndarray, np.nd
     return fps, sens
 
 
+def load_report_arms(reports: Sequence[str | os.PathLike]) -> list[dict]:
+    """The arms of several downstream reports (folders or ``report.json`` files), for
+    :func:`compare_arms` across runs on the same test set.
+
+    An arm name met again (the ``real`` baseline of every run) is kept once when its outcomes
+    are the same and renamed ``name@<folder>`` when they differ.
+
+    Raises
+    ------
+    SynthsegError
+        For a missing or unreadable report, or one written before per-case outcomes were kept.
+    """
+    import json
+
+    arms: list[dict] = []
+    seen: dict[str, dict] = {}
+    for item in reports:
+        path = Path(item)
+        path = path / "report.json" if path.is_dir() else path
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise SynthsegError(f"cannot read the downstream report {path}: {exc}") from None
+        if data.get("kind") != "synthseg-downstream-report":
+            raise SynthsegError(f"{path} is not a downstream report")
+        for arm in data["arms"]:
+            if "outcomes" not in arm:
+                raise SynthsegError(f"{path}: arm {arm['name']!r} has no per-case outcomes (a report from before "
+                                    "they were kept); run it again")
+            name = arm["name"]
+            if name in seen:
+                if seen[name]["outcomes"] == arm["outcomes"]:
+                    continue
+                arm = dict(arm, name=f"{name}@{path.parent.name}")
+            seen[arm["name"]] = arm
+            arms.append(arm)
+    return arms
+
+
 def summarise_arm(arm: Arm, per_seed: list[dict], cases_by_seed: list[list[CaseScore]], n_boot: int, seed: int) -> dict:
     dice = np.array([[c.dice for c in cases] for cases in cases_by_seed])
     detected = np.array([[float(d) for c in cases for d in c.detected] for cases in cases_by_seed])
