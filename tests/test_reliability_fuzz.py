@@ -13,7 +13,7 @@ import struct
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from napari_synthseg.errors import SynthsegError
@@ -62,6 +62,8 @@ def valid_files(tmp_path_factory) -> dict[str, bytes]:
 @FUZZ
 @given(ext=st.sampled_from([".png", ".tif", ".nii", ".nii.gz", ".mha", ".nrrd", ".jpg", ".dcm"]),
        cut=st.floats(0.0, 1.0), edits=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=6))
+# found by hypothesis: a MetaImage header whose first key is not UTF-8 (0x80 for the "O" of ObjectType)
+@example(ext=".mha", cut=1.0, edits=[(0.0, 128)])
 def test_readers_return_an_image_or_one_line(tmp_path, valid_files, ext, cut, edits):
     data = bytearray(valid_files[ext])
     for where, value in edits:

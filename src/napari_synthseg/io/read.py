@@ -441,7 +441,9 @@ def _metadata(reader) -> dict[str, str]:
     for key in reader.GetMetaDataKeys():
         try:
             value = reader.GetMetaData(key)
-        except (RuntimeError, UnicodeDecodeError):
+        except (RuntimeError, UnicodeDecodeError, TypeError):
+            # TypeError: a key that is not valid UTF-8 (a damaged header) comes back from
+            # SimpleITK with surrogate escapes, which its own GetMetaData then refuses
             continue
         # Binary blobs (private tags, embedded ICC profiles) are not useful as text metadata.
         if len(value) <= 1024 and value.isprintable():
