@@ -79,4 +79,8 @@ def test_panel_trains_resumes_cancels_and_feeds_the_editor(make_napari_viewer, q
     spec = editor.generated_samples.spec()
     assert str(spec.path) == str(out)
     assert "Lesion editor's generated samples" in panel.status.text()
+    # a message longer than the panel is wide wraps, and every line shows
+    status = panel.status
+    qtbot.waitUntil(lambda: status.width() > 0 and status.heightForWidth(status.width()) > status.fontMetrics().height() * 1.5)
+    qtbot.waitUntil(lambda: status.height() >= status.heightForWidth(status.width()))
     panel.grab().save(str(artifacts_dir / "generator_panel.png"))

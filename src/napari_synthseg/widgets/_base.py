@@ -51,6 +51,29 @@ def compact_combos(parent: QWidget, characters: int = 8) -> None:
         combo.setMinimumContentsLength(characters)
 
 
+class StatusLabel(QLabel):
+    """A word-wrapped label that is always tall enough for all its lines.
+
+    Under an ``Ignored`` horizontal policy (so a long path never widens the panel) a wrapped
+    QLabel keeps the height of one line: the second line of a message was cut off (seen in
+    the generator panel's screenshot). It sets its minimum height from ``heightForWidth`` after
+    every text change and resize.
+    """
+
+    def _fit(self) -> None:
+        width = self.width()
+        if width > 0:
+            self.setMinimumHeight(self.heightForWidth(width))
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
+        super().setText(text)
+        self._fit()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._fit()
+
+
 class JobPanel(QScrollArea):
     """A scrollable dock panel with a status line, a progress bar and Cancel.
 
@@ -76,7 +99,7 @@ class JobPanel(QScrollArea):
         self.body.setSpacing(4)
         self.setWidget(inner)
 
-        self.status = QLabel("")
+        self.status = StatusLabel("")
         self.status.setWordWrap(True)
         # A long path in a message wraps or is cut, never widens the panel.
         self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
