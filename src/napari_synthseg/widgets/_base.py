@@ -65,7 +65,7 @@ class StatusLabel(QLabel):
         if width > 0:
             self.setMinimumHeight(self.heightForWidth(width))
 
-    def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
+    def setText(self, text: str | None) -> None:  # noqa: N802 (Qt's name)
         super().setText(text)
         self._fit()
 
