@@ -59,14 +59,19 @@ class HistogramTable:
         return cls(tensors["hist/quantiles"].numpy().astype(np.float32), tensors["hist/class"].numpy().astype(int),
                    tensors["hist/diameter"].numpy().astype(np.float32), tensors["hist/mean"].numpy().astype(np.float32))
 
+    def nearest(self, class_index: int, diameter_mm: float, count: int, mean_hu: Optional[float] = None) -> np.ndarray:
+        """Rows of the ``count`` nodules of the class nearest in diameter (and mean HU, if given)."""
+        rows = np.flatnonzero(self.classes == int(class_index))
+        dist = np.abs(np.log(np.maximum(self.diameters_mm[rows], 0.5) / max(float(diameter_mm), 0.5))) / DIAMETER_LOG_SCALE
+        if mean_hu is not None:
+            dist = dist + np.abs(self.means_hu[rows] - float(mean_hu)) / MEAN_HU_SCALE
+        return rows[np.argsort(dist, kind="stable")[:count]]
+
     def donor(self, class_index: int, diameter_mm: float, mean_hu: float, seed: int) -> Optional[int]:
         """Row of the donor for a request: one of the :data:`DONOR_POOL` nearest of the class."""
-        rows = np.flatnonzero(self.classes == int(class_index))
-        if rows.size == 0:
+        nearest = self.nearest(class_index, diameter_mm, DONOR_POOL, mean_hu)
+        if nearest.size == 0:
             return None
-        dist = (np.abs(np.log(np.maximum(self.diameters_mm[rows], 0.5) / max(float(diameter_mm), 0.5))) / DIAMETER_LOG_SCALE
-                + np.abs(self.means_hu[rows] - float(mean_hu)) / MEAN_HU_SCALE)
-        nearest = rows[np.argsort(dist, kind="stable")[:DONOR_POOL]]
         # its own stream, so the donor does not change the flow's noise (drawn from the seed too)
         return int(nearest[np.random.default_rng([int(seed), 7919]).integers(len(nearest))])
 

@@ -138,10 +138,8 @@ class LesionGenerator:
         index = class_index(nodule_class)
         table = self.histograms
         if diameter_mm is not None and index > 0 and table is not None and len(table):
-            rows = np.flatnonzero(table.classes == index)
-            if rows.size:
-                dist = np.abs(np.log(np.maximum(table.diameters_mm[rows], 0.5) / max(float(diameter_mm), 0.5)))
-                nearest = rows[np.argsort(dist, kind="stable")[:MEAN_HU_POOL]]
+            nearest = table.nearest(index, diameter_mm, MEAN_HU_POOL)
+            if nearest.size:
                 return float(table.means_hu[nearest[int(rng.integers(len(nearest)))]])
         mean, std = self.config.class_mean_hu[index]
         return float(mean + std * rng.standard_normal())
