@@ -5,7 +5,7 @@ series-level split (:func:`napari_synthseg.io.lesion_index.split_by_group`):
 
 1. **prepare** — synthetic lesions made BY THE CLI, as a user would: ``synthseg remove`` the real
    nodule of a patch (biharmonic fill), then ``synthseg place`` at the same centre and size
-   (``--size``: LUNA16's diameter, issue 14's protocol, or the real mask's equivalent diameter)
+   (``--size``: LUNA16's diameter, issue 14's protocol, the real mask's equivalent diameter, or a smaller one)
    either ``procedural:solid``, another train-side LIDC patch (a transplanted real nodule,
    ``--lesion PATCH.mha --lesion-mask SEG.mha``) or a learned one
    (``--lesion generated:CLASS@MODEL --seed i``, CLASS = the removed nodule's class by the
@@ -72,8 +72,14 @@ def mask_diameter_mm(mask_path: Path) -> float:
 
 
 #: How each synthetic lesion's requested size is chosen: LUNA16's diameter (issue 14's protocol:
-#: larger than the mask, 9.1 vs 7.2 mm median) or the real mask's equivalent diameter.
-SIZE_FROM = ("luna16", "mask")
+#: larger than the mask, 9.1 vs 7.2 mm median), the real mask's equivalent diameter, or
+#: ``small``: the mask's diameter scaled by a factor drawn uniformly in [0.5, 1] (at least
+#: 3 mm, LIDC's smallest annotated nodule). ``small`` puts more synthetic nodules below 6 mm,
+#: where the 50 real training nodules are thinnest (8 % of them), and every synthetic nodule
+#: still sits inside the site its host's nodule was removed from.
+SIZE_FROM = ("luna16", "mask", "small")
+SMALL_SCALE = (0.5, 1.0)
+SMALL_MIN_MM = 3.0
 
 
 def write_index(folder: Path, rows: list[dict]) -> Path:
@@ -95,7 +101,6 @@ def generator_file(model: str) -> tuple[Path, str]:
     import hashlib
 
     from napari_synthseg.generator import resolve_model_path
-
     from napari_synthseg.generator.sample import SAMPLER_REVISION
 
     path = resolve_model_path(model)
@@ -122,7 +127,13 @@ def make_synthetic(hosts, donors, work: Path, tag: str, kinds=KINDS, generator: 
         if not filled.exists():
             cli("remove", host.image_path, "--mask", host.mask_path, "--method", "biharmonic", "--out", filled)
         x, y, z = centre_xyz(host.mask_path)
-        size = (host.diameter_mm or 8.0) if size_from == "luna16" else round(mask_diameter_mm(host.mask_path), 2)
+        if size_from == "luna16":
+            size = host.diameter_mm or 8.0
+        elif size_from == "mask":
+            size = round(mask_diameter_mm(host.mask_path), 2)
+        else:  # small: one draw per host from its own stream, so a host's size does not depend on the others
+            scale = np.random.default_rng([14, i]).uniform(*SMALL_SCALE)
+            size = round(max(SMALL_MIN_MM, scale * mask_diameter_mm(host.mask_path)), 2)
         # A donor of similar size (one of the 5 closest diameters): placing scales the donor's
         # whole patch, so a 5 mm donor shown at 37 mm would be a 7x blow-up (minutes and GBs in
         # place, and no real transplant looks like that).
@@ -297,8 +308,8 @@ def main(argv=None) -> int:
     p.add_argument("--generator", default="builtin", help="generator model file for the generated kind")
     p.add_argument("--no-synthetic-only", action="store_true", help="downstream: skip the synthetic-only arms")
     p.add_argument("--size", default="luna16", choices=SIZE_FROM,
-                   help="prepare: size of every synthetic lesion: LUNA16's diameter (issue 14) or the real mask's "
-                        "equivalent diameter (needs its own --work)")
+                   help="prepare: size of every synthetic lesion: LUNA16's diameter (issue 14), the real mask's "
+                        "equivalent diameter, or small (the mask's scaled by 0.5-1, >= 3 mm); each needs its own --work")
     p.add_argument("--ratio", type=float, default=1.0,
                    help="downstream: synthetic lesions per real one (needs --n-synthetic >= ratio x --n-real at prepare)")
     args = p.parse_args(argv)
