@@ -114,15 +114,12 @@ def healthy_table(gen, cases) -> None:
         print(f"| {name} | {two_sample_auc(real, fake, g):.3f} | {frechet(real, fake):.2f} |", flush=True)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="builtin")
-    ap.add_argument("--n", type=int, default=120)
-    ap.add_argument("--library", default=LIBRARY)
-    ap.add_argument("--healthy-only", action="store_true", help="only the healthy-fill table")
-    args = ap.parse_args(argv)
-    gen = get_generator(args.model)
-    entries = read_lesion_index(args.library)
+def train_side_cases(gen, n: int, library: str = LIBRARY) -> list[dict]:
+    """Up to ``n`` train-side nodules (<= 16 mm, 1 mm grid) ready for generation: the real cube and
+    mask, class, the nodule removed (biharmonic), seed, default mean HU and histogram-control
+    target, both drawn from a table of *other* series' nodules (the shipped table holds the
+    nodule itself)."""
+    entries = read_lesion_index(library)
     train, _test = split_by_group(entries)
     biharmonic = get_filler("biharmonic")
     t0 = time.perf_counter()
@@ -141,7 +138,7 @@ def main(argv=None) -> int:
         cls = classify_nodule(hu, mask)
         values = cube[m].astype(np.float64)
         rows.append((e.group, class_index(cls), d, float(values.mean()), np.quantile(values, QUANTILES)))
-        if d <= 16.0 and len(cases) < args.n:
+        if d <= 16.0 and len(cases) < n:
             cases.append({"e": e, "real": cube, "m": m, "cls": cls, "d": d})
     groups_all = np.array([r[0] for r in rows])
     print(f"{len(cases)} train-side cases, {len(rows)} donor rows ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -159,9 +156,11 @@ def main(argv=None) -> int:
         gen.histograms = shipped
         donor = table.donor(class_index(c["cls"]), c["d"], c["mean_hu"], c["seed"])
         c["target"] = table.target(donor, c["mean_hu"])
-    if args.healthy_only:
-        healthy_table(gen, cases)
-        return 0
+    return cases
+
+
+def generate_raw(gen, cases: list[dict]) -> None:
+    """Each case's raw flow sample (``raw``) and its mean-calibrated form (``cal``), 8 at a time."""
     for a in range(0, len(cases), 8):
         chunk = cases[a:a + 8]
         raws = gen.fill([c["removed"] for c in chunk], [c["m"] for c in chunk], [c["cls"] for c in chunk],
@@ -170,6 +169,22 @@ def main(argv=None) -> int:
         for c, raw in zip(chunk, raws):
             c["raw"] = raw
             c["cal"] = calibrate_to_mean_hu(raw, c["removed"], c["m"], c["region"], c["mean_hu"])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="builtin")
+    ap.add_argument("--n", type=int, default=120)
+    ap.add_argument("--library", default=LIBRARY)
+    ap.add_argument("--healthy-only", action="store_true", help="only the healthy-fill table")
+    args = ap.parse_args(argv)
+    gen = get_generator(args.model)
+    t0 = time.perf_counter()
+    cases = train_side_cases(gen, args.n, args.library)
+    if args.healthy_only:
+        healthy_table(gen, cases)
+        return 0
+    generate_raw(gen, cases)
     print(f"generated in {time.perf_counter() - t0:.0f} s", flush=True)
 
     def sample(c, cube, kind):
