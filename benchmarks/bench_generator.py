@@ -15,7 +15,7 @@ Everything here uses only the *test* side of the fixed series-level LIDC split
    alpha-blended, 1 mm feather) and a transplanted real nodule: the train-side *library*
    nodule of the nearest size (``transplanted``, the issue's "transplanted library nodules"),
    alpha-blended with its own surroundings. The row ``transplanted_heldout`` takes the donor
-   from another held-out series instead (the first three passes' reference): its donors are
+   from another held-out series instead (the first four passes' reference): its donors are
    the real set's own nodules, so its feature distribution is nearly the real one re-drawn and
    its FRD is not a fair reference (docs/benchmarks.md, fifth pass). A two-sample
    classifier (hand features of the central region, standardised logistic regression,
