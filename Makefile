@@ -17,7 +17,7 @@ demo: setup
 test: setup
 	$(BIN)/npe2 validate napari-synthseg
 	$(BIN)/lint-imports --no-logo --no-cache
-	$(BIN)/ruff check src
+	$(BIN)/ruff check src benchmarks
 	$(BIN)/mypy
 	xvfb-run -a -s "-screen 0 1920x1080x24" $(BIN)/python -m pytest
 

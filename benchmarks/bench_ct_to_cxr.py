@@ -35,7 +35,7 @@ from scipy import ndimage as ndi
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from napari_synthseg.lesions import ct_lesion_from_arrays, project_ct_lesion  # noqa: E402
+from napari_synthseg.lesions import ct_lesion_from_arrays, project_ct_lesion
 
 DATA = REPO.parent / "shared" / "data"
 PATCHES = DATA / "ct" / "nodule_patches"

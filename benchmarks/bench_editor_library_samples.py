@@ -26,14 +26,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from napari_synthseg.generator import get_generator  # noqa: E402
-from napari_synthseg.io import read_image  # noqa: E402
-from napari_synthseg.io.lesion_index import read_lesion_index  # noqa: E402
-from napari_synthseg.lesions.library import LesionLibrary, lesion_thumbnail  # noqa: E402
-from napari_synthseg.scene import Scene  # noqa: E402
-from napari_synthseg.workflow import library_browser as browser  # noqa: E402
-from napari_synthseg.workflow.edit import EditSession  # noqa: E402
-from napari_synthseg.workflow.spec import PlaceSettings  # noqa: E402
+from napari_synthseg.generator import get_generator
+from napari_synthseg.io import read_image
+from napari_synthseg.io.lesion_index import read_lesion_index
+from napari_synthseg.lesions.library import LesionLibrary, lesion_thumbnail
+from napari_synthseg.scene import Scene
+from napari_synthseg.workflow import library_browser as browser
+from napari_synthseg.workflow.edit import EditSession
+from napari_synthseg.workflow.spec import PlaceSettings
 
 DATA = REPO.parent / "shared" / "data"
 

@@ -253,7 +253,7 @@ def main(argv=None) -> int:
     except ImportError:
         pass
     timing: dict[str, list[float]] = {}
-    for name, naive, mask, source in cases:
+    for _name, naive, mask, source in cases:
         add("clean (no lesion, floor)", clean, naive, mask)
         add("naive paste", naive, naive, mask)
         if poisson is not None:

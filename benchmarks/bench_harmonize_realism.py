@@ -39,17 +39,18 @@ import torch
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_harmonize as bh  # noqa: E402
-
-from napari_synthseg.harmonize import preset, train_harmonizer  # noqa: E402
-from napari_synthseg.harmonize.apply import _detail, _generate, _sample_seed, blend_weights  # noqa: E402
-from napari_synthseg.harmonize.networks import ConSinGAN, resize  # noqa: E402
-from napari_synthseg.io import read_image  # noqa: E402
-from napari_synthseg.render.poisson import poisson_blend  # noqa: E402
-
 import os
+
+import bench_harmonize as bh
+
+from napari_synthseg.harmonize import preset, train_harmonizer
+from napari_synthseg.harmonize.apply import _detail, _generate, _sample_seed, blend_weights
+from napari_synthseg.harmonize.networks import ConSinGAN, resize
+from napari_synthseg.io import read_image
+from napari_synthseg.render.poisson import poisson_blend
+
 NITER = int(os.environ.get("BENCH_NITER", "0"))  # smoke tests only
-NODULES = [f"nodule_{i:02d}" for i in (8, 13, 15, 17, *range(0, 8), 9, 10, 11, 12, 14, 16, 18, 19)]
+NODULES = [f"nodule_{i:02d}" for i in (8, 13, 15, 17, *range(8), 9, 10, 11, 12, 14, 16, 18, 19)]
 MAX_CASES = 12
 
 
@@ -106,7 +107,7 @@ def cases(clean, pixel_mm):
     region = clean[r0 : r0 + h, c0 : c0 + w].astype(np.float64)
     smooth = ndimage.gaussian_filter(clean.astype(np.float64), 8.0)
     out = []
-    for i, name in enumerate(NODULES):
+    for name in NODULES:
         cy, cx = bh.CENTRES[len(out) % len(bh.CENTRES)]
         proj, pmask = bh.projected_nodule(name, pixel_mm)
         if max(pmask.shape) > 80:
@@ -177,7 +178,7 @@ def run(seeds, samples, out_json, archs=("singan", "consingan"), changes=None, g
 
 def table(rows):
     by: dict[str, list] = {}
-    for method, seed, case, ratio in rows:
+    for method, seed, _case, ratio in rows:
         by.setdefault(method, []).append((seed, ratio))
     print("| method | ratio to naive, mean ± sd over seed x case | per-seed means | n | cases better than naive |")
     print("|---|---|---|---|---|")

@@ -24,19 +24,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy import ndimage as ndi
 from skimage.metrics import structural_similarity
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from napari_synthseg.constraints.cxr_lungs import cxr_lung_mask  # noqa: E402
-from napari_synthseg.fill import get_filler  # noqa: E402
-from napari_synthseg.inpaint import Inpainter, LearnedFiller, builtin_model_path  # noqa: E402
-from napari_synthseg.inpaint.masks import blob_mask  # noqa: E402
-from napari_synthseg.io import read_image  # noqa: E402
-from napari_synthseg.models import read_model_info  # noqa: E402
+from napari_synthseg.constraints.cxr_lungs import cxr_lung_mask
+from napari_synthseg.fill import get_filler
+from napari_synthseg.inpaint import Inpainter, LearnedFiller, builtin_model_path
+from napari_synthseg.inpaint.masks import blob_mask
+from napari_synthseg.io import read_image
+from napari_synthseg.models import read_model_info
 
 DATA = REPO.parent / "shared" / "data" / "cxr"
 HELD_OUT = ["nih_other/00000001_000.png", "nih_other/00027426_000.png",

@@ -78,7 +78,7 @@ def main() -> None:
     mem = peak_memory()
     ratio_mem = (mem["peak"] - mem["before"]) / mem["nbytes"]
     print(f"{'measure':44s} {'ours':>10s} {'reference':>10s} {'ratio':>7s} {'target':>8s}")
-    print(f"{'open 64x512x512 CT series (s, best of %d)' % args.repeats:44s} {t_ours:10.3f} {t_bare:10.3f} {t_ours / t_bare:7.2f} {'<= 1.2':>8s}")
+    print(f"{f'open 64x512x512 CT series (s, best of {args.repeats})':44s} {t_ours:10.3f} {t_bare:10.3f} {t_ours / t_bare:7.2f} {'<= 1.2':>8s}")
     print(f"{'peak memory into napari / volume size':44s} {(mem['peak'] - mem['before']) / 2**20:9.1f}M {mem['nbytes'] / 2**20:9.1f}M {ratio_mem:7.2f} {'<= 2.5':>8s}")
 
 

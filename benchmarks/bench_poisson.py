@@ -37,7 +37,6 @@ from scipy.sparse.linalg import spsolve
 
 from napari_synthseg.render import blend_roi, poisson_blend, poisson_blend_region
 
-
 # ---- reference problem, assembled without the package's code --------------------------------
 
 
