@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,8 +40,6 @@ import torch
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import os
-
 import bench_harmonize as bh
 
 from napari_synthseg.harmonize import preset, train_harmonizer
