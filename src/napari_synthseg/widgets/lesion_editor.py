@@ -505,45 +505,65 @@ class LesionEditorWidget(JobPanel):
 
             viewer_grid(self.viewer).enabled = False
 
-        def hide_sources() -> None:
-            for layer in self._image_layers():
-                layer.visible = False
-            self._stack_scene_layers()
-
-        def fill(layer, data) -> Callable[[], None]:
-            # Same dimensions: one step. A radiograph's layers turning into a volume's: data and
-            # geometry while the layer is hidden (napari slices nothing; setting the geometry
-            # also clears its stale extent, which a redraw would trip over), then showing it,
-            # which slices; each about half the work.
+        def hide(layer) -> Callable[[], None]:
             def step() -> None:
-                if layer.ndim == image.ndim:
-                    self._place(layer, data, transform)
-                else:
-                    layer.visible = False
-                    layer.data = data
-                    layer.scale, layer.translate = transform["scale"], transform["translate"]
-                if layer is self.image_layer:
-                    layer.metadata = layer_metadata(image)
-                    layer.contrast_limits_range = display["range"]
-                    layer.contrast_limits = display["limits"]
-            step.__name__ = f"fill {layer.name}"
+                layer.visible = False
+            step.__name__ = f"hide {layer.name}"
             return step
 
-        def place(layer) -> Callable[[], None]:
+        def stack() -> None:
+            self._stack_scene_layers()
+
+        def show(layer) -> Callable[[], None]:
             def step() -> None:
                 layer.visible = True
             step.__name__ = f"show {layer.name}"
             return step
 
+        def contrast() -> None:
+            layer = self.image_layer
+            layer.metadata = layer_metadata(image)
+            layer.contrast_limits_range = display["range"]
+            layer.contrast_limits = display["limits"]
+
+        def fill(layer, data, then: tuple = ()) -> list[Callable[[], None]]:
+            """Steps that give ``layer`` new data and geometry, each about a third of a redraw.
+
+            Same dimensions: show the layer (napari updates a hidden layer's extent only when it
+            is shown with a change of its geometry), then data and any change of geometry. A
+            radiograph's layers turning into a volume's: data and scale, then translate, while
+            the layer is hidden (napari slices nothing; setting the geometry also clears its
+            stale extent, which a redraw would trip over), then show it. Each change of a
+            layer's extent re-slices every layer of the viewer, hence the turns. ``then``:
+            steps to run once the data is in, before the layer is shown.
+            """
+            if layer.ndim == image.ndim:
+                def data_step() -> None:
+                    self._place(layer, data, transform)
+                data_step.__name__ = f"fill {layer.name}"
+                return ([] if layer.visible else [show(layer)]) + [data_step, *then]
+
+            def hidden_data() -> None:
+                layer.visible = False
+                layer.data = data
+                # In the same turn: a redraw before the geometry is set would meet the stale
+                # extent of the old number of dimensions (an IndexError in napari's _update_draw).
+                layer.scale = transform["scale"]
+
+            def translate() -> None:
+                layer.translate = transform["translate"]
+
+            hidden_data.__name__ = f"fill {layer.name}"
+            translate.__name__ = f"translate {layer.name}"
+            return [hidden_data, translate, *then, show(layer)]
+
         fills = [(self.image_layer, self.renderer.image), (self.labels_layer, display["labels"]),
                  (self.mask_layer, np.zeros(image.shape, np.uint8))]
-        layer_steps = []
+        layer_steps: list[Callable[[], None]] = []
         for layer, data in fills:
-            layer_steps.append(fill(layer, data))
-            if layer.ndim != image.ndim:
-                layer_steps.append(place(layer))
+            layer_steps += fill(layer, data, (contrast,) if layer is self.image_layer else ())
 
-        def switch_handles() -> None:
+        def retire_handles() -> None:
             # A points layer keeps its number of dimensions: a volume after a radiograph gets
             # handles of its own; the other stay hidden for the next scene of their kind
             # (removing a layer costs napari a full garbage collection, about 0.5 s).
@@ -555,6 +575,8 @@ class LesionEditorWidget(JobPanel):
                 self._syncing = False
             old.visible = False
             old.name = f"lesions ({old.ndim}D scenes)"
+
+        def switch_handles() -> None:
             new_layer = self._handles.get(image.ndim)
             if new_layer is None or new_layer not in self.viewer.layers:
                 self.points_layer = None
@@ -564,26 +586,42 @@ class LesionEditorWidget(JobPanel):
                 self.points_layer.name = "lesions"
             self._stack_scene_layers()
 
+        def place_handles() -> None:
+            # The geometry while hidden (it clears the layer's extent), then show it: two turns.
+            layer = self.points_layer
+            if layer.visible:
+                self._place(layer, None, transform)
+                return
+            for key in ("scale", "translate"):
+                if not np.allclose(getattr(layer, key), transform[key]):
+                    setattr(layer, key, transform[key])
+
         def show_handles() -> None:
-            self._place(self.points_layer, None, transform)
+            self.points_layer.visible = True
             self._layers_follow = True
+
+        def sync_handles() -> None:
             self._sync_from_scene()
 
         def show_constraint() -> None:
             self._show_constraint()
 
         def select_handles() -> None:
-            self.viewer.layers.selection.active = self.points_layer
+            self.viewer.layers.selection.active = self.points_layer  # napari shows its controls
+
+        def select_mode() -> None:
             self.points_layer.mode = "select"
 
         def finish() -> None:
             self._fit_view()
             self.say(f"scene {Path(session.scene.folder or '.').name}: {len(session.scene.lesions)} lesions")
 
-        steps = [grid_off, hide_sources, *layer_steps]
+        sources = [hide(layer) for layer in self._image_layers() if layer.visible]
+        steps = [grid_off, *sources, stack, *layer_steps]
         if self.points_layer.ndim != image.ndim:
-            steps.append(switch_handles)
-        return [*steps, show_handles, show_constraint, select_handles, finish]
+            steps += [retire_handles, switch_handles]
+        return [*steps, place_handles, show_handles, sync_handles, show_constraint, select_handles, select_mode,
+                finish]
 
     def _fit_view(self) -> None:
         """Fit the scene's image in the canvas, not the hidden images beside it."""
