@@ -323,6 +323,10 @@ def test_readme_session_end_to_end(make_napari_viewer, qtbot, tmp_path, artifact
                         and not editor.busy, timeout=60000)
     ct_worker_freeze, ct_freeze = clock.worst_before_ms(marks[-1]), clock.worst_ms
     ct_cpu, ct_own, ct_gc = clock.worst_cpu_ms, clock.worst_without_gc_ms, clock.gc_ms
+    # The scene's layers on top, in their order, the volume's handles topmost (drawn over the image).
+    assert [layer.name for layer in viewer.layers][-6:] == [
+        "synthetic", "constraint", "lesion labels", "lesion mask", "lesions (2D scenes)", "lesions"]
+    assert viewer.layers[-1] is editor.points_layer and editor.points_layer.ndim == 3
     depth = editor.image_layer.data.shape[0]
     viewer.dims.order = (1, 0, 2)  # coronal: rows are z, columns x
     row = editor.image_layer.data.shape[1] // 2

@@ -474,7 +474,11 @@ class LesionEditorWidget(JobPanel):
         indices = [self.viewer.layers.index(layer) for layer in layers]
         top = len(self.viewer.layers)
         if indices != list(range(top - len(indices), top)):
-            self.viewer.layers.move_multiple(indices, top)
+            # The whole new order, moved to the bottom: napari (0.9.2) mis-orders a batch moved
+            # to the end of the list when its order differs from the list's (a CT scene after a
+            # radiograph put its handles under the image and the CT source on top).
+            others = [index for index in range(top) if index not in indices]
+            self.viewer.layers.move_multiple(others + indices, 0)
 
     @staticmethod
     def _place(layer, data, transform: dict) -> None:
