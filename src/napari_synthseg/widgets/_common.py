@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
+import threading
 import weakref
 from typing import Any, Callable, Generator
 
@@ -69,10 +73,6 @@ def _in_background(func: Callable[..., Any]) -> Callable[..., Any]:
     A thread's niceness can only go up without privileges, so a pool thread stays at the lower
     priority for the jobs after this one; every job on the pool is background work.
     """
-    import functools
-    import os
-    import sys
-    import threading
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -80,7 +80,7 @@ def _in_background(func: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 tid = threading.get_native_id()
                 current = os.getpriority(os.PRIO_PROCESS, tid)
-                target = min(os.getpriority(os.PRIO_PROCESS, os.getpid()) + WORKER_NICENESS, 19)  # the main thread's + 5
+                target = min(os.getpriority(os.PRIO_PROCESS, os.getpid()) + WORKER_NICENESS, 19)  # main thread's
                 if current < target:
                     os.setpriority(os.PRIO_PROCESS, tid, target)
             except OSError:  # not allowed here: run at the normal priority

@@ -591,14 +591,11 @@ class LesionEditorWidget(JobPanel):
             self._stack_scene_layers()
 
         def place_handles() -> None:
-            # The geometry while hidden (it clears the layer's extent), then show it: two turns.
-            layer = self.points_layer
-            if layer.visible:
-                self._place(layer, None, transform)
-                return
+            # The geometry first (setting it clears the layer's extent, shown or not), then
+            # show the layer: two turns.
             for key in ("scale", "translate"):
-                if not np.allclose(getattr(layer, key), transform[key]):
-                    setattr(layer, key, transform[key])
+                if not np.allclose(getattr(self.points_layer, key), transform[key]):
+                    setattr(self.points_layer, key, transform[key])
 
         def show_handles() -> None:
             self.points_layer.visible = True
