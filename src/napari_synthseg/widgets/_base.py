@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import CancelledError, SynthsegError
 from ..utils.progress import CancelToken
-from ._common import ProgressRelay, report_error, run_in_thread, show_info
+from ._common import ProgressRelay, guard_gl_context, report_error, run_in_thread, show_info
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class JobPanel(QScrollArea):
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        guard_gl_context(napari_viewer)
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setFrameShape(QScrollArea.Shape.NoFrame)

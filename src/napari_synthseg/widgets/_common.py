@@ -90,6 +90,55 @@ def _in_background(func: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+# Viewers whose layer removals already make their own OpenGL context current (see below).
+_GL_GUARDED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def guard_gl_context(viewer) -> None:
+    """Make napari delete a viewer's OpenGL objects in that viewer's own context.
+
+    napari (0.9.2) flushes a removed layer's OpenGL deletions at once (``context.finish()`` in
+    ``VispyCanvas._clean_and_update_scenegraph``) into whichever context happens to be current.
+    Each viewer's canvas has a context of its own (vispy shares none under Qt 5.4+/Qt 6), and
+    shader, buffer and texture names are small integers counted per context: with the editor's
+    viewer and the QA window both open, removing or clearing the layers of one deleted the
+    other's objects of the same numbers, and the other's next draw failed (``GLError``
+    ``GL_INVALID_VALUE`` in ``glVertexAttribPointer``, an image not drawn). Making the viewer's
+    canvas current when a layer is about to go sends the deletions to the right context; the
+    removal runs without an event-loop turn in between, so nothing else can take the context
+    back. Connected once per viewer.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        A viewer with a window (a bare ``ViewerModel`` has no canvas and needs none).
+    """
+    if viewer is None or viewer in _GL_GUARDED:
+        return
+    layers = getattr(viewer, "layers", None)
+    if layers is None or not hasattr(layers.events, "removing"):
+        return
+    ref = weakref.ref(viewer)
+
+    def make_current(event=None) -> None:
+        scene_canvas = _scene_canvas(ref())
+        if scene_canvas is not None:
+            scene_canvas.set_current()
+
+    layers.events.removing.connect(make_current)
+    _GL_GUARDED.add(viewer)
+
+
+def _scene_canvas(viewer):
+    """The vispy ``SceneCanvas`` that draws ``viewer`` (None without a window or once closed)."""
+    window = getattr(viewer, "window", None)
+    qt_viewer = getattr(window, "_qt_viewer", None) if window is not None else None
+    canvas = getattr(getattr(qt_viewer, "canvas", None), "_scene_canvas", None)
+    if canvas is None or getattr(canvas, "_closed", False) or getattr(canvas, "_backend", None) is None:
+        return None
+    return canvas
+
+
 class ProgressRelay(QObject):
     """Carries progress (and previews) from a worker thread to the UI thread.
 
@@ -130,6 +179,7 @@ def scene_editor(viewer):
 
 __all__ = [
     "ProgressRelay",
+    "guard_gl_context",
     "register_scene_editor",
     "report_error",
     "run_in_thread",

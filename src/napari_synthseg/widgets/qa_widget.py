@@ -50,7 +50,15 @@ from ..scene import Scene
 from ..utils.progress import CancelToken
 from ..workflow.review import DECISION_KEYS, ExportSettings, ReviewSession
 from ._base import JobPanel
-from ._common import ProgressRelay, report_error, run_in_thread, show_info, viewer_camera, viewer_grid
+from ._common import (
+    ProgressRelay,
+    guard_gl_context,
+    report_error,
+    run_in_thread,
+    show_info,
+    viewer_camera,
+    viewer_grid,
+)
 
 LAYER_NAMES = ("QA original", "QA synthetic", "QA difference")
 OUTLINE_NAMES = ("QA outlines (original)", "QA outlines (synthetic)", "QA outlines (difference)")
@@ -318,6 +326,7 @@ class QAWidget(JobPanel):
         """Draw the grid in a QA window of its own (the host shows other layers)."""
         self.unbind_keys()
         self.viewer = napari.Viewer(title="napari-synthseg QA")
+        guard_gl_context(self.viewer)  # two viewers: each deletes its GL objects in its own context
         self.viewer.window._qt_window.resize(1200, 700)
         self._bind_keys()
 
