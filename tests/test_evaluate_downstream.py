@@ -121,6 +121,50 @@ def test_compare_reports_across_runs_sharing_the_baseline(tmp_path, capsys):
     assert main(["evaluate", "compare", str(tmp_path / "missing")]) == 2
 
 
+def test_compare_pools_the_seeds_of_an_arm_run_again_with_other_seeds(tmp_path, capsys):
+    from napari_synthseg.evaluate.downstream import load_report_arms
+
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.2, 0.8, (3, 4))
+    detected = [[0, 1, 1, 1], [1, 1, 0, 1], [0, 1, 1, 1]]
+    gains = np.array([[0.06], [0.02], [0.07]])  # per seed
+    datasets = {"real": {"sha256": "r" * 64}, "test": {"sha256": "t" * 64},
+                "synthetic": {"gen": {"sha256": "g" * 64}}}
+
+    def write(folder, seeds, steps=1600, real_sha="r" * 64):
+        rows = list(seeds)
+        ds = dict(datasets, real={"sha256": real_sha})
+        arms = [dict(_arm("real", base[rows].tolist(), [detected[i] for i in rows], (4.0, 8.0, 15.0, 22.0), seeds),
+                     kind="real", ratio=0.0, real_fraction=1.0, synthetic_set=None, per_seed=[{"seed": i} for i in seeds]),
+                dict(_arm("real+genx1", (base[rows] + gains[rows]).tolist(), [detected[i] for i in rows],
+                          (4.0, 8.0, 15.0, 22.0), seeds),
+                     kind="real+synthetic", ratio=1.0, real_fraction=1.0, synthetic_set="gen",
+                     per_seed=[{"seed": i} for i in seeds])]
+        folder.mkdir()
+        (folder / "report.json").write_text(json.dumps({
+            "kind": "synthseg-downstream-report", "arms": arms, "datasets": ds,
+            "settings": {"steps": steps, "seeds": list(seeds), "n_boot": 1000, "device": "cpu"}}))
+        return folder
+
+    first, later = write(tmp_path / "s01", (0, 1)), write(tmp_path / "s2", (2,))
+    arms = load_report_arms([first, later])
+    assert [a["name"] for a in arms] == ["real", "real+genx1"]
+    assert [a["outcomes"]["seeds"] for a in arms] == [[0, 1, 2], [0, 1, 2]]
+    assert arms[1]["dice"] == pytest.approx((base + gains).mean()) and "dice_ci" not in arms[1]
+    assert main(["evaluate", "compare", str(first), str(later), "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "real+genx1: seeds 0, 1, 2 pooled from" in out
+    assert f"real+genx1: Dice {gains.mean():+.3f}" in out and "(3 seeds)" in out
+
+    # Not pooled: the same seed run again (other outcomes), another budget, another real set.
+    again = write(tmp_path / "again", (1,))
+    other_steps = write(tmp_path / "steps800", (2,), steps=800)
+    other_real = write(tmp_path / "real10", (2,), real_sha="x" * 64)
+    for folder in (again, other_steps, other_real):
+        names = [a["name"] for a in load_report_arms([first, folder])]
+        assert names == ["real", "real+genx1", f"real@{folder.name}", f"real+genx1@{folder.name}"], names
+
+
 @pytest.mark.slow
 def test_downstream_tiny_run_writes_the_report(tmp_path, capsys):
     real = index_set(tmp_path / "real", 4, noisy=True, seed=0)

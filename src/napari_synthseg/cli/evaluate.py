@@ -69,10 +69,11 @@ def register(subparsers) -> None:
     d.set_defaults(func=run_downstream)
 
     m = sub.add_parser("compare", help="paired gains of downstream arms over a baseline arm, across one or more "
-                       "reports on the same test set (same seeds and test cases)")
+                       "reports on the same test set (same seeds and test cases; an arm run the same way with "
+                       "other seeds in another report has its seeds pooled)")
     m.add_argument("reports", nargs="+", help="downstream report folders (or their report.json)")
     m.add_argument("--baseline", default="real", help="arm to compare with (default real; a repeated name from "
-                   "another report with other outcomes is NAME@FOLDER)")
+                   "another report with other outcomes that cannot be pooled is NAME@FOLDER)")
     m.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
     m.set_defaults(func=run_compare)
 
@@ -182,6 +183,10 @@ def run_compare(args) -> int:
     rows = compare_arms(arms, args.baseline, args.bootstrap)
     if not rows:
         raise SynthsegError(f"no other arm shares seeds with {args.baseline!r}")
+    for arm in arms:
+        if len(arm.get("reports", [])) > 1:
+            print(f"{arm['name']}: seeds {', '.join(map(str, arm['outcomes']['seeds']))} pooled from "
+                  f"{', '.join(arm['reports'])} (same settings and data)")
     print(f"paired gains over {args.baseline} (same seeds, same test cases; 95 % bootstrap CIs)")
     for c in rows:
         d, s_, sm = c["delta_dice_ci"], c["delta_sensitivity_ci"], c["delta_sensitivity_small_ci"]

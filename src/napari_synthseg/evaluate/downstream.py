@@ -321,7 +321,10 @@ def load_report_arms(reports: Sequence[str | os.PathLike]) -> list[dict]:
     :func:`compare_arms` across runs on the same test set.
 
     An arm name met again (the ``real`` baseline of every run) is kept once when its outcomes
-    are the same and renamed ``name@<folder>`` when they differ.
+    are the same. When the runs trained it the same way on the same data (settings other than
+    the seeds, and the datasets' checksums, equal) with **other seeds**, its seeds are pooled:
+    a later run that adds seeds 2 to a run of seeds 0 and 1 gives a three-seed comparison.
+    Otherwise it is renamed ``name@<folder>``.
 
     Raises
     ------
@@ -345,14 +348,63 @@ def load_report_arms(reports: Sequence[str | os.PathLike]) -> list[dict]:
             if "outcomes" not in arm:
                 raise SynthsegError(f"{path}: arm {arm['name']!r} has no per-case outcomes (a report from before "
                                     "they were kept); run it again")
+            arm = dict(arm, recipe=_arm_recipe(data, arm), reports=[str(path.parent)])
             name = arm["name"]
             if name in seen:
-                if seen[name]["outcomes"] == arm["outcomes"]:
+                earlier = seen[name]
+                if earlier["outcomes"] == arm["outcomes"]:
+                    continue
+                if _can_pool(earlier, arm):
+                    pooled = _pool_seeds(earlier, arm)
+                    arms[arms.index(earlier)] = seen[name] = pooled
                     continue
                 arm = dict(arm, name=f"{name}@{path.parent.name}")
             seen[arm["name"]] = arm
             arms.append(arm)
     return arms
+
+
+# Settings that do not change how an arm is trained or scored: which seeds and which other arms
+# a run had, the bootstrap's resample count, and the device (seeds from a GPU run are seeds too).
+_NOT_RECIPE = ("seeds", "ratios", "real_fractions", "synthetic_only", "n_boot", "device")
+
+
+def _arm_recipe(report: Mapping[str, Any], arm: Mapping[str, Any]) -> str | None:
+    """What must match for two runs' seeds of ``arm`` to be pooled (None: the report lacks it)."""
+    import json
+
+    settings, datasets = report.get("settings"), report.get("datasets")
+    if not settings or not datasets:
+        return None
+    synthetic = arm.get("synthetic_set")
+    recipe = {
+        "settings": {k: v for k, v in settings.items() if k not in _NOT_RECIPE},
+        "arm": {k: arm.get(k) for k in ("kind", "ratio", "real_fraction")},
+        "real": (datasets.get("real") or {}).get("sha256"),
+        "test": (datasets.get("test") or {}).get("sha256"),
+        "synthetic": ((datasets.get("synthetic") or {}).get(synthetic) or {}).get("sha256") if synthetic else None,
+    }
+    return json.dumps(recipe, sort_keys=True, default=str)
+
+
+def _can_pool(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    oa, ob = a["outcomes"], b["outcomes"]
+    return (a.get("recipe") is not None and a.get("recipe") == b.get("recipe")
+            and not set(oa["seeds"]) & set(ob["seeds"])
+            and np.allclose(np.asarray(oa["lesion_diameters"], float), np.asarray(ob["lesion_diameters"], float)))
+
+
+def _pool_seeds(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict:
+    """``a`` with ``b``'s seeds added (outcome rows and per-seed summaries; the CIs of the
+    single runs no longer apply and are dropped)."""
+    oa, ob = a["outcomes"], b["outcomes"]
+    outcomes = {"seeds": [*oa["seeds"], *ob["seeds"]], "dice": [*oa["dice"], *ob["dice"]],
+                "detected": [*oa["detected"], *ob["detected"]], "lesion_diameters": oa["lesion_diameters"]}
+    dice = np.asarray(outcomes["dice"], float)
+    kept = {k: v for k, v in a.items() if not k.endswith("_ci")}
+    return dict(kept, outcomes=outcomes, per_seed=[*a.get("per_seed", []), *b.get("per_seed", [])],
+                dice=float(np.nanmean(dice)) if dice.size else math.nan,
+                reports=[*a.get("reports", []), *b.get("reports", [])])
 
 
 def summarise_arm(arm: Arm, per_seed: list[dict], cases_by_seed: list[list[CaseScore]], n_boot: int, seed: int) -> dict:
@@ -540,6 +592,7 @@ def _markdown(r: dict) -> str:
         if d:
             lines.append(f"- {label}: `{d['path']}` ({d['layout']}, {d['n']} lesions, sha256 `{d['sha256']}`)")
     lines += ["", "## Settings", "", "```", *(f"{k}: {v}" for k, v in s.items()), "```",
-              f"napari-synthseg {r['environment']['napari_synthseg']}, torch {r['environment']['torch']}, "
-              f"{r['environment']['created']}, {r['seconds']} s"]
+              f"napari-synthseg {r['environment']['napari_synthseg']}, torch {r['environment']['torch']} "
+              f"({r['environment'].get('torch_threads', '?')} threads), {r['environment']['created']}, "
+              f"{r['seconds']} s"]
     return "\n".join(lines) + "\n"

@@ -50,6 +50,10 @@ def environment() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "machine": platform.machine(),
+        # A training seed reproduces a run bit for bit only at the same thread count: CPU
+        # reductions are summed in another order with more threads, and over a few hundred
+        # steps the runs part (measured: docs/benchmarks.md, issue 16's eighth pass).
+        "torch_threads": torch.get_num_threads(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
